@@ -1,0 +1,26 @@
+"""retinaseg: segment and measure retinal vessels in OCTA and colour fundus images.
+
+The public API lives in :mod:`retinaseg.api` and is re-exported here lazily, so that
+``import retinaseg`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {"train", "predict", "evaluate", "load_model", "Segmenter", "list_datasets",
+        "list_models"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from retinaseg import api
+
+        return getattr(api, name)
+    if name == "centerline":
+        from retinaseg.measure import centerline
+
+        return centerline
+    raise AttributeError(f"module 'retinaseg' has no attribute '{name}'")

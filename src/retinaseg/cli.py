@@ -1,0 +1,172 @@
+"""Command-line interface: a thin shell over :mod:`retinaseg.api`.
+
+Every error a user can cause ends in one sentence on stderr and exit code 2; an interrupted run
+exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from retinaseg.errors import RetinasegError
+
+
+def _kv(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise RetinasegError(f"option '{item}' must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _threshold(text: str | None) -> float | str | None:
+    if text is None or text.startswith("val"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise RetinasegError(f"--threshold must be a number or 'val', not '{text}'") from None
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from retinaseg.api import train
+
+    s = train(a.config, overrides=a.set, resume=a.resume)
+    print(f"best model: {Path(s['run_dir']) / 'best.safetensors'} (epoch {s['best_epoch']}, "
+          f"val {s['monitor']} {s['best_score']:.4f}, threshold {s['threshold']:.3f})")
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from retinaseg.api import predict
+
+    rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
+                  tta=a.tta, tile=a.tile, device=a.device, threads=a.threads)
+    print(f"wrote {len(rep.rows)} result(s) to {a.out}")
+    if rep.skipped:
+        print(f"skipped {len(rep.skipped)} file(s):", file=sys.stderr)
+        for path, why in rep.skipped:
+            print(f"  {path}: {why}", file=sys.stderr)
+        if not rep.rows:
+            raise RetinasegError("no input could be segmented")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from retinaseg.api import evaluate
+
+    s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
+                 threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
+                 tile=a.tile, device=a.device, threads=a.threads)
+    keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
+    print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, threshold "
+          f"{s['threshold']:.3f} ({s['threshold_source']}), {s['fov']}")
+    for label, d in (("per-image mean", s["per_image_mean"]), ("pooled", s["pooled"])):
+        print(f"  {label:15s} " + "  ".join(f"{k}={d[k]:.4f}" for k in keys))
+    print(f"wrote {Path(a.out) / 'summary.json'}")
+
+
+def cmd_datasets(a: argparse.Namespace) -> None:
+    from retinaseg.api import list_datasets
+
+    for name, modality, splits, layout in list_datasets():
+        print(f"{name}  [{modality}]  splits: {', '.join(splits)}, all")
+        for line in layout.strip().splitlines():
+            print(f"    {line}")
+
+
+def cmd_models(a: argparse.Namespace) -> None:
+    from retinaseg.api import list_models
+
+    for name, doc in list_models():
+        print(f"{name:12s} {doc}")
+
+
+def cmd_centerline(a: argparse.Namespace) -> None:
+    from retinaseg.inference.pipeline import collect_inputs
+    from retinaseg.io import read_mask, write_png
+    from retinaseg.measure import centerline
+
+    bad = []
+    files = collect_inputs(a.inputs)
+    for f in files:
+        try:
+            write_png(Path(a.out) / f"{f.stem}.png", centerline(read_mask(f), prune=a.prune))
+        except RetinasegError as err:
+            bad.append(f"{f}: {err}")
+    print(f"wrote {len(files) - len(bad)} centerline(s) to {a.out}")
+    for b in bad:
+        print(f"  skipped {b}", file=sys.stderr)
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores, ≤8)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="sliding-window tile size (default: whole image when it fits)")
+    p.add_argument("--tta", action="store_true", help="average over flips")
+    p.add_argument("--threshold", default=None,
+                   help="number, or 'val' to choose on the validation split "
+                        "(default: the model's own)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="retinaseg", description=__doc__.splitlines()[0])
+    from retinaseg import __version__
+
+    ap.add_argument("--version", action="version", version=f"retinaseg {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (not needed with --resume)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=5")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("predict", help="segment images or folders")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--model", required=True, help="safetensors file, run folder or bundled name")
+    p.add_argument("--out", required=True)
+    _device_args(p)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("evaluate", help="score a model on a dataset split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--root", default=None)
+    p.add_argument("--split", required=True, help="a split name, or 'all'")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. fov=6M, maps=ILM_OPL, label=LargeVessel")
+    p.add_argument("--out", required=True)
+    p.add_argument("--palette", default="classic", choices=["classic", "colorblind"])
+    _device_args(p)
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("centerline", help="extract 1-px centerlines from binary masks")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--prune", type=float, default=0, help="remove spurs shorter than this (px)")
+    p.set_defaults(func=cmd_centerline)
+    sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
+    sub.add_parser("models", help="list architectures").set_defaults(func=cmd_models)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "train" and not args.config and not args.resume:
+        print("error: train needs a CONFIG file or --resume RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        args.func(args)
+    except RetinasegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

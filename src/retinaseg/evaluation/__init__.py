@@ -1,0 +1,1 @@
+"""Evaluation: metrics (reference §9), figures, and dataset-level scoring."""

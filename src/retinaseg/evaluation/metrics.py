@@ -1,0 +1,598 @@
+"""Segmentation metrics for binary vessel masks (reference §9, "Metrics").
+
+NumPy arrays in, Python floats out. Masks are ``bool`` ``[H, W]`` (some functions also accept
+``[D, H, W]``), probability maps are ``float`` ``[H, W]`` in [0, 1].
+
+Conventions
+-----------
+* Binarisation: ``pred = prob > threshold`` (strict, as S3-OCTA's ``p > 0.8`` and SAM-OCTA2's
+  ``logit > 0``); see :func:`binarize`.
+* FOV: when a ``fov`` mask is given, only pixels inside it are counted; topology and distance
+  metrics use ``pred & fov`` and ``gt & fov``.
+* Zero denominators (see :func:`threshold_metrics`): Dice and IoU are 1.0 when prediction and
+  GT are both empty (perfect agreement) and 0.0 when exactly one is empty; sensitivity is NaN
+  when the GT has no positives, specificity NaN when it has no negatives, precision NaN when
+  nothing is predicted positive; balanced accuracy is NaN whenever sensitivity or specificity is.
+* AUC / AP are NaN when only one class is present. HD95 is NaN when either mask is empty (§9
+  recommends NaN rather than S3-OCTA's score of 0).
+* Betti errors are an addition of this toolkit (§9 marks them *(inferred)*; no seed computes them).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from itertools import product
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+from scipy.stats import rankdata
+from skimage.measure import euler_number
+from skimage.morphology import skeletonize
+
+METRIC_KEYS: tuple[str, ...] = (
+    "dice", "iou", "acc", "sen", "spe", "bacc", "precision",
+    "auc", "ap", "cldice", "betti0_error", "betti1_error", "hd95",
+)
+"""Keys of :func:`image_metrics` and :func:`pooled_metrics`, in this order."""
+
+THRESHOLD_KEYS: tuple[str, ...] = ("dice", "iou", "acc", "sen", "spe", "bacc", "precision")
+"""Keys of :func:`threshold_metrics`."""
+
+DEFAULT_GRID: NDArray[np.float64] = np.linspace(0.05, 0.95, 91)
+"""Default candidate thresholds of :func:`choose_threshold` (step 0.01)."""
+
+NAN = float("nan")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_bool(mask: ArrayLike) -> NDArray[np.bool_]:
+    """``mask`` as a bool array (non-bool input: ``> 0``)."""
+    arr = np.asarray(mask)
+    return arr if arr.dtype == bool else arr > 0
+
+
+def _check_same_shape(**arrays: np.ndarray | None) -> None:
+    shapes = {k: np.shape(v) for k, v in arrays.items() if v is not None}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise ValueError(f"arrays must have the same shape, got {listed}")
+
+
+def _div(num: float, den: float) -> float:
+    """``num / den`` as a float, NaN when ``den == 0``."""
+    return float(num) / float(den) if den else NAN
+
+
+def binarize(prob: ArrayLike, threshold: float) -> NDArray[np.bool_]:
+    """Binary prediction ``prob > threshold`` (bool, same shape as ``prob``)."""
+    return np.asarray(prob) > threshold
+
+
+def _in_fov(
+    prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Flatten ``prob`` (float64) and ``gt`` (bool) to 1-D, keeping only pixels inside ``fov``."""
+    p = np.asarray(prob, dtype=np.float64)
+    g = _as_bool(gt)
+    f = None if fov is None else _as_bool(fov)
+    _check_same_shape(prob=p, gt=g, fov=f)
+    if f is None:
+        return p.ravel(), g.ravel()
+    return p[f], g[f]
+
+
+def _masked(
+    pred: ArrayLike, gt: ArrayLike, fov: ArrayLike | None
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """``(pred & fov, gt & fov)`` as bool arrays (unchanged when ``fov`` is None)."""
+    p, g = _as_bool(pred), _as_bool(gt)
+    f = None if fov is None else _as_bool(fov)
+    _check_same_shape(pred=p, gt=g, fov=f)
+    return (p, g) if f is None else (p & f, g & f)
+
+
+# --------------------------------------------------------------------------- confusion-based
+
+
+def confusion_counts(
+    pred: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None
+) -> dict[str, int]:
+    """Pixel counts ``{"tp", "fp", "fn", "tn"}`` of ``pred`` vs ``gt`` inside ``fov``.
+
+    Args:
+        pred: bool ``[H, W]`` (or any shape) binary prediction.
+        gt: bool, same shape, ground truth.
+        fov: optional bool, same shape; pixels outside it are ignored.
+    """
+    p, g = _as_bool(pred), _as_bool(gt)
+    f = None if fov is None else _as_bool(fov)
+    _check_same_shape(pred=p, gt=g, fov=f)
+    if f is not None:
+        p, g = p[f], g[f]
+    tp = int(np.count_nonzero(p & g))
+    fp = int(np.count_nonzero(p & ~g))
+    fn = int(np.count_nonzero(~p & g))
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(p.size) - tp - fp - fn}
+
+
+def threshold_metrics(counts: Mapping[str, int]) -> dict[str, float]:
+    """Dice, IoU, accuracy, sensitivity, specificity, balanced accuracy, precision (§9).
+
+    Formulas: Dice = 2TP/(2TP+FP+FN), IoU = TP/(TP+FP+FN), Acc = (TP+TN)/N,
+    Sen = TP/(TP+FN), Spe = TN/(TN+FP), BAcc = (Sen+Spe)/2, Precision = TP/(TP+FP).
+
+    Zero denominators: Dice = IoU = 1.0 when TP+FP+FN = 0 (prediction and GT both empty:
+    perfect agreement; so Dice stays symmetric and in [0, 1] and IoU = D/(2-D) always holds);
+    Sen NaN when the GT is empty; Spe NaN when there are no GT negatives; Precision NaN when no
+    pixel is predicted positive; BAcc NaN if Sen or Spe is NaN; Acc NaN when N = 0.
+
+    Args:
+        counts: mapping with integer keys ``tp fp fn tn`` (see :func:`confusion_counts`).
+
+    Returns:
+        dict with keys :data:`THRESHOLD_KEYS`, float values.
+    """
+    tp, fp, fn, tn = (int(counts[k]) for k in ("tp", "fp", "fn", "tn"))
+    errors = fp + fn
+    sen, spe = _div(tp, tp + fn), _div(tn, tn + fp)
+    return {
+        "dice": 1.0 if tp + errors == 0 else 2.0 * tp / (2 * tp + errors),
+        "iou": 1.0 if tp + errors == 0 else tp / (tp + errors),
+        "acc": _div(tp + tn, tp + fp + fn + tn),
+        "sen": sen,
+        "spe": spe,
+        "bacc": (sen + spe) / 2.0,
+        "precision": _div(tp, tp + fp),
+    }
+
+
+# --------------------------------------------------------------------------- ranking metrics
+
+
+def roc_auc(prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None) -> float:
+    """Exact area under the ROC curve via the Mann–Whitney U statistic.
+
+    AUC = (R₊ − n₊(n₊+1)/2) / (n₊·n₋), with R₊ the sum of the (average, tie-aware) ranks of the
+    positive pixels; tied scores count ½, as the trapezoidal ROC area. NaN if a class is absent.
+
+    Args:
+        prob: float ``[H, W]`` scores (probabilities).
+        gt: bool ``[H, W]``.
+        fov: optional bool ``[H, W]``; only pixels inside are used.
+    """
+    p, g = _in_fov(prob, gt, fov)
+    n_pos = int(np.count_nonzero(g))
+    n_neg = g.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return NAN
+    ranks = rankdata(p)
+    u = float(ranks[g].sum()) - n_pos * (n_pos + 1) / 2.0
+    return u / (float(n_pos) * float(n_neg))
+
+
+def _binary_curve(
+    prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Cumulative ``(tps, fps, thresholds)`` at each distinct score, scores descending.
+
+    ``tps[i]``/``fps[i]`` count pixels with score ``>= thresholds[i]`` (ties grouped).
+    """
+    p, g = _in_fov(prob, gt, fov)
+    order = np.argsort(-p, kind="mergesort")
+    p, g = p[order], g[order]
+    last = np.r_[np.flatnonzero(np.diff(p)), p.size - 1] if p.size else np.array([], int)
+    tps = np.cumsum(g, dtype=np.float64)[last]
+    fps = (last + 1).astype(np.float64) - tps
+    return tps, fps, p[last]
+
+
+def average_precision(prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None) -> float:
+    """Step-wise average precision AP = Σₙ (Rₙ − Rₙ₋₁)·Pₙ (scikit-learn convention).
+
+    The sum runs over the distinct scores in decreasing order (tied scores form one threshold),
+    with R₀ = 0; no interpolation. NaN when the GT has no positives (scikit-learn returns 0).
+
+    Args:
+        prob: float ``[H, W]`` scores; gt: bool ``[H, W]``; fov: optional bool ``[H, W]``.
+    """
+    tps, fps, _ = _binary_curve(prob, gt, fov)
+    if tps.size == 0 or tps[-1] == 0:
+        return NAN
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _subsample(n: int, max_points: int) -> NDArray[np.intp]:
+    """At most ``max_points`` evenly spaced indices of ``range(n)``, first and last included."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max(max_points, 2)).round().astype(np.intp))
+
+
+def roc_curve(
+    prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None, max_points: int = 1000
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """ROC curve for plotting: ``(fpr, tpr, thresholds)``, 1-D, fpr increasing.
+
+    Starts at (0, 0) with threshold +inf and ends at (1, 1); a pixel is positive at threshold t
+    when its score is ``>= t``. Subsampled to at most ``max_points`` points (endpoints kept).
+    Rates are NaN when a class is absent.
+    """
+    tps, fps, thr = _binary_curve(prob, gt, fov)
+    tps, fps, thr = np.r_[0.0, tps], np.r_[0.0, fps], np.r_[np.inf, thr]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr, fpr = tps / tps[-1], fps / fps[-1]
+    keep = _subsample(tpr.size, max_points)
+    return fpr[keep], tpr[keep], thr[keep]
+
+
+def pr_curve(
+    prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None, max_points: int = 1000
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Precision–recall curve for plotting: ``(precision, recall, thresholds)``, recall increasing.
+
+    Starts at (recall 0, precision 1) with threshold +inf; the step curve drawn with
+    ``drawstyle="steps-pre"`` has area :func:`average_precision`. Subsampled to at most
+    ``max_points`` points (endpoints kept). Recall is NaN when the GT has no positives.
+    """
+    tps, fps, thr = _binary_curve(prob, gt, fov)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.r_[1.0, tps / (tps + fps)]
+        recall = np.r_[0.0, tps / tps[-1]] if tps.size else np.array([0.0])
+    thr = np.r_[np.inf, thr]
+    keep = _subsample(recall.size, max_points)
+    return precision[keep], recall[keep], thr[keep]
+
+
+# --------------------------------------------------------------------------- topology
+
+
+def _skeleton(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """skimage skeleton (2D or 3D); a non-empty mask with an empty skeleton keeps itself."""
+    if not mask.any():
+        return mask
+    skel = skeletonize(mask).astype(bool)
+    return skel if skel.any() else mask
+
+
+def _cldice_parts(pred: NDArray[np.bool_], gt: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """``[|P∩skel(G)|, |skel(G)|, |G∩skel(P)|, |skel(P)|, |P|, |G|]`` as int64."""
+    sg, sp = _skeleton(gt), _skeleton(pred)
+    return np.array([
+        np.count_nonzero(pred & sg), np.count_nonzero(sg),
+        np.count_nonzero(gt & sp), np.count_nonzero(sp),
+        np.count_nonzero(pred), np.count_nonzero(gt),
+    ], dtype=np.int64)
+
+
+def _cldice_from_parts(parts: NDArray[np.int64]) -> float:
+    p_in_sg, sg, g_in_sp, sp, n_pred, n_gt = (int(v) for v in parts)
+    if n_pred == 0 and n_gt == 0:
+        return 1.0
+    if n_pred == 0 or n_gt == 0:
+        return 0.0
+    a, b = p_in_sg / sg, g_in_sp / sp
+    return 0.0 if a + b == 0 else 2.0 * a * b / (a + b)
+
+
+def cldice(pred: ArrayLike, gt: ArrayLike) -> float:
+    """Centerline Dice, clDice = 2·a·b/(a+b), a = |P∩skel(G)|/|skel(G)|, b = |G∩skel(P)|/|skel(P)|.
+
+    Skeletons by ``skimage.morphology.skeletonize`` (2D ``[H, W]`` or 3D ``[D, H, W]``).
+    Both masks empty → 1.0; exactly one empty → 0.0.
+    """
+    p, g = _masked(pred, gt, None)
+    return _cldice_from_parts(_cldice_parts(p, g))
+
+
+def _structure(ndim: int, connectivity: int) -> NDArray[np.bool_]:
+    return ndimage.generate_binary_structure(ndim, connectivity)
+
+
+def _n_components(mask: NDArray[np.bool_], connectivity: int) -> int:
+    return int(ndimage.label(mask, structure=_structure(mask.ndim, connectivity))[1])
+
+
+def component_count(mask: ArrayLike) -> int:
+    """Number of foreground components, 8-connected in 2D and 26-connected in 3D."""
+    m = _as_bool(mask)
+    return _n_components(m, m.ndim)
+
+
+def _bounded_background(mask: NDArray[np.bool_]) -> int:
+    """Background components (face-connected: 4 in 2D, 6 in 3D) not reaching the array border."""
+    padded = np.pad(~mask, 1, constant_values=True)
+    return _n_components(padded, 1) - 1
+
+
+def betti_numbers(mask: ArrayLike, ndim: int | None = None) -> tuple[int, ...]:
+    """Betti numbers of a binary mask.
+
+    2D ``[H, W]`` → ``(b0, b1)``: b0 = 8-connected foreground components; b1 = holes = bounded
+    4-connected components of the background (4-connected background is the dual of 8-connected
+    foreground); the mask is padded with a 1-px background border and b1 = #bg components − 1.
+
+    3D ``[D, H, W]`` → ``(b0, b1, b2)``: b0 = 26-connected components; b2 = cavities = bounded
+    6-connected background components; b1 from the Euler characteristic χ = b0 − b1 + b2 with
+    χ from ``skimage.measure.euler_number(connectivity=3)``.
+
+    Args:
+        mask: bool array, 2D or 3D.
+        ndim: expected dimensionality; None infers it from ``mask`` (a mismatch raises).
+    """
+    m = _as_bool(mask)
+    if ndim is not None and ndim != m.ndim:
+        raise ValueError(f"betti_numbers: ndim={ndim} but the mask has shape {m.shape}")
+    if m.ndim not in (2, 3):
+        raise ValueError(f"betti_numbers needs a 2D or 3D mask, got shape {m.shape}")
+    b0 = _n_components(m, m.ndim)
+    holes = _bounded_background(m)
+    if m.ndim == 2:
+        return b0, holes
+    chi = int(euler_number(np.pad(m, 1), connectivity=3))
+    return b0, b0 + holes - chi, holes
+
+
+def betti_errors(pred: ArrayLike, gt: ArrayLike) -> dict[str, float]:
+    """``{"betti0_error": |b0(P)−b0(G)|, "betti1_error": |b1(P)−b1(G)|}`` on whole masks.
+
+    3D masks also give ``"betti2_error"``.
+    """
+    p, g = _masked(pred, gt, None)
+    bp, bg = betti_numbers(p), betti_numbers(g)
+    pairs = enumerate(zip(bp, bg, strict=True))
+    return {f"betti{i}_error": float(abs(a - b)) for i, (a, b) in pairs}
+
+
+def betti_errors_patches(
+    pred: ArrayLike, gt: ArrayLike, patch: int = 64, n: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """Mean Betti errors over ``n`` random ``patch``-sized windows (Hu et al. 2019; clDice paper).
+
+    Topology papers report the Betti error as the mean of ``|b_i(P) − b_i(G)|`` over randomly
+    placed patches (64×64 in 2D) because whole-image counts are dominated by a few large
+    structures. Window corners are uniform over valid positions (``numpy`` generator ``seed``);
+    a window side is clipped to the image size. Each window is treated as its own image (its
+    border is the background border), identically for prediction and GT.
+
+    Returns:
+        dict ``betti0_error``, ``betti1_error`` (and ``betti2_error`` for 3D), float means.
+    """
+    p, g = _masked(pred, gt, None)
+    rng = np.random.default_rng(seed)
+    sizes = [min(patch, s) for s in p.shape]
+    totals: dict[str, float] = {}
+    for _ in range(n):
+        corner = [int(rng.integers(0, s - w + 1)) for s, w in zip(p.shape, sizes, strict=True)]
+        window = tuple(slice(c, c + w) for c, w in zip(corner, sizes, strict=True))
+        for key, val in betti_errors(p[window], g[window]).items():
+            totals[key] = totals.get(key, 0.0) + val
+    return {k: v / n for k, v in totals.items()} if n > 0 else {}
+
+
+def centerline_length(mask: ArrayLike, spacing: float | Sequence[float] = 1.0) -> float:
+    """Length of the skeleton of ``mask`` (2D or 3D), in the units of ``spacing``.
+
+    Sum over every pair of 8-neighbouring (26 in 3D) skeleton pixels, each pair counted once,
+    of the step length: 1 for orthogonal steps and √2 for diagonal ones (√3 for 3D corners),
+    scaled by ``spacing`` (a scalar or one value per axis). A straight 10-px line gives 9.0.
+    """
+    skel = _skeleton(_as_bool(mask))
+    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (skel.ndim,))
+    total = 0.0
+    for offset in product((-1, 0, 1), repeat=skel.ndim):
+        if offset <= (0,) * skel.ndim:  # keep one of each ± pair (lexicographically positive)
+            continue
+        axes = list(zip(offset, skel.shape, strict=True))
+        a = tuple(slice(max(0, -o), s - max(0, o)) for o, s in axes)
+        b = tuple(slice(max(0, o), s - max(0, -o)) for o, s in axes)
+        pairs = np.count_nonzero(skel[a] & skel[b])
+        total += pairs * float(np.sqrt(np.sum((np.asarray(offset) * sp) ** 2)))
+    return total
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def _surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Mask minus its erosion by the face-connected cross (border pixels count as surface)."""
+    return mask & ~ndimage.binary_erosion(mask, structure=_structure(mask.ndim, 1))
+
+
+def hd95(
+    pred: ArrayLike, gt: ArrayLike, spacing: float | Sequence[float] | None = None
+) -> float:
+    """95th-percentile Hausdorff distance between the surfaces of ``pred`` and ``gt`` (medpy).
+
+    Surface = mask minus its erosion (face connectivity). Directed distances d(P→G) (each
+    surface pixel of P to the nearest surface pixel of G, ``scipy.ndimage.distance_transform_edt``)
+    and d(G→P) are **pooled** and the 95th percentile (NumPy linear interpolation) is returned —
+    exactly ``medpy.metric.binary.hd95``, which takes ``percentile(hstack((d1, d2)), 95)``.
+    Units: pixels, or the units of ``spacing`` (scalar or per axis). NaN if either mask is empty.
+    """
+    p, g = _masked(pred, gt, None)
+    if not p.any() or not g.any():
+        return NAN
+    sp, sg = _surface(p), _surface(g)
+    d_pg = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
+    d_gp = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+    return float(np.percentile(np.concatenate([d_pg, d_gp]), 95))
+
+
+# --------------------------------------------------------------------------- per image / pooled
+
+
+def image_metrics(
+    prob: ArrayLike, gt: ArrayLike, threshold: float, fov: ArrayLike | None = None
+) -> dict[str, float]:
+    """All metrics of one image; keys :data:`METRIC_KEYS`.
+
+    Args:
+        prob: float ``[H, W]`` vessel probability in [0, 1].
+        gt: bool ``[H, W]`` ground truth.
+        threshold: binarisation threshold, ``pred = prob > threshold``.
+        fov: optional bool ``[H, W]``; confusion metrics and AUC/AP use pixels inside it,
+            clDice/Betti/HD95 use ``pred & fov`` and ``gt & fov``.
+
+    Betti errors are whole-image counts (see :func:`betti_errors_patches` for the patch version).
+    """
+    pred = binarize(prob, threshold)
+    pm, gm = _masked(pred, gt, fov)
+    out = threshold_metrics(confusion_counts(pred, gm, fov))
+    out["auc"] = roc_auc(prob, gm, fov)
+    out["ap"] = average_precision(prob, gm, fov)
+    out["cldice"] = cldice(pm, gm)
+    out.update(betti_errors(pm, gm))
+    out["hd95"] = hd95(pm, gm)
+    return {k: float(out[k]) for k in METRIC_KEYS}
+
+
+def _iter_sets(
+    probs: Sequence[ArrayLike], gts: Sequence[ArrayLike], fovs: Sequence[ArrayLike] | None
+) -> list[tuple[ArrayLike, ArrayLike, ArrayLike | None]]:
+    if len(probs) != len(gts) or (fovs is not None and len(fovs) != len(probs)):
+        n_f = "none" if fovs is None else len(fovs)
+        raise ValueError(f"got {len(probs)} probability maps, {len(gts)} GT masks, {n_f} FOVs")
+    fov_list = list(fovs) if fovs is not None else [None] * len(probs)
+    return list(zip(probs, gts, fov_list, strict=True))
+
+
+def pooled_metrics(
+    probs: Sequence[ArrayLike],
+    gts: Sequence[ArrayLike],
+    threshold: float,
+    fovs: Sequence[ArrayLike] | None = None,
+) -> dict[str, float]:
+    """Set-level metrics with every pixel (inside the FOVs) pooled, as retina-unet reports (§8).
+
+    Keys :data:`METRIC_KEYS`:
+
+    * dice … precision: :func:`threshold_metrics` of the summed confusion counts;
+    * auc, ap: computed on all pixels of all images concatenated (inside the FOVs);
+    * cldice: from summed skeleton overlaps, a = Σ|P∩skel(G)| / Σ|skel(G)|,
+      b = Σ|G∩skel(P)| / Σ|skel(P)|, clDice = 2ab/(a+b) (all empty → 1, one side empty → 0);
+    * betti0_error, betti1_error, hd95: NaN — they are per-image notions; use
+      :func:`summarise` over :func:`image_metrics` for them.
+
+    Args:
+        probs: list of float ``[H, W]``; gts: list of bool ``[H, W]``; threshold: ``prob >
+            threshold``; fovs: optional list of bool ``[H, W]``.
+    """
+    counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    parts = np.zeros(6, dtype=np.int64)
+    flat_p, flat_g = [], []
+    for prob, gt, fov in _iter_sets(probs, gts, fovs):
+        pred = binarize(prob, threshold)
+        for k, v in confusion_counts(pred, gt, fov).items():
+            counts[k] += v
+        parts += _cldice_parts(*_masked(pred, gt, fov))
+        p, g = _in_fov(prob, gt, fov)
+        flat_p.append(p)
+        flat_g.append(g)
+    out = threshold_metrics(counts)
+    all_p = np.concatenate(flat_p) if flat_p else np.zeros(0)
+    all_g = np.concatenate(flat_g) if flat_g else np.zeros(0, bool)
+    out["auc"] = roc_auc(all_p, all_g)
+    out["ap"] = average_precision(all_p, all_g)
+    out["cldice"] = _cldice_from_parts(parts)
+    out.update(betti0_error=NAN, betti1_error=NAN, hd95=NAN)
+    return {k: float(out[k]) for k in METRIC_KEYS}
+
+
+def _grid_counts(
+    probs: Sequence[ArrayLike],
+    gts: Sequence[ArrayLike],
+    fovs: Sequence[ArrayLike] | None,
+    grid: NDArray[np.float64],
+) -> list[dict[str, int]]:
+    """Pooled confusion counts at each threshold of the sorted ``grid`` in one pass per image.
+
+    Each pixel gets ``k = #{grid values < prob}`` (``searchsorted``); it is predicted positive
+    exactly for the thresholds ``grid[j]`` with ``j < k``. Per-class histograms of ``k`` and
+    reverse cumulative sums give exact counts for every threshold.
+    """
+    hist = np.zeros((2, grid.size + 1), dtype=np.int64)
+    for prob, gt, fov in _iter_sets(probs, gts, fovs):
+        p, g = _in_fov(prob, gt, fov)
+        k = np.searchsorted(grid, p, side="left")
+        hist[1] += np.bincount(k[g], minlength=grid.size + 1)
+        hist[0] += np.bincount(k[~g], minlength=grid.size + 1)
+    above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # [2, G]: count with prob > t
+    n_neg, n_pos = hist.sum(axis=1)
+    return [
+        {"tp": int(tp), "fp": int(fp), "fn": int(n_pos - tp), "tn": int(n_neg - fp)}
+        for fp, tp in zip(above[0], above[1], strict=True)
+    ]
+
+
+def choose_threshold(
+    probs: Sequence[ArrayLike],
+    gts: Sequence[ArrayLike],
+    fovs: Sequence[ArrayLike] | None = None,
+    metric: str = "dice",
+    grid: ArrayLike | None = None,
+) -> float:
+    """Threshold of ``grid`` maximising a pooled confusion metric on a **validation** set.
+
+    Never tune on the test set. Counts are pooled over all images (inside the FOVs) and computed
+    exactly for every threshold in one pass (see :func:`_grid_counts`). ``pred = prob > t``.
+
+    Args:
+        probs, gts, fovs: as in :func:`pooled_metrics`.
+        metric: one of :data:`THRESHOLD_KEYS` (``"dice"`` by default).
+        grid: candidate thresholds, default ``np.linspace(0.05, 0.95, 91)``.
+
+    Returns:
+        The best threshold; when several tie (within 1e-12), the median one of them (so a flat
+        optimum between two well-separated classes gives a threshold in its middle).
+    """
+    if metric not in THRESHOLD_KEYS:
+        raise ValueError(f"metric must be one of {', '.join(THRESHOLD_KEYS)}, got {metric!r}")
+    g = np.unique(np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64))
+    if g.size == 0:
+        raise ValueError("choose_threshold: the threshold grid is empty")
+    values = np.array([threshold_metrics(c)[metric] for c in _grid_counts(probs, gts, fovs, g)])
+    if np.all(np.isnan(values)):
+        raise ValueError(f"choose_threshold: {metric} is undefined (NaN) at every threshold")
+    best = np.flatnonzero(np.abs(values - np.nanmax(values)) <= 1e-12)
+    return float(g[best[len(best) // 2]])
+
+
+def summarise(
+    per_image: Sequence[Mapping[str, object]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation of each numeric metric over images, ignoring NaN.
+
+    Uses ``nanmean`` and the population ``nanstd`` (ddof = 0). Keys keep first-seen order;
+    non-numeric values (e.g. an ``"id"`` string) are skipped; a key that is NaN (or missing) in
+    every image gives NaN.
+
+    Returns:
+        ``(mean, std)``, two dicts of floats.
+    """
+    keys: dict[str, None] = {}
+    for row in per_image:
+        for k, v in row.items():
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+                keys.setdefault(k, None)
+    mean: dict[str, float] = {}
+    std: dict[str, float] = {}
+    for k in keys:
+        vals = np.array([float(row.get(k, NAN)) for row in per_image], dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean[k], std[k] = float(np.nanmean(vals)), float(np.nanstd(vals, ddof=0))
+    return mean, std
+
+
+__all__ = [
+    "DEFAULT_GRID", "METRIC_KEYS", "THRESHOLD_KEYS", "average_precision", "betti_errors",
+    "betti_errors_patches", "betti_numbers", "binarize", "centerline_length", "choose_threshold",
+    "cldice", "component_count", "confusion_counts", "hd95", "image_metrics", "pooled_metrics",
+    "pr_curve", "roc_auc", "roc_curve", "summarise", "threshold_metrics",
+]

@@ -1,0 +1,5 @@
+"""Inference on preprocessed images: whole image or Gaussian-weighted sliding window."""
+
+from retinaseg.inference.predictor import predict_logits, predict_probability
+
+__all__ = ["predict_logits", "predict_probability"]

@@ -1,0 +1,23 @@
+"""Image, mask and volume input/output (see ``docs/architecture.md``, section io)."""
+
+from retinaseg.io.images import (
+    IMAGE_EXTENSIONS,
+    list_images,
+    natural_key,
+    read_image,
+    read_mask,
+    read_volume,
+    write_png,
+    write_tiff,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "natural_key",
+    "read_image",
+    "read_mask",
+    "read_volume",
+    "write_png",
+    "write_tiff",
+]

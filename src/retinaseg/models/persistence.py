@@ -1,0 +1,107 @@
+"""Saving and loading models as safetensors, with their recipe in the file's metadata.
+
+A model file is self-describing: the safetensors header's metadata holds one JSON string under the
+key ``retinaseg`` with the model name, its parameters, the input channels, the preprocessing steps,
+the decision threshold and provenance. Pickle-based files (``.pt``, ``.pth``, ``.pkl``, ``.ckpt``)
+from users are refused: unpickling can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from retinaseg.errors import ModelLoadError
+from retinaseg.utils.atomic import atomic_path
+
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar"}
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild and apply a trained model."""
+
+    name: str
+    in_channels: int
+    params: dict[str, Any] = field(default_factory=dict)
+    preprocess: str | list[Any] = "none"
+    threshold: float = 0.5
+    modality: str = "any"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def save_model(path: str | Path, net: nn.Module, spec: ModelSpec) -> Path:
+    """Write weights + spec to ``path`` (``.safetensors``) atomically and return the path."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"retinaseg": spec.to_json()})
+    return path
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """Read only the spec from a model file's header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelLoadError(f"'{path}' is not a readable safetensors model file ({err})") from None
+    if "retinaseg" not in meta:
+        raise ModelLoadError(f"'{path}' has no retinaseg metadata; it was not saved by retinaseg")
+    return ModelSpec.from_json(meta["retinaseg"])
+
+
+def resolve_model_path(ref: str | Path) -> Path:
+    """Turn a model reference (file, run folder or bundled name) into a safetensors path."""
+    p = Path(ref)
+    if p.is_dir():
+        for cand in (p / "best.safetensors", p / "model.safetensors"):
+            if cand.is_file():
+                return cand
+        raise ModelLoadError(f"folder '{p}' holds no best.safetensors or model.safetensors")
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelLoadError(f"refusing to load '{p}': pickle-based model files can run code; "
+                             "only .safetensors model files are accepted")
+    if p.is_file():
+        return p
+    bundled = Path(__file__).resolve().parents[1] / "weights" / f"{ref}.safetensors"
+    if bundled.is_file():
+        return bundled
+    raise ModelLoadError(f"model '{ref}' is neither a file, a run folder nor a bundled model")
+
+
+def load_model(ref: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Load a model from a safetensors file, a run folder or a bundled name; eval mode."""
+    from retinaseg.models import build_model
+
+    path = resolve_model_path(ref)
+    spec = read_spec(path)
+    net = build_model(spec.name, spec.in_channels, **spec.params)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelLoadError(f"cannot read weights from '{path}': {err}") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "mismatch"
+        raise ModelLoadError(
+            f"weights in '{path}' do not fit model '{spec.name}': {first}") from None
+    return net.to(device).eval(), spec

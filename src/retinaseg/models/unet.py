@@ -1,0 +1,103 @@
+"""A plain 2D U-Net with configurable depth and width (reference §8, generalised).
+
+retina-unet uses 2 pooling levels, 32→64→128 channels, dropout between the two convs of a level
+and nearest upsampling followed by concatenation. This version keeps that shape as a special case
+(``depth=2, width=32, up="upsample", norm="none"``) and adds normalisation and transposed
+convolution as options.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from retinaseg.registry import MODELS
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    if kind == "instance":
+        return nn.InstanceNorm2d(ch, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(8, ch), ch)
+    return nn.Identity()
+
+
+class DoubleConv(nn.Module):
+    """conv3×3 → norm → ReLU → dropout → conv3×3 → norm → ReLU; ``[B,Cin,H,W] → [B,Cout,H,W]``."""
+
+    def __init__(self, cin: int, cout: int, norm: str, dropout: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"), _norm(norm, cout),
+            nn.ReLU(inplace=True), nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=norm == "none"), _norm(norm, cout),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Up(nn.Module):
+    """Upsample ×2 (transposed conv, or nearest/bilinear + 1×1 conv), concat skip, DoubleConv."""
+
+    def __init__(self, cin: int, cskip: int, cout: int, mode: str, norm: str,
+                 dropout: float) -> None:
+        super().__init__()
+        if mode == "transpose":
+            self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        else:
+            interp = "nearest" if mode == "upsample" else "bilinear"
+            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode=interp),
+                                    nn.Conv2d(cin, cout, 1))
+        self.conv = DoubleConv(cout + cskip, cout, norm, dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net returning one logit map per output channel.
+
+    Args:
+        in_channels: input channels C.
+        out_channels: output channels (1 for binary vessels).
+        depth: number of 2×2 poolings; inputs must be divisible by ``2**depth``.
+        width: channels at the first level; level i has ``width * 2**i``.
+        up: "transpose", "upsample" (nearest, as retina-unet) or "bilinear".
+        norm: "batch", "instance", "group" or "none".
+        dropout: dropout between the two convs of each level.
+    Shapes: ``[B, C, H, W] → [B, out_channels, H, W]``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, depth: int = 4,
+                 width: int = 16, up: str = "transpose", norm: str = "batch",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if up not in {"transpose", "upsample", "bilinear"}:
+            raise ValueError(f"up must be transpose, upsample or bilinear, not '{up}'")
+        chs = [width * 2**i for i in range(depth + 1)]
+        self.size_multiple = 2**depth
+        self.inc = DoubleConv(in_channels, chs[0], norm, dropout)
+        self.downs = nn.ModuleList(DoubleConv(chs[i], chs[i + 1], norm, dropout)
+                                   for i in range(depth))
+        self.ups = nn.ModuleList(Up(chs[i + 1], chs[i], chs[i], up, norm, dropout)
+                                 for i in reversed(range(depth)))
+        self.head = nn.Conv2d(chs[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(nn.functional.max_pool2d(skips[-1], 2)))
+        y = skips.pop()
+        for up in self.ups:
+            y = up(y, skips.pop())
+        return self.head(y)
+
+
+@MODELS.register("unet")
+def build_unet(in_channels: int = 1, out_channels: int = 1, **params: object) -> nn.Module:
+    """Our U-Net (see :class:`UNet` for the parameters)."""
+    return UNet(in_channels, out_channels, **params)  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""Training configuration: one YAML file validated into typed objects.
+
+Unknown keys are errors, and every error names the offending key. ``--set a.b=c`` overrides are
+applied to the raw mapping before validation, so they are validated the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from retinaseg.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Strict):
+    dataset: str
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str | None = None
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    preprocess: str | list[str | dict[str, Any]] = "none"
+
+
+class SamplingConfig(_Strict):
+    mode: Literal["patch", "whole"] = "patch"
+    patch_size: int = Field(128, ge=8)
+    patches_per_image: int = Field(16, ge=1)
+    inside_fov: bool = True
+    vessel_fraction: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class AugmentConfig(_Strict):
+    flips: bool = True
+    rot90: bool = True
+    rotate_deg: float = Field(0.0, ge=0, le=180)
+    elastic: bool = False
+    intensity: bool = True
+    prob: float = Field(0.5, ge=0, le=1)
+
+
+class ModelConfig(_Strict):
+    name: str = "unet"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    name: str = "bce_dice"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "step", "cosine", "onecycle", "poly"] = "cosine"
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0)
+    power: float = Field(0.9, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(50, ge=1)
+    val_every: int = Field(1, ge=1)
+    early_stopping: int = Field(0, ge=0, description="patience in validations; 0 = off")
+    monitor: Literal["dice", "auc", "cldice", "loss"] = "dice"
+    threshold: float = Field(0.5, gt=0, lt=1)
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    amp: bool | None = None
+    time_limit_min: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class InferenceConfig(_Strict):
+    tile: int | None = Field(None, ge=16, description="sliding-window size; None = whole image")
+    overlap: float = Field(0.25, ge=0, lt=1)
+    tta: bool = False
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    runs_dir: str = "runs"
+    data: DataConfig
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> RunConfig:
+        from retinaseg.registry import DATASETS, LOSSES, MODELS
+
+        for kind, reg, name in (("data.dataset", DATASETS, self.data.dataset),
+                                ("model.name", MODELS, self.model.name),
+                                ("loss.name", LOSSES, self.loss.name)):
+            if name not in reg:
+                raise ValueError(f"{kind} '{name}' is not registered; known: {reg.names()}")
+        return self
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value with YAML rules (numbers, booleans, lists, null)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a raw config mapping (in place) and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{key}': '{part}' is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid config key '{loc}': {msg}{more}"
+
+
+def validate_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig`; errors name the offending key."""
+    import retinaseg.data  # noqa: F401  (registers datasets)
+    import retinaseg.losses  # noqa: F401
+    import retinaseg.models  # noqa: F401
+
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a YAML mapping at the top level")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply overrides and validate it.
+
+    Relative ``data.root`` paths are resolved against the current directory first and then
+    against the config file's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    raw = apply_overrides(raw, overrides or [])
+    cfg = validate_config(raw)
+    root = cfg.data.root
+    if root and not Path(root).is_absolute() and not Path(root).exists():
+        alt = (path.parent / root).resolve()
+        if alt.exists():
+            cfg.data.root = str(alt)
+    return cfg
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML text (what each run saves next to its results)."""
+    return yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)

@@ -1,0 +1,158 @@
+"""Training data: load and preprocess a split into memory, carve a validation set, draw patches.
+
+Patches are drawn with their centre inside the FOV (when ``inside_fov``), optionally with a share
+of centres on vessel pixels, and augmented with the MONAI dictionary transforms of
+:mod:`retinaseg.preprocessing.augment` applied to image, label and FOV together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retinaseg.errors import ConfigError
+from retinaseg.training.config import DataConfig, SamplingConfig
+
+
+@dataclass
+class Item:
+    """One preprocessed image: ``image [C,H,W]`` float32; ``label``, ``fov`` bool ``[H,W]``."""
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray
+    fov: np.ndarray
+
+
+def load_items(cfg: DataConfig, split: str, desc: str = "") -> list[Item]:
+    """Read and preprocess every labelled sample of ``split`` into memory."""
+    from retinaseg.data import build_dataset
+    from retinaseg.preprocessing.pipeline import build_preprocess
+
+    ds = build_dataset(cfg.dataset, cfg.root, split, **cfg.options)
+    prep = build_preprocess(cfg.preprocess)
+    items = []
+    for i in tqdm(range(len(ds)), desc=desc or f"loading {split}", leave=False):
+        s = ds[i]
+        if s["label"] is None:
+            continue
+        fov = s["fov"] if s["fov"] is not None else np.ones_like(s["label"], dtype=bool)
+        items.append(Item(s["id"], prep(s["image"]).astype(np.float32), s["label"], fov))
+    if not items:
+        raise ConfigError(f"dataset '{cfg.dataset}' split '{split}' has no labelled images")
+    return items
+
+
+def carve_validation(items: list[Item], fraction: float,
+                     seed: int) -> tuple[list[Item], list[Item]]:
+    """Split ``items`` into (train, val) with ``ceil(fraction·n)`` validation images (seeded)."""
+    if len(items) < 2:
+        raise ConfigError("need at least 2 training images to carve a validation split")
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = min(len(items) - 1, max(1, math.ceil(fraction * len(items))))
+    val_idx = set(order[:n_val].tolist())
+    train = [it for i, it in enumerate(items) if i not in val_idx]
+    val = [it for i, it in enumerate(items) if i in val_idx]
+    return train, val
+
+
+def load_train_val(cfg: DataConfig, seed: int) -> tuple[list[Item], list[Item], str]:
+    """Training and validation items, and a sentence saying where the validation set came from."""
+    from retinaseg.registry import DATASETS
+
+    train = load_items(cfg, cfg.train_split, "loading train")
+    val_split = cfg.val_split or getattr(DATASETS.get(cfg.dataset), "val_split", None)
+    if val_split and val_split != cfg.train_split:
+        return train, load_items(cfg, val_split, "loading val"), f"split '{val_split}'"
+    train, val = carve_validation(train, cfg.val_fraction, seed)
+    ids = ", ".join(it.id for it in val)
+    return train, val, f"carved from '{cfg.train_split}' (seed {seed}): {ids}"
+
+
+class PatchSampler:
+    """Draws (augmented) training batches from in-memory items.
+
+    ``mode="patch"``: ``patches_per_image`` square patches per image per epoch, centres inside the
+    FOV; ``mode="whole"``: each image once per epoch, batched with images of the same shape.
+    Yields ``(image [B,C,P,P], label [B,1,P,P], fov [B,1,P,P])`` float tensors.
+    """
+
+    def __init__(self, items: list[Item], cfg: SamplingConfig,
+                 augment: Callable[[dict], dict] | None) -> None:
+        self.items, self.cfg, self.augment = items, cfg, augment
+        p = cfg.patch_size
+        self.pad = p // 2 if cfg.mode == "patch" else 0
+        self._padded = [self._pad(it) for it in items]
+        self._centres = [np.flatnonzero(it.fov if cfg.inside_fov else np.ones_like(it.fov))
+                         for it in items]
+        self._vessels = [np.flatnonzero(it.label & it.fov) for it in items]
+
+    def _pad(self, it: Item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.pad:
+            return it.image, it.label, it.fov
+        q = self.pad
+        mode = "reflect" if min(it.image.shape[-2:]) > q else "edge"
+        img = np.pad(it.image, ((0, 0), (q, q), (q, q)), mode=mode)
+        lab = np.pad(it.label, q)
+        fov = np.pad(it.fov, q)
+        return img, lab, fov
+
+    def __len__(self) -> int:
+        n = len(self.items) * (self.cfg.patches_per_image if self.cfg.mode == "patch" else 1)
+        return math.ceil(n / self.cfg.batch_size)
+
+    def _crop(self, k: int, flat: int) -> dict[str, np.ndarray]:
+        img, lab, fov = self._padded[k]
+        w = self.items[k].fov.shape[1]
+        cy, cx = divmod(int(flat), w)
+        p = self.cfg.patch_size
+        sl = (slice(cy, cy + p), slice(cx, cx + p))
+        return {"image": img[:, sl[0], sl[1]], "label": lab[None, sl[0], sl[1]].astype(np.float32),
+                "fov": fov[None, sl[0], sl[1]].astype(np.float32)}
+
+    def _whole(self, k: int) -> dict[str, np.ndarray]:
+        img, lab, fov = self._padded[k]
+        return {"image": img, "label": lab[None].astype(np.float32),
+                "fov": fov[None].astype(np.float32)}
+
+    def _draws(self, rng: np.random.Generator) -> list[tuple[int, int]]:
+        draws = []
+        for k in range(len(self.items)):
+            for _ in range(self.cfg.patches_per_image):
+                pool = self._centres[k]
+                if self._vessels[k].size and rng.random() < self.cfg.vessel_fraction:
+                    pool = self._vessels[k]
+                draws.append((k, int(pool[rng.integers(pool.size)])))
+        rng.shuffle(draws)
+        return draws
+
+    def _to_tensor(self, d: dict) -> dict:
+        if self.augment is not None:
+            d = self.augment(d)
+        return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in d.items()}
+
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield the batches of one epoch; the same ``seed`` gives the same batches."""
+        rng = np.random.default_rng(seed)
+        if self.cfg.mode == "patch":
+            samples = [self._crop(k, f) for k, f in self._draws(rng)]
+        else:
+            samples = [self._whole(int(k)) for k in rng.permutation(len(self.items))]
+        batch: list[dict] = []
+        for s in samples:
+            if batch and (len(batch) == self.cfg.batch_size
+                          or batch[0]["image"].shape != s["image"].shape):
+                yield self._stack(batch)
+                batch = []
+            batch.append(s)
+        if batch:
+            yield self._stack(batch)
+
+    def _stack(self, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ts = [self._to_tensor(dict(d)) for d in batch]
+        return tuple(torch.stack([t[k] for t in ts]) for k in ("image", "label", "fov"))

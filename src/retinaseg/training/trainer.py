@@ -1,0 +1,323 @@
+"""The training loop: one config in, one self-contained run folder out.
+
+A run folder ``runs/<name>/<timestamp>/`` holds ``config.yaml`` (the resolved config),
+``metrics.csv``, ``tensorboard/``, ``last.pt`` (resume state, loaded with ``weights_only=True``),
+``best.safetensors`` (the best model by the validation metric, threshold chosen on validation),
+``curves.png`` and ``val_predictions/``. Every file is written atomically, so ``kill -9`` at any
+moment leaves a resumable run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from retinaseg.errors import ConfigError, TrainingError
+from retinaseg.losses import build_loss
+from retinaseg.models import build_model
+from retinaseg.models.persistence import ModelSpec, save_model
+from retinaseg.training.config import RunConfig, dump_config, load_config
+from retinaseg.training.data import Item, PatchSampler, load_train_val
+from retinaseg.training.schedule import learning_rate
+from retinaseg.utils.atomic import atomic_path, write_text_atomic
+from retinaseg.utils.runtime import configure_threads, seed_everything, select_device
+
+CSV_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "val_auc", "lr", "seconds"]
+
+
+@dataclass
+class State:
+    """What survives between epochs and across a resume."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    elapsed: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """A fresh ``runs/<name>/<timestamp>`` folder; never reuses an existing one."""
+    base = Path(cfg.runs_dir) / cfg.name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run = base / stamp
+    k = 1
+    while run.exists():
+        run = base / f"{stamp}-{k}"
+        k += 1
+    run.mkdir(parents=True)
+    return run
+
+
+def _optimizer(cfg: RunConfig, net: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=o.lr, momentum=o.momentum,
+                               weight_decay=o.weight_decay)
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _augment(cfg: RunConfig, seed: int):
+    from retinaseg.preprocessing.augment import build_augmentation
+
+    a = cfg.augment
+    if a.prob == 0:
+        return None
+    return build_augmentation(flips=a.flips, rot90=a.rot90, rotate_deg=a.rotate_deg,
+                              elastic=a.elastic, intensity=a.intensity, prob=a.prob, seed=seed)
+
+
+def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
+    from retinaseg.registry import DATASETS
+
+    modality = getattr(DATASETS.get(cfg.data.dataset), "modality", "any")
+    if cfg.data.dataset == "synthetic":
+        modality = str(cfg.data.options.get("kind", "octa"))
+    return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=cfg.model.params,
+                     preprocess=cfg.data.preprocess, threshold=threshold, modality=modality,
+                     info=info)
+
+
+class Trainer:
+    """Trains one :class:`RunConfig` into ``run_dir``; use :func:`train` rather than this."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        self.cfg, self.run = cfg, run_dir
+        self.threads = configure_threads(cfg.train.threads)
+        self.device = select_device(cfg.train.device)
+        seed_everything(cfg.seed)
+        self.train_items, self.val_items, self.val_source = load_train_val(cfg.data, cfg.seed)
+        self.in_channels = int(self.train_items[0].image.shape[0])
+        self._check_channels()
+        self.net = build_model(cfg.model.name, self.in_channels, **cfg.model.params).to(self.device)
+        self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
+        self.opt = _optimizer(cfg, self.net)
+        self.augment = _augment(cfg, cfg.seed)
+        self.sampler = PatchSampler(self.train_items, cfg.sampling, self.augment)
+        self.amp = self.device.type == "cuda" and cfg.train.amp is not False
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.state = State()
+        self._check_patch_size()
+
+    def _check_channels(self) -> None:
+        shapes = {it.image.shape[0] for it in self.train_items + self.val_items}
+        if len(shapes) != 1:
+            raise ConfigError(f"images have different channel counts after preprocessing: {shapes}")
+
+    def _check_patch_size(self) -> None:
+        m = int(getattr(self.net, "size_multiple", 1))
+        if self.cfg.sampling.mode == "patch" and self.cfg.sampling.patch_size % m:
+            raise ConfigError(f"sampling.patch_size must be a multiple of {m} for model "
+                              f"'{self.cfg.model.name}'")
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save_last(self) -> None:
+        blob = {"model": self.net.state_dict(), "optim": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(), "state": json.dumps(self.state.__dict__)}
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        with atomic_path(self.run / "last.pt") as tmp:
+            tmp.write_bytes(buf.getvalue())
+
+    def load_last(self) -> None:
+        path = self.run / "last.pt"
+        if not path.is_file():
+            return
+        blob = torch.load(path, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(blob["model"])
+        self.opt.load_state_dict(blob["optim"])
+        self.scaler.load_state_dict(blob["scaler"])
+        self.state = State(**json.loads(blob["state"]))
+
+    def _write_csv(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(self.state.history)
+        write_text_atomic(self.run / "metrics.csv", buf.getvalue())
+
+    # ---- one epoch ---------------------------------------------------------------------------
+    def _set_lr(self, t: float) -> float:
+        lr = learning_rate(self.cfg.schedule, self.cfg.optim.lr, t, self.cfg.train.epochs)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss = self.loss_fn(self.net(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at epoch {self.state.epoch + 1}; "
+                                f"stopped, the last good checkpoint is kept in '{self.run}'")
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(loss.item())
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        self.net.train()
+        seed = self.cfg.seed * 100003 + epoch
+        torch.manual_seed(seed)
+        if self.augment is not None:
+            self.augment.set_random_state(seed=seed % 2**32)
+        n, total, lr = len(self.sampler), 0.0, 0.0
+        bar = tqdm(self.sampler.epoch(seed), total=n, desc=f"epoch {epoch + 1}", leave=False)
+        for i, (x, y, _fov) in enumerate(bar):
+            lr = self._set_lr(epoch + i / max(n, 1))
+            total += self._step(x.to(self.device), y.to(self.device))
+            bar.set_postfix(loss=f"{total / (i + 1):.4f}")
+        return total / max(n, 1), lr
+
+    # ---- validation --------------------------------------------------------------------------
+    def predict_items(self, items: list[Item]) -> list[np.ndarray]:
+        from retinaseg.inference import predict_probability
+
+        self.net.eval()
+        inf = self.cfg.inference
+        return [predict_probability(self.net, it.image, self.device, tile=inf.tile,
+                                    overlap=inf.overlap) for it in items]
+
+    def validate(self) -> dict[str, float]:
+        from retinaseg.evaluation.metrics import confusion_counts, roc_auc, threshold_metrics
+
+        probs = self.predict_items(self.val_items)
+        dice, auc, loss = [], [], []
+        for p, it in zip(probs, self.val_items):
+            c = confusion_counts(p >= self.cfg.train.threshold, it.label, it.fov)
+            dice.append(threshold_metrics(c)["dice"])
+            auc.append(roc_auc(p, it.label, it.fov))
+            pt = torch.from_numpy(np.clip(p, 1e-6, 1 - 1e-6))[it.fov]
+            lt = torch.from_numpy(it.label.astype(np.float32))[it.fov]
+            loss.append(float(nn.functional.binary_cross_entropy(pt, lt)))
+        return {"val_dice": float(np.nanmean(dice)), "val_auc": float(np.nanmean(auc)),
+                "val_loss": float(np.mean(loss))}
+
+    def _score(self, row: dict[str, float]) -> float:
+        m = self.cfg.train.monitor
+        return -row["val_loss"] if m == "loss" else row.get(f"val_{m}", row["val_dice"])
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self) -> None:
+        tc, st = self.cfg.train, self.state
+        start = time.time() - st.elapsed
+        for epoch in range(st.epoch, tc.epochs):
+            t0 = time.time()
+            train_loss, lr = self.train_epoch(epoch)
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
+            if (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs:
+                row.update(self.validate())
+                self._maybe_best(row, epoch + 1)
+            row["seconds"] = time.time() - t0
+            st.epoch, st.elapsed = epoch + 1, time.time() - start
+            st.history.append(row)
+            self._log(row)
+            self.save_last()
+            self._write_csv()
+            if tc.early_stopping and st.stale >= tc.early_stopping:
+                tqdm.write(f"early stopping after {st.stale} validations without improvement")
+                break
+            if tc.time_limit_min and st.elapsed > 60 * tc.time_limit_min:
+                tqdm.write(f"time limit of {tc.time_limit_min} min reached")
+                break
+
+    def _maybe_best(self, row: dict[str, float], epoch: int) -> None:
+        score = self._score(row)
+        if score > self.state.best:
+            self.state.best, self.state.best_epoch, self.state.stale = score, epoch, 0
+            info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
+            save_model(self.run / "best.safetensors", self.net,
+                       _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
+        else:
+            self.state.stale += 1
+
+    def _log(self, row: dict[str, float]) -> None:
+        vals = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+        tqdm.write(f"epoch {int(row['epoch'])}/{self.cfg.train.epochs} {vals}")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    self.tb.add_scalar(k, v, int(row["epoch"]))
+            self.tb.flush()
+
+    tb: Any = None
+
+
+def _finish(tr: Trainer) -> dict[str, Any]:
+    """Reload the best model, choose the threshold on validation, write predictions and plots."""
+    from retinaseg.evaluation.figures import error_map, plot_training_curves
+    from retinaseg.evaluation.metrics import choose_threshold
+    from retinaseg.io import write_png
+    from retinaseg.models.persistence import load_model
+
+    best = tr.run / "best.safetensors"
+    if not best.is_file():
+        raise TrainingError(f"no validation was run, so '{best}' was never written")
+    net, spec = load_model(best, tr.device)
+    tr.net = net
+    probs = tr.predict_items(tr.val_items)
+    thr = choose_threshold(probs, [it.label for it in tr.val_items],
+                           [it.fov for it in tr.val_items], metric="dice")
+    spec.threshold = float(thr)
+    spec.info.update({"threshold_source": f"chosen on validation ({tr.val_source})",
+                      "train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
+                      "device": str(tr.device)})
+    save_model(best, net, spec)
+    out = tr.run / "val_predictions"
+    for p, it in zip(probs, tr.val_items):
+        write_png(out / f"{it.id}_prob.png", p)
+        write_png(out / f"{it.id}_error.png", error_map(p >= thr, it.label, it.fov))
+    plot_training_curves(tr.run / "metrics.csv", tr.run / "curves.png")
+    summary = {"run_dir": str(tr.run), "best_epoch": tr.state.best_epoch,
+               "best_score": tr.state.best, "monitor": tr.cfg.train.monitor, "threshold": thr,
+               "validation": tr.val_source, "epochs_run": tr.state.epoch,
+               "train_seconds": round(tr.state.elapsed, 1)}
+    write_text_atomic(tr.run / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
+          resume: str | Path | None = None) -> dict[str, Any]:
+    """Train from a config (object or YAML path), or resume the run folder ``resume``.
+
+    Returns the run summary (``run_dir``, ``best_epoch``, ``threshold``, ...).
+    """
+    if resume is not None:
+        run = Path(resume)
+        if not (run / "config.yaml").is_file():
+            raise ConfigError(f"'{run}' is not a run folder: it has no config.yaml")
+        cfg = load_config(run / "config.yaml", overrides)
+    else:
+        if not isinstance(cfg, RunConfig):
+            cfg = load_config(cfg, overrides)
+        run = new_run_dir(cfg)
+        write_text_atomic(run / "config.yaml", dump_config(cfg))
+    tr = Trainer(cfg, run)
+    tr.load_last()
+    if resume is not None:
+        tqdm.write(f"resuming '{run}' after epoch {tr.state.epoch}")
+    from torch.utils.tensorboard import SummaryWriter
+
+    tr.tb = SummaryWriter(str(run / "tensorboard"), purge_step=tr.state.epoch + 1)
+    try:
+        tr.fit()
+    finally:
+        tr.tb.close()
+    return _finish(tr)
