@@ -34,9 +34,11 @@ def _forward_tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: float,
                    sw_batch_size: int) -> torch.Tensor:
     m = int(getattr(net, "size_multiple", 1))
     tile = max(m, tile - tile % m)
-    return sliding_window_inference(x, roi_size=(tile, tile), sw_batch_size=sw_batch_size,
+    roi = tuple(min(tile, -(-s // m) * m) for s in x.shape[-2:])
+    small = any(r - s >= s for r, s in zip(roi, x.shape[-2:]))
+    return sliding_window_inference(x, roi_size=roi, sw_batch_size=sw_batch_size,
                                     predictor=net, overlap=overlap, mode="gaussian",
-                                    padding_mode="reflect")
+                                    padding_mode="replicate" if small else "reflect")
 
 
 def predict_logits(net: nn.Module, x: torch.Tensor, tile: int | None = None,

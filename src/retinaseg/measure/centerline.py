@@ -166,6 +166,19 @@ def simple_lut_2d() -> np.ndarray:
     return lut
 
 
+_SIMPLE_TIP = 2  # state of a simple pixel with exactly one foreground neighbour
+
+
+@lru_cache(maxsize=1)
+def _state_lut_2d() -> np.ndarray:
+    """``[256]`` uint8 by 8-neighbour code (centre foreground): 0 not simple, 1 simple with
+    ≥ 2 foreground neighbours, ``_SIMPLE_TIP`` simple with exactly one (an end point now)."""
+    state = simple_lut_2d()[256:].astype(np.uint8)
+    ones = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1) == 1
+    state[ones & (state > 0)] = _SIMPLE_TIP
+    return state
+
+
 # ----------------------------------------------------------------------------------------------
 # Padded flat grid and the subfield work queue
 # ----------------------------------------------------------------------------------------------
@@ -215,14 +228,19 @@ class _Grid:
         """
         ring = self.rings(idx)
         if len(self.shape) == 2:
-            code = np.packbits(ring, axis=1, bitorder="little")[:, 0]
-            simple = simple_lut_2d()[256:][code]
+            state = _state_lut_2d()[np.packbits(ring, axis=1, bitorder="little")[:, 0]]
         else:
-            simple = _simple_ring(ring, _topology(3))
-        idx = idx[simple]
-        keep = start[idx[:, None] + self.ring].sum(axis=1) <= 1
-        simple[np.flatnonzero(simple)[keep]] = False
-        return simple
+            state = _simple_ring(ring, _topology(3)).astype(np.uint8)
+            state[state.astype(bool) & (ring.sum(axis=1) == 1)] = _SIMPLE_TIP
+        deletable = state > 0
+        tips = np.flatnonzero(state == _SIMPLE_TIP)
+        if tips.size:
+            deletable[tips[self.fg_count(idx[tips], start) <= 1]] = False
+        return deletable
+
+    def fg_count(self, idx: np.ndarray, occupancy: np.ndarray) -> np.ndarray:
+        """``[N]`` number of foreground neighbours of the flat pixels ``idx`` in ``occupancy``."""
+        return occupancy[idx[:, None] + self.ring].sum(axis=1)
 
 
 def _pad(mask: np.ndarray) -> _Grid:
@@ -256,18 +274,23 @@ class _Queue:
     def __init__(self, grid: _Grid) -> None:
         self.grid = grid
         self.pending = np.zeros(grid.fg.size, dtype=bool)
+        self.slot = np.zeros(grid.fg.size, dtype=np.int64)
         self.parts: list[list[np.ndarray]] = [[] for _ in range(grid.n_subfields)]
 
     def push(self, idx: np.ndarray) -> None:
-        """Queue the unique, foreground, not yet pending flat indices among ``idx``."""
+        """Queue the foreground, not yet pending flat indices among ``idx`` (once each)."""
         idx = idx[self.grid.fg[idx] & ~self.pending[idx]]
         if idx.size == 0:
             return
-        idx = np.unique(idx)
+        order = np.arange(idx.size)
+        self.slot[idx] = order
+        idx = idx[self.slot[idx] == order]
         self.pending[idx] = True
         sub = self.grid.subfield[idx]
-        for s in np.unique(sub):
-            self.parts[s].append(idx[sub == s])
+        for s in range(self.grid.n_subfields):
+            part = idx[sub == s]
+            if part.size:
+                self.parts[s].append(part)
 
     def pop(self, s: int) -> np.ndarray:
         """Remove and return every pending pixel of subfield ``s``."""
@@ -305,7 +328,7 @@ def _thin(grid: _Grid, candidates: np.ndarray, max_iter: int | None) -> None:
 
 def _neighbour_count(grid: _Grid, idx: np.ndarray) -> np.ndarray:
     """``[N]`` number of foreground neighbours of the flat pixels ``idx``."""
-    return grid.rings(idx).sum(axis=1)
+    return grid.fg_count(idx, grid.fg)
 
 
 def _trace_spurs(grid: _Grid, ends: np.ndarray, length: int) -> list[np.ndarray]:

@@ -1,0 +1,119 @@
+"""Training-time augmentation as a MONAI dictionary ``Compose``.
+
+The sample is a dict with ``image`` ``[C, H, W]`` (preprocessed, channel-first), ``label``
+``[1, H, W]`` and optionally ``fov`` ``[1, H, W]`` (float32 or bool, 0/1); any other keys (``id``,
+``path``, ...) pass through untouched. Geometric transforms draw one random draw per call and apply
+it to every present key, with nearest-neighbour interpolation for ``label``/``fov`` so they stay
+binary and aligned with the image. Intensity transforms touch ``image`` only.
+
+retina-unet (reference §8) trains without augmentation; ``build_augmentation(flips=False,
+rot90=False, intensity=False)`` reproduces that (only the tensor conversion remains).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    Rand2DElasticd,
+    RandAdjustContrastd,
+    RandFlipd,
+    RandRotate90d,
+    RandRotated,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ToTensord,
+)
+from monai.transforms.transform import MapTransform
+
+KEYS = ("image", "label", "fov")
+MODES = ("bilinear", "nearest", "nearest")
+"""Interpolation per key for rotation / elastic deformation."""
+
+ELASTIC_SPACING = (32, 32)
+"""Distance between elastic control points, pixels."""
+ELASTIC_MAGNITUDE = (1.0, 3.0)
+"""Range of control-point displacements, pixels."""
+
+
+def _geometric(
+    flips: bool, rot90: bool, rotate_deg: float, elastic: bool, prob: float
+) -> list[MapTransform]:
+    common = {"keys": KEYS, "prob": prob, "allow_missing_keys": True}
+    out: list[MapTransform] = []
+    if flips:
+        out += [RandFlipd(spatial_axis=0, **common), RandFlipd(spatial_axis=1, **common)]
+    if rot90:
+        out.append(RandRotate90d(max_k=3, spatial_axes=(0, 1), **common))
+    if rotate_deg:
+        out.append(RandRotated(range_x=math.radians(abs(rotate_deg)), mode=MODES,
+                               padding_mode="zeros", keep_size=True, **common))
+    if elastic:
+        out.append(Rand2DElasticd(spacing=ELASTIC_SPACING, magnitude_range=ELASTIC_MAGNITUDE,
+                                  mode=MODES, padding_mode="zeros", **common))
+    return out
+
+
+def _intensity(prob: float) -> list[MapTransform]:
+    return [
+        RandAdjustContrastd(keys="image", prob=prob, gamma=(0.7, 1.5)),
+        RandScaleIntensityd(keys="image", prob=prob, factors=0.1),
+        RandShiftIntensityd(keys="image", prob=prob, offsets=0.1),
+    ]
+
+
+def build_augmentation(
+    flips: bool = True,
+    rot90: bool = True,
+    rotate_deg: float = 0.0,
+    elastic: bool = False,
+    intensity: bool = True,
+    prob: float = 0.5,
+    seed: int | None = None,
+) -> Compose:
+    """Random augmentation for 2D segmentation samples.
+
+    Args:
+        flips: random vertical and horizontal flips (each with ``prob``).
+        rot90: random rotation by 90°, 180° or 270° (square images keep their shape; ``H × W``
+            images may come back ``W × H``).
+        rotate_deg: if non-zero, a random rotation in ``[-rotate_deg, +rotate_deg]`` degrees
+            (bilinear image, nearest label/fov, zeros outside, same size).
+        elastic: random elastic deformation (control points every 32 px, displaced 1–3 px).
+        intensity: random gamma contrast (0.7–1.5), scale (×0.9–1.1) and shift (±0.1) of
+            ``image`` only.
+        prob: probability of each individual random transform.
+        seed: seeds the transforms' random states for reproducibility (MONAI's DataLoader
+            worker init re-seeds them per worker).
+
+    Returns:
+        ``Compose`` mapping the sample dict to a dict whose ``image``/``label``/``fov`` are plain
+        ``torch.Tensor`` float32 (not ``MetaTensor``), label/fov still exactly 0/1.
+
+    >>> aug = build_augmentation(seed=0)
+    >>> out = aug({"image": np.zeros((1, 8, 8), np.float32),
+    ...            "label": np.zeros((1, 8, 8), np.float32)})  # doctest: +SKIP
+    >>> type(out["image"]), out["label"].shape  # doctest: +SKIP
+    (<class 'torch.Tensor'>, torch.Size([1, 8, 8]))
+    """
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    transforms: list[MapTransform] = [
+        EnsureTyped(keys=KEYS, data_type="tensor", dtype=torch.float32, track_meta=False,
+                    allow_missing_keys=True)
+    ]
+    transforms += _geometric(flips, rot90, rotate_deg, elastic, prob)
+    if intensity:
+        transforms += _intensity(prob)
+    transforms.append(
+        ToTensord(keys=KEYS, dtype=torch.float32, track_meta=False, allow_missing_keys=True)
+    )
+    for t in transforms:
+        t.tracing = False  # no "<key>_transforms" entries: samples must collate cleanly
+    compose = Compose(transforms)
+    if seed is not None:
+        compose.set_random_state(seed=seed)
+    return compose

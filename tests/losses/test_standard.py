@@ -1,0 +1,70 @@
+"""Each standard loss against hand-computed values (reference §4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from retinaseg.losses import build_loss
+
+LN2 = math.log(2.0)
+
+
+def _t(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(1, 1, 1, -1)
+
+
+def test_bce_at_zero_logit_is_ln2() -> None:
+    assert build_loss("bce")(_t([0, 0]), _t([1, 0])).item() == pytest.approx(LN2, rel=1e-6)
+
+
+def test_bce_pos_weight_scales_positive_term() -> None:
+    # pos_weight 3: positive pixel loss 3·ln2, negative ln2 → mean 2·ln2
+    loss = build_loss("bce", pos_weight=3.0)(_t([0, 0]), _t([1, 0]))
+    assert loss.item() == pytest.approx(2 * LN2, rel=1e-6)
+
+
+def test_dice_half_probability() -> None:
+    # p = 0.5 everywhere, g = [1, 0]: 1 - (2·0.5)/(1 + 1) = 0.5
+    assert build_loss("dice", smooth=0.0)(_t([0, 0]), _t([1, 0])).item() == pytest.approx(0.5)
+
+
+def test_dice_sums_over_batch_not_per_sample() -> None:
+    # sample 1 perfect (p≈1,g=1), sample 2 empty target and p≈0 -> whole-batch Dice = 1
+    logits = torch.tensor([20.0, -20.0]).view(2, 1, 1, 1)
+    target = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
+    assert build_loss("dice", smooth=0.0)(logits, target).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_bce_dice_is_weighted_sum() -> None:
+    x, y = _t([0, 0]), _t([1, 0])
+    loss = build_loss("bce_dice", bce_weight=2.0, dice_weight=0.5, smooth=0.0)(x, y)
+    assert loss.item() == pytest.approx(2 * LN2 + 0.5 * 0.5, rel=1e-6)
+
+
+def test_focal_hand_computed() -> None:
+    # p = 0.5: positive term α·(1-p)^γ·ln2, negative term (1-α)·p^γ·ln2, α=0.25, γ=2
+    expected = (0.25 * 0.25 * LN2 + 0.75 * 0.25 * LN2) / 2
+    assert build_loss("focal")(_t([0, 0]), _t([1, 0])).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_mse_on_probabilities() -> None:
+    assert build_loss("mse")(_t([0, 0]), _t([1, 0])).item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name", ["bce", "dice", "bce_dice", "focal", "mse"])
+def test_perfect_prediction_is_minimal(name: str) -> None:
+    target = (torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    loss = build_loss(name)
+    perfect = loss(target * 40 - 20, target).item()
+    noisy = loss(torch.randn(2, 1, 16, 16), target).item()
+    assert perfect < 1e-3 < noisy
+
+
+def test_unknown_loss_parameter_is_config_error() -> None:
+    from retinaseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loss 'dice'"):
+        build_loss("dice", gamma=3)

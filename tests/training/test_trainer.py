@@ -1,0 +1,146 @@
+"""End to end on synthetic data: train → predict → evaluate, and resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retinaseg.training import load_config, train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = """
+name: tiny
+seed: 3
+runs_dir: {runs}
+data:
+  dataset: synthetic
+  train_split: train
+  val_split: val
+  options: {{kind: octa, n: 6, size: 64}}
+  preprocess: [{{name: grey}}, {{name: standardise}}]
+sampling: {{mode: patch, patch_size: 32, patches_per_image: 4, batch_size: 4}}
+augment: {{flips: true, rot90: true, intensity: false, prob: 0.5}}
+model: {{name: unet, params: {{depth: 2, width: 4}}}}
+loss: {{name: bce_dice}}
+optim: {{name: adamw, lr: 0.01}}
+schedule: {{name: cosine}}
+train: {{epochs: {epochs}, val_every: 1, threads: 1}}
+"""
+
+
+def _config(tmp_path: Path, epochs: int = 3) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY.format(runs=tmp_path / "runs", epochs=epochs))
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("train")
+    return train(_config(tmp, epochs=3))
+
+
+def test_run_folder_contents(trained: dict) -> None:
+    run = Path(trained["run_dir"])
+    for name in ("config.yaml", "metrics.csv", "last.pt", "best.safetensors", "curves.png",
+                 "summary.json"):
+        assert (run / name).is_file(), name
+    assert len(list((run / "val_predictions").glob("*_prob.png"))) == 6
+    assert run.parent.name == "tiny" and not list(run.glob("*.tmp*"))
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3
+
+
+def test_threshold_chosen_on_validation(trained: dict) -> None:
+    from retinaseg.models.persistence import read_spec
+
+    spec = read_spec(Path(trained["run_dir"]) / "best.safetensors")
+    assert spec.threshold == pytest.approx(trained["threshold"])
+    assert "validation" in spec.info["threshold_source"]
+
+
+def test_predict_and_evaluate(trained: dict, tmp_path: Path) -> None:
+    import retinaseg
+    from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.io import read_image, write_png
+
+    s = make_octa_sample(64, seed=99)
+    write_png(tmp_path / "in" / "a.png", s["image"])
+    rep = retinaseg.predict(tmp_path / "in", model=trained["run_dir"], out=tmp_path / "pred")
+    assert len(rep.rows) == 1
+    prob = read_image(tmp_path / "pred" / "a_prob.png")
+    assert prob.shape == (64, 64) and (tmp_path / "pred" / "a_mask.png").is_file()
+    summary = retinaseg.evaluate(trained["run_dir"], "synthetic", None, "test",
+                                 tmp_path / "ev", options={"kind": "octa", "n": 6, "size": 64})
+    on_disk = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert on_disk["n_images"] == summary["n_images"] > 0
+    assert set(on_disk["per_image_mean"]) >= {"dice", "auc", "cldice", "hd95", "betti0_error"}
+    assert on_disk["per_image_mean"]["auc"] > 0.6  # learned something in 3 tiny epochs
+    assert (tmp_path / "ev" / "confusion_matrix.png").is_file()
+    assert (tmp_path / "ev" / "per_image.csv").read_text().startswith("id,dice,iou")
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    a = train(_config(tmp_path / "a", epochs=2))
+    b = train(_config(tmp_path / "b", epochs=2))
+    ha = (Path(a["run_dir"]) / "metrics.csv").read_text().splitlines()
+    hb = (Path(b["run_dir"]) / "metrics.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[0] for r in ha] == [r.rsplit(",", 1)[0] for r in hb]  # no timing
+
+
+def _wait_for_epochs(csv: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if csv.is_file() and len(csv.read_text().strip().splitlines()) > n:
+            return
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the epoch in time")
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "k", epochs=4)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "retinaseg.cli", "train", str(cfg)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "k" / "runs" / "tiny"
+    t0 = time.time()
+    while not runs.is_dir() or not any(runs.iterdir()):
+        assert time.time() - t0 < 60
+        time.sleep(0.05)
+    run = next(runs.iterdir())
+    _wait_for_epochs(run / "metrics.csv", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len((run / "metrics.csv").read_text().strip().splitlines()) - 1
+    assert 1 <= done < 4
+    resumed = train(None, resume=run)
+    assert resumed["epochs_run"] == 4 and resumed["run_dir"] == str(run)
+    ref = train(_config(tmp_path / "r", epochs=4))
+    a = np.genfromtxt(run / "metrics.csv", delimiter=",", names=True)
+    b = np.genfromtxt(Path(ref["run_dir"]) / "metrics.csv", delimiter=",", names=True)
+    assert list(a["epoch"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(a["val_dice"], b["val_dice"], atol=1e-5)
+
+
+def test_resume_of_non_run_folder_is_error(tmp_path: Path) -> None:
+    from retinaseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a run folder"):
+        train(None, resume=tmp_path)
+
+
+def test_new_run_never_overwrites(tmp_path: Path) -> None:
+    from retinaseg.training.trainer import new_run_dir
+
+    cfg = load_config(_config(tmp_path))
+    a, b = new_run_dir(cfg), new_run_dir(cfg)
+    assert a != b and a.is_dir() and b.is_dir()
