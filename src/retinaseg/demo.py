@@ -59,7 +59,7 @@ def _run_kind(kind: str, out: Path, epochs: int | None) -> dict[str, Any]:
     for k in range(3):
         s = make(192, seed=10_000 + k)
         prob = seg(s["image"])
-        mask = prob >= seg.threshold
+        mask = prob > seg.threshold
         dices.append(image_metrics(prob, s["label"], seg.threshold, s["fov"])["dice"])
         name = f"{kind}_{k}"
         write_png(out / "predictions" / f"{name}_image.png", s["image"])

@@ -175,18 +175,26 @@ class VesselDataset:
 
     # -- helpers for subclasses --------------------------------------------------------------
 
+    @property
+    def root_dir(self) -> Path:
+        """``root`` for datasets that need one (always set after ``__init__`` validation)."""
+        if self.root is None:
+            raise DatasetLayoutError(f"{self.display_name()} needs a root folder")
+        return self.root
+
     def _concrete_splits(self) -> list[str]:
         """``[self.split]``, or every official split for ``"all"``."""
         return list(self.splits) if self.split == ALL else [self.split]
 
-    def _layout_error(self, rel: str | Path) -> DatasetLayoutError:
-        return DatasetLayoutError(f"{self.display_name()} root '{self.root}' has no '{rel}' "
+    def _layout_error(self, *rels: str | Path) -> DatasetLayoutError:
+        """'<title> root '<root>' has no '<rel>' [or '<rel2>'] folder; expected layout: ...'."""
+        names = " or ".join(f"'{r}'" for r in rels)
+        return DatasetLayoutError(f"{self.display_name()} root '{self.root}' has no {names} "
                                   f"folder; expected layout: {self.layout}")
 
     def _dir(self, rel: str | Path) -> Path:
         """``root / rel``, which must be a folder (else :class:`DatasetLayoutError`)."""
-        assert self.root is not None
-        path = self.root / rel
+        path = self.root_dir / rel
         if not path.is_dir():
             raise self._layout_error(rel)
         return path
@@ -260,7 +268,7 @@ class VesselDataset:
         msg = (f"{self.display_name()} split '{self.split}': skipped {len(self.skipped)} "
                f"sample(s) with missing files ({shown}{more}); see dataset.skipped")
         log.warning(msg)
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, stacklevel=4)
 
     def _empty_error(self) -> DatasetLayoutError:
         why = f" ({len(self.skipped)} skipped, e.g. {self.skipped[0][0]}: {self.skipped[0][1]})" \

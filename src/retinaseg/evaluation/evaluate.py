@@ -91,7 +91,7 @@ def _figures(out: Path, sc: Scored, thr: float, palette: str, save_maps: bool) -
 
     total = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
     for i, p in enumerate(sc.probs):
-        pred = p >= thr
+        pred = p > thr
         for k, v in confusion_counts(pred, sc.labels[i], sc.fovs[i]).items():
             total[k] += int(v)
         if save_maps:

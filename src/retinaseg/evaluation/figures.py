@@ -15,8 +15,10 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike, NDArray
 
 from retinaseg.errors import RetinasegError
@@ -225,24 +227,31 @@ def plot_training_curves(csv_path: str | os.PathLike, out_png: str | os.PathLike
     skip = [k for k in cols if k == "time" or k.endswith(("_time", "_s"))]
     losses = {k: v for k, v in cols.items() if "loss" in k and k not in skip}
     others = {k: v for k, v in cols.items() if k not in losses and k not in skip}
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(11, 4), layout="constrained")
     ax_loss, ax_met = fig.subplots(1, 2)
-    for name, vals in losses.items():
-        ax_loss.plot(epoch, vals, marker=".", label=name)
+    lines = [ax_loss.plot(epoch, v, marker=".", label=k)[0] for k, v in losses.items()]
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     if lr is not None and np.isfinite(lr).any():
-        ax_lr = ax_loss.twinx()
-        ax_lr.plot(epoch, lr, color="grey", ls="--", label="lr")
-        ax_lr.set_yscale("log" if np.nanmin(lr) > 0 else "linear")
-        ax_lr.set_ylabel("learning rate")
+        lines += _plot_lr(ax_loss, epoch, lr)
     for name, vals in others.items():
         ax_met.plot(epoch, vals, marker=".", label=name)
     ax_met.set(xlabel="epoch", ylabel="value", title="Metrics")
-    for ax, series in ((ax_loss, losses), (ax_met, others)):
-        ax.grid(alpha=0.3)
-        if series:
-            ax.legend(loc="best")
+    ax_loss.grid(alpha=0.3)
+    ax_met.grid(alpha=0.3)
+    if lines:
+        ax_loss.legend(handles=lines, loc="best")
+    if others:
+        ax_met.legend(loc="best")
     _save(fig, out_png)
+
+
+def _plot_lr(ax: Axes, epoch: NDArray[np.float64], lr: NDArray[np.float64]) -> list[Line2D]:
+    """Learning rate on a twin y axis of ``ax`` (log scale when positive); returns its line."""
+    ax_lr = ax.twinx()
+    line = ax_lr.plot(epoch, lr, color="grey", ls="--", label="lr")
+    ax_lr.set_yscale("log" if np.nanmin(lr) > 0 else "linear")
+    ax_lr.set_ylabel("learning rate")
+    return line
 
 
 __all__ = [

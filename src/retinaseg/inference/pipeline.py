@@ -92,7 +92,7 @@ def _write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
     from retinaseg.evaluation.figures import overlay
     from retinaseg.io import write_png
 
-    mask = prob >= thr
+    mask = prob > thr
     write_png(out / f"{stem}_prob.png", prob)
     write_png(out / f"{stem}_mask.png", mask)
     write_png(out / f"{stem}_overlay.png", overlay(image, mask))

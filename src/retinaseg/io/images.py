@@ -366,6 +366,8 @@ def read_volume(path: PathLike) -> np.ndarray:
         raw = _read_npy(path)
     elif path.suffix.lower() in TIFF_EXTENSIONS:
         raw = _read_tiff_stack(path)
+        if raw.shape[0] == 1:
+            raise _volume_error(path, "expected a 3D multi-page TIFF, got a single 2D page")
     elif not path.exists():
         raise _volume_error(path, "the path does not exist")
     else:

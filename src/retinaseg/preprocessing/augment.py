@@ -25,7 +25,6 @@ from monai.transforms import (
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
-    ToTensord,
 )
 from monai.transforms.transform import MapTransform
 
@@ -102,17 +101,17 @@ def build_augmentation(
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"prob must be in [0, 1], got {prob}")
     transforms: list[MapTransform] = [
-        EnsureTyped(keys=KEYS, data_type="tensor", dtype=torch.float32, track_meta=False,
+        # MetaTensors keep MONAI's transform trace inside the tensors; with plain tensors MONAI
+        # would add "<key>_transforms" entries to the sample dict.
+        EnsureTyped(keys=KEYS, data_type="tensor", dtype=torch.float32, track_meta=True,
                     allow_missing_keys=True)
     ]
     transforms += _geometric(flips, rot90, rotate_deg, elastic, prob)
     if intensity:
         transforms += _intensity(prob)
-    transforms.append(
-        ToTensord(keys=KEYS, dtype=torch.float32, track_meta=False, allow_missing_keys=True)
-    )
-    for t in transforms:
-        t.tracing = False  # no "<key>_transforms" entries: samples must collate cleanly
+    # EnsureTyped (not the invertible ToTensord) so that no "<key>_transforms" entries appear
+    transforms.append(EnsureTyped(keys=KEYS, data_type="tensor", dtype=torch.float32,
+                                  track_meta=False, allow_missing_keys=True))
     compose = Compose(transforms)
     if seed is not None:
         compose.set_random_state(seed=seed)

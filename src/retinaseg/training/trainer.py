@@ -152,7 +152,16 @@ class Trainer:
 
     # ---- one epoch ---------------------------------------------------------------------------
     def _set_lr(self, t: float) -> float:
-        lr = learning_rate(self.cfg.schedule, self.cfg.optim.lr, t, self.cfg.train.epochs)
+        """Set the lr for fractional epoch ``t``.
+
+        With ``train.time_limit_min`` the schedule follows whichever is further along, epochs
+        or the time budget, so a run cut short by the clock still ends annealed.
+        """
+        tc = self.cfg.train
+        if tc.time_limit_min:
+            spent = (time.time() - self._t_start) / (60 * tc.time_limit_min)
+            t = max(t, spent * tc.epochs)
+        lr = learning_rate(self.cfg.schedule, self.cfg.optim.lr, t, tc.epochs)
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr
@@ -201,7 +210,7 @@ class Trainer:
         probs = self.predict_items(self.val_items)
         dice, auc, loss = [], [], []
         for p, it in zip(probs, self.val_items):
-            c = confusion_counts(p >= self.cfg.train.threshold, it.label, it.fov)
+            c = confusion_counts(p > self.cfg.train.threshold, it.label, it.fov)
             dice.append(threshold_metrics(c)["dice"])
             auc.append(roc_auc(p, it.label, it.fov))
             pt = torch.from_numpy(np.clip(p, 1e-6, 1 - 1e-6))[it.fov]
@@ -217,7 +226,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> None:
         tc, st = self.cfg.train, self.state
-        start = time.time() - st.elapsed
+        start = self._t_start = time.time() - st.elapsed
         for epoch in range(st.epoch, tc.epochs):
             t0 = time.time()
             train_loss, lr = self.train_epoch(epoch)
@@ -258,6 +267,7 @@ class Trainer:
             self.tb.flush()
 
     tb: Any = None
+    _t_start: float = 0.0
 
 
 def _finish(tr: Trainer) -> dict[str, Any]:
@@ -283,7 +293,7 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     out = tr.run / "val_predictions"
     for p, it in zip(probs, tr.val_items):
         write_png(out / f"{it.id}_prob.png", p)
-        write_png(out / f"{it.id}_error.png", error_map(p >= thr, it.label, it.fov))
+        write_png(out / f"{it.id}_error.png", error_map(p > thr, it.label, it.fov))
     plot_training_curves(tr.run / "metrics.csv", tr.run / "curves.png")
     summary = {"run_dir": str(tr.run), "best_epoch": tr.state.best_epoch,
                "best_score": tr.state.best, "monitor": tr.cfg.train.monitor, "threshold": thr,

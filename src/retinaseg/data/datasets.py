@@ -1,0 +1,444 @@
+"""The public retinal vessel datasets in their official folder layouts (reference §1).
+
+Fundus: DRIVE (§1.4), CHASE_DB1 (§1.5), STARE, HRF. OCTA: OCTA-500 (§1.1), ROSE-1 / ROSE-2
+(§1.2, OCTA-Net layout), ROSSA, OCTA-25K (§1.3). Plus ``folder``: any ``images/`` + ``labels/``
+pair. Where a set has no official split the one chosen here is written in the class docstring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retinaseg.data.base import ALL, Sample, VesselDataset
+from retinaseg.errors import ConfigError, DatasetLayoutError
+from retinaseg.io import list_images
+from retinaseg.registry import DATASETS
+
+# ============================================================================================
+# fundus
+
+
+@DATASETS.register("drive")
+class Drive(VesselDataset):
+    """DRIVE (§1.4): official 20 training / 20 test images; FOV masks from ``mask/``.
+
+    ``observer=2`` uses ``test/2nd_manual`` and is only available for the test images.
+    Ids are the image stems (``21_training``, ``01_test``).
+    """
+
+    name, title, modality = "drive", "DRIVE", "fundus"
+    splits = ("training", "test")
+    aliases = {"train": "training"}
+    layout = ("<root>/{training,test}/images/NN_<split>.tif, <root>/<split>/1st_manual/"
+              "NN_manual1.gif, <root>/<split>/mask/NN_<split>_mask.gif, "
+              "<root>/test/2nd_manual/NN_manual2.gif")
+    options_help = "observer=1|2 (default 1; 2 = second observer, test split only)"
+    defaults = {"observer": "1"}
+    choices = {"observer": ("1", "2")}
+
+    def _find_samples(self) -> list[Sample]:
+        observer = self.options["observer"]
+        if observer == "2" and self.split == "training":
+            raise ConfigError("DRIVE observer=2 labels (test/2nd_manual) exist only for the "
+                              "test split")
+        splits = [s for s in self._concrete_splits() if observer == "1" or s == "test"]
+        return [s for split in splits for s in self._split_samples(split, observer)]
+
+    def _split_samples(self, split: str, observer: str) -> list[Sample]:
+        images = self._dir(f"{split}/images")
+        manual = self._dir(f"{split}/{'1st' if observer == '1' else '2nd'}_manual")
+        masks = self._dir(f"{split}/mask")
+        out = []
+        for path, m in self._files(images, rf"(\d+)_{split}\.tiff?"):
+            label = manual / f"{m.group(1)}_manual{observer}.gif"
+            fov = masks / f"{m.group(1)}_{split}_mask.gif"
+            if not label.is_file():
+                self._skip(path.stem, f"no label '{manual.name}/{label.name}'")
+                continue
+            out.append(Sample(path.stem, (path,), label, fov if fov.is_file() else None,
+                              {"split": split}))
+        return out
+
+
+@DATASETS.register("chase_db1")
+class ChaseDB1(VesselDataset):
+    """CHASE_DB1 (§1.5), one flat folder. No official split: FR-UNet's subjects 01-10
+    (20 images) = ``train``, 11-14 (8 images) = ``test``. No FOV masks: derived from the red
+    channel with :func:`~retinaseg.data.base.fov_from_image`. Ids: ``Image_01L`` ...
+    """
+
+    name, title, modality = "chase_db1", "CHASE_DB1", "fundus"
+    splits = ("train", "test")
+    layout = ("<root>/Image_NNX.jpg with labels <root>/Image_NNX_1stHO.png (observer 2: "
+              "_2ndHO.png) in one flat folder; NN = 01-14, X = L|R")
+    options_help = "observer=1|2 (default 1: _1stHO labels; 2: _2ndHO)"
+    defaults = {"observer": "1"}
+    choices = {"observer": ("1", "2")}
+    derive_fov = True
+    TRAIN_SUBJECTS = range(1, 11)
+
+    def _find_samples(self) -> list[Sample]:
+        files = self._files(self.root_dir, r"Image_(\d+)([LR])\.jpe?g")
+        if not files:
+            raise DatasetLayoutError(f"CHASE_DB1 root '{self.root}' has no 'Image_NNX.jpg' "
+                                     f"files; expected layout: {self.layout}")
+        suffix = "_1stHO" if self.options["observer"] == "1" else "_2ndHO"
+        wanted = self._concrete_splits()
+        out = []
+        for path, m in files:
+            subject = int(m.group(1))
+            split = "train" if subject in self.TRAIN_SUBJECTS else "test"
+            if split not in wanted:
+                continue
+            label = path.with_name(f"{path.stem}{suffix}.png")
+            if not label.is_file():
+                self._skip(path.stem, f"no label '{label.name}'")
+                continue
+            out.append(Sample(path.stem, (path,), label, None,
+                              {"split": split, "subject": subject, "eye": m.group(2).upper()}))
+        return out
+
+
+@DATASETS.register("stare")
+class Stare(VesselDataset):
+    """STARE: the 20 hand-labelled images (``labels-ah``, observer 2: ``labels-vk``).
+
+    No official split; ``train`` = the first 10 labelled ids in sorted order (im0001-im0139),
+    ``test`` = the last 10 (im0162-im0324) — our convention, not official. FOV derived from
+    the red channel. Unlabelled images in ``stare-images`` are ignored.
+    """
+
+    name, title, modality = "stare", "STARE", "fundus"
+    splits = ("train", "test")
+    layout = ("<root>/stare-images/imNNNN.ppm with labels <root>/labels-ah/imNNNN.ah.ppm "
+              "(observer 2: <root>/labels-vk/imNNNN.vk.ppm)")
+    options_help = "observer=1|2 (default 1: labels-ah, Hoover; 2: labels-vk, Kouznetsova)"
+    defaults = {"observer": "1"}
+    choices = {"observer": ("1", "2")}
+    derive_fov = True
+    LABELLED = ("im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081",
+                "im0082", "im0139", "im0162", "im0163", "im0235", "im0236", "im0239", "im0240",
+                "im0255", "im0291", "im0319", "im0324")
+
+    def _split_of(self, sample_id: str) -> str | None:
+        if sample_id not in self.LABELLED:
+            return None
+        return "train" if self.LABELLED.index(sample_id) < 10 else "test"
+
+    def _find_samples(self) -> list[Sample]:
+        images = self._dir("stare-images")
+        tag = "ah" if self.options["observer"] == "1" else "vk"
+        labels = self._dir(f"labels-{tag}")
+        out = []
+        for label, m in self._files(labels, rf"(im\d+)\.{tag}\.ppm"):
+            split = self._split_of(m.group(1))
+            if not (self.split == ALL or split == self.split):
+                continue
+            image = images / f"{m.group(1)}.ppm"
+            if not image.is_file():
+                self._skip(m.group(1), f"no image 'stare-images/{image.name}'")
+                continue
+            out.append(Sample(m.group(1), (image,), label, None, {"split": split}))
+        return out
+
+
+@DATASETS.register("hrf")
+class Hrf(VesselDataset):
+    """HRF (High-Resolution Fundus): 15 healthy (h), 15 diabetic retinopathy (dr) and 15
+    glaucoma (g) images with manual labels and FOV masks.
+
+    No official split; ``train`` = numbers 01-05 of each category (15 images), ``test`` =
+    06-15 (30 images) — our convention. Ids: ``01_dr`` ...
+    """
+
+    name, title, modality = "hrf", "HRF", "fundus"
+    splits = ("train", "test")
+    layout = ("<root>/images/NN_<h|dr|g>.jpg (or .JPG), <root>/manual1/NN_<cat>.tif, "
+              "<root>/mask/NN_<cat>_mask.tif")
+    TRAIN_NUMBERS = range(1, 6)
+
+    def _find_samples(self) -> list[Sample]:
+        images, manual, masks = self._dir("images"), self._dir("manual1"), self._dir("mask")
+        out = []
+        for path, m in self._files(images, r"(\d+)_(h|dr|g)\.jpe?g"):
+            split = "train" if int(m.group(1)) in self.TRAIN_NUMBERS else "test"
+            if not (self.split == ALL or split == self.split):
+                continue
+            label = manual / f"{path.stem}.tif"
+            fov = masks / f"{path.stem}_mask.tif"
+            if not label.is_file():
+                self._skip(path.stem, f"no label 'manual1/{label.name}'")
+                continue
+            out.append(Sample(path.stem, (path,), label, fov if fov.is_file() else None,
+                              {"split": split, "category": m.group(2).lower()}))
+        return out
+
+
+# ============================================================================================
+# OCTA
+
+OCTA500_MAPS = {
+    "FULL": "OCTA(FULL)", "ILM_OPL": "OCTA(ILM_OPL)", "OPL_BM": "OCTA(OPL_BM)",
+    "OCT_FULL": "OCT(FULL)", "OCT_ILM_OPL": "OCT(ILM_OPL)", "OCT_OPL_BM": "OCT(OPL_BM)",
+}
+OCTA500_SPLITS = {  # reference §1.1, inclusive subject-id ranges
+    "6M": {"train": (10001, 10180), "val": (10181, 10200), "test": (10201, 10300)},
+    "3M": {"train": (10301, 10440), "val": (10441, 10450), "test": (10451, 10500)},
+}
+
+
+def octa500_split(fov: str, subject: int) -> str | None:
+    """Official OCTA-500 split of ``subject`` in field of view ``fov`` ("3M"/"6M"), or None."""
+    for split, (lo, hi) in OCTA500_SPLITS[fov].items():
+        if lo <= subject <= hi:
+            return split
+    return None
+
+
+def parse_octa500_maps(value: str) -> list[str]:
+    """``"FULL,ILM_OPL"`` (or ``"OCTA(FULL)"``, ``"OCT(FULL)"``) → projection folder names."""
+    folders = {v.upper(): v for v in OCTA500_MAPS.values()}
+    out = []
+    for token in (t.strip().upper() for t in value.split(",")):
+        if token in OCTA500_MAPS:
+            out.append(OCTA500_MAPS[token])
+        elif token in folders:
+            out.append(folders[token])
+        else:
+            raise ConfigError(f"OCTA-500 maps: unknown projection '{token}'; choose from "
+                              f"{', '.join(OCTA500_MAPS)} (comma-separated)")
+    if not out:
+        raise ConfigError("OCTA-500 maps must name at least one projection")
+    return out
+
+
+@DATASETS.register("octa500")
+class Octa500(VesselDataset):
+    """OCTA-500 (§1.1) en-face projections; official id splits (6M 180/20/100, 3M 140/10/50).
+
+    Works on partial copies: the subjects present in the requested map folders are the
+    candidates; a candidate lacking a requested map or the label is skipped and reported.
+    Several maps are stacked as channels in the order given. ``meta``: ``fov``, ``subject``.
+    """
+
+    name, title, modality = "octa500", "OCTA-500", "octa"
+    splits = ("train", "val", "test")
+    val_split = "val"
+    layout = ("<root>/OCTA_{3M,6M}/Projection Maps/{OCTA,OCT}({FULL,ILM_OPL,OPL_BM})/<id>.bmp "
+              "('ProjectionMaps' also accepted) and <root>/OCTA_{3M,6M}/GT_{LargeVessel,Artery,"
+              "Vein,Capillary,FAZ}/<id>.bmp")
+    options_help = ("fov=3M|6M|both (default both); maps=comma list of FULL, ILM_OPL, OPL_BM, "
+                    "OCT_FULL, OCT_ILM_OPL, OCT_OPL_BM (default ILM_OPL); label=LargeVessel|"
+                    "Artery|Vein|Capillary|FAZ (default LargeVessel)")
+    defaults = {"fov": "both", "maps": "ILM_OPL", "label": "LargeVessel"}
+    choices = {"fov": ("3M", "6M", "both"),
+               "label": ("LargeVessel", "Artery", "Vein", "Capillary", "FAZ")}
+
+    def _find_samples(self) -> list[Sample]:
+        maps = parse_octa500_maps(self.options["maps"])
+        fovs = ["6M", "3M"] if self.options["fov"] == "both" else [self.options["fov"]]
+        present = [f for f in fovs if (self.root_dir / f"OCTA_{f}").is_dir()]
+        if not present:
+            raise self._layout_error(*(f"OCTA_{f}" for f in fovs))
+        out: list[Sample] = []
+        missing: list[str] = []
+        for fov in present:
+            proj = self._projection_dir(fov)
+            folders = [proj / m for m in maps]
+            missing += [f"OCTA_{fov}/{proj.name}/{f.name}" for f in folders if not f.is_dir()]
+            out += self._fov_samples(fov, folders)
+        if not out and not self.skipped and missing:
+            raise self._layout_error(missing[0])
+        return out
+
+    def _projection_dir(self, fov: str) -> Path:
+        for name in ("Projection Maps", "ProjectionMaps"):
+            path = self.root_dir / f"OCTA_{fov}" / name
+            if path.is_dir():
+                return path
+        raise self._layout_error(f"OCTA_{fov}/Projection Maps")
+
+    def _fov_samples(self, fov: str, folders: list[Path]) -> list[Sample]:
+        indexes = [self._by_stem(f) for f in folders]
+        label_dir = self.root_dir / f"OCTA_{fov}" / f"GT_{self.options['label']}"
+        labels = self._by_stem(label_dir)
+        ids = sorted({s for idx in indexes for s in idx if s.isdigit()}, key=int)
+        out = []
+        for sid in ids:
+            split = octa500_split(fov, int(sid))
+            if split is None or not (self.split == ALL or split == self.split):
+                continue
+            lacking = [f.name for f, idx in zip(folders, indexes, strict=True) if sid not in idx]
+            if lacking or sid not in labels:
+                what = ", ".join(lacking + ([] if sid in labels else [label_dir.name]))
+                self._skip(sid, f"OCTA_{fov}: no {what}")
+                continue
+            out.append(Sample(sid, tuple(idx[sid] for idx in indexes), labels[sid], None,
+                              {"split": split, "fov": fov, "subject": int(sid)}))
+        return out
+
+
+@DATASETS.register("rose1")
+class Rose1(VesselDataset):
+    """ROSE-1 (§1.2) in the OCTA-Net layout: 30 train / 9 test per layer.
+
+    ``target=thin|thick`` reads ``thin_gt``/``thick_gt`` and falls back to ``gt`` where that
+    folder or file is missing (§5); ``meta["label_source"]`` says which folder was used.
+    """
+
+    name, title, modality = "rose1", "ROSE-1", "octa"
+    splits = ("train", "test")
+    layout = ("<root>/{SVC,DVC,SVC_DVC}/{train,test}/{img,gt,thin_gt,thick_gt}/<name>.<tif|png>"
+              " (labels matched to images by file stem)")
+    options_help = "layer=SVC|DVC|SVC_DVC (default SVC); target=gt|thin|thick (default gt)"
+    defaults = {"layer": "SVC", "target": "gt"}
+    choices = {"layer": ("SVC", "DVC", "SVC_DVC"), "target": ("gt", "thin", "thick")}
+
+    def _find_samples(self) -> list[Sample]:
+        layer, target = self.options["layer"], self.options["target"]
+        out = []
+        for split in self._concrete_splits():
+            base = f"{layer}/{split}"
+            images, gt = self._dir(f"{base}/img"), self._dir(f"{base}/gt")
+            chain = [gt] if target == "gt" else [self.root_dir / base / f"{target}_gt", gt]
+            out += self._paired(split, images, chain, {"layer": layer})
+        return out
+
+
+@DATASETS.register("rose2")
+class Rose2(VesselDataset):
+    """ROSE-2 (§1.2) in the OCTA-Net "cria" layout: 90 train / 22 test, centre-line labels."""
+
+    name, title, modality = "rose2", "ROSE-2", "octa"
+    splits = ("train", "test")
+    layout = "<root>/{train,test}/{original,gt}/<name>.<ext> (labels matched by file stem)"
+
+    def _find_samples(self) -> list[Sample]:
+        return [s for split in self._concrete_splits()
+                for s in self._paired(split, self._dir(f"{split}/original"),
+                                      [self._dir(f"{split}/gt")])]
+
+
+@DATASETS.register("rossa")
+class Rossa(VesselDataset):
+    """ROSSA (Ning et al., ICASSP 2024): 320×320 OCTA PNGs.
+
+    Splits ``train_manual`` (ids 1-100), ``train_sam`` (SAM-generated labels), ``val``
+    (101-200), ``test``; ``train`` is an alias of ``train_manual``. Splits absent on disk are
+    fine unless requested; ``all`` uses the ones present.
+    """
+
+    name, title, modality = "rossa", "ROSSA", "octa"
+    splits = ("train_manual", "train_sam", "val", "test")
+    val_split = "val"
+    aliases = {"train": "train_manual"}
+    layout = "<root>/{train_manual,train_sam,val,test}/{image,label}/<N>.png (matched by stem)"
+
+    def _find_samples(self) -> list[Sample]:
+        splits = self._concrete_splits()
+        if self.split == ALL:
+            splits = [s for s in splits if (self.root_dir / s).is_dir()]
+            if not splits:
+                raise self._layout_error("train_manual")
+        return [s for split in splits
+                for s in self._paired(split, self._dir(f"{split}/image"),
+                                      [self._dir(f"{split}/label")])]
+
+
+@DATASETS.register("octa25k")
+class Octa25k(VesselDataset):
+    """OCTA-25K (§1.3) quality-graded images; no vessel labels (inference only).
+
+    Splits are the quality grades; ``meta``: ``fov``, ``quality``. Ids: ``3M_gradable_12``.
+    """
+
+    name, title, modality = "octa25k", "OCTA-25K", "octa"
+    splits = ("ungradable", "gradable", "outstanding")
+    layout = "<root>/{3M,6M}/{ungradable,gradable,outstanding}/NNN.png (no labels)"
+    options_help = "fov=3M|6M|both (default both)"
+    defaults = {"fov": "both"}
+    choices = {"fov": ("3M", "6M", "both")}
+
+    def _find_samples(self) -> list[Sample]:
+        fovs = ["3M", "6M"] if self.options["fov"] == "both" else [self.options["fov"]]
+        present = [f for f in fovs if (self.root_dir / f).is_dir()]
+        if not present:
+            raise self._layout_error(*fovs)
+        out = []
+        for fov in present:
+            for grade in self._concrete_splits():
+                if self.split == ALL and not (self.root_dir / fov / grade).is_dir():
+                    continue
+                out += [Sample(f"{fov}_{grade}_{p.stem}", (p,), None, None,
+                               {"split": grade, "fov": fov, "quality": grade})
+                        for p in list_images(self._dir(f"{fov}/{grade}"))]
+        return out
+
+
+# ============================================================================================
+# any folder
+
+
+@DATASETS.register("folder")
+class Folder(VesselDataset):
+    """Any folder of images with optional labels / FOV masks matched by file stem.
+
+    A label is ``<labels>/<image stem><label_suffix>.<any image ext>``; without a labels
+    folder every image is unlabelled (inference). ``fov=auto`` derives the FOV from the image
+    (:func:`~retinaseg.data.base.fov_from_image`); ``fov=<folder>`` reads ``<stem>.*`` or
+    ``<stem>_mask.*`` there. Only split ``all``.
+    """
+
+    name, title = "folder", "folder"
+    splits = ()
+    layout = "<root>/<images>/*.<png|tif|jpg|bmp|gif|ppm> [+ <root>/<labels>/<same stem>.*]"
+    options_help = ("images=<sub-folder or absolute path> (default images); labels=<folder> "
+                    "(default labels; optional); label_suffix=<text after the stem, e.g. "
+                    "_manual1> (default none); fov=<folder>|auto (default none); "
+                    "modality=fundus|octa (default fundus)")
+    defaults = {"images": "images", "labels": "labels", "label_suffix": "", "fov": "",
+                "modality": "fundus"}
+    choices = {"modality": ("fundus", "octa")}
+
+    def _folder(self, key: str) -> Path:
+        path = Path(self.options[key]).expanduser()
+        return path if path.is_absolute() else self.root_dir / path
+
+    def _find_samples(self) -> list[Sample]:
+        self.modality = self.options["modality"]
+        images = self._folder("images")
+        if not images.is_dir():
+            raise self._layout_error(self.options["images"])
+        labels = self._optional_dir("labels")
+        fov_opt = self.options["fov"]
+        self.derive_fov = fov_opt.lower() == "auto"
+        fovs = None if fov_opt.lower() in ("", "auto") else self._optional_dir("fov")
+        label_index, fov_index = self._by_stem(labels), self._by_stem(fovs)
+        out = []
+        for path in list_images(images):
+            sample = self._sample(path, labels, label_index, fovs, fov_index)
+            if sample is not None:
+                out.append(sample)
+        return out
+
+    def _optional_dir(self, key: str) -> Path | None:
+        """The folder of option ``key``; a missing folder is an error only if given explicitly."""
+        path = self._folder(key)
+        if path.is_dir():
+            return path
+        if key in self.given_options:
+            raise self._layout_error(self.options[key])
+        return None
+
+    def _sample(self, path: Path, labels: Path | None, label_index: dict[str, Path],
+                fovs: Path | None, fov_index: dict[str, Path]) -> Sample | None:
+        label = label_index.get(path.stem + self.options["label_suffix"])
+        fov = fov_index.get(path.stem) or fov_index.get(f"{path.stem}_mask")
+        if labels is not None and label is None:
+            self._skip(path.stem, f"no label '{labels.name}/{path.stem}"
+                                  f"{self.options['label_suffix']}.*'")
+            return None
+        if fovs is not None and fov is None:
+            self._skip(path.stem, f"no FOV mask '{fovs.name}/{path.stem}.*'")
+            return None
+        return Sample(path.stem, (path,), label, fov, {"split": ALL})
