@@ -93,7 +93,13 @@ def test_clahe_range_contrast_and_channels():
     out_rgb = clahe(rgb, clip_limit=0.02)
     assert out_rgb.shape == (64, 64, 3)
     np.testing.assert_array_equal(out_rgb[..., 1], clahe(low[::-1], clip_limit=0.02))
-    assert clahe(rgb, clip_limit=0.002).std() < clahe(rgb, clip_limit=0.05).std()
+    # a small clip limit approaches a plain min-max stretch; a large one equalises strongly
+    rng = np.random.default_rng(2)
+    peaked = np.clip(0.5 + 0.02 * rng.standard_normal((128, 128)), 0, 1).astype(np.float32)
+    peaked[40:60, 20:100] += 0.3
+    stretched = rescale_minmax(peaked)
+    gentle, strong = clahe(peaked, clip_limit=0.002), clahe(peaked, clip_limit=0.05)
+    assert np.abs(gentle - stretched).mean() < 0.5 * np.abs(strong - stretched).mean()
     np.testing.assert_array_equal(clahe(np.full((16, 16), 0.3, np.float32)), 0)
     with pytest.raises(ValueError):
         clahe(low, clip_limit=0.0)

@@ -144,14 +144,15 @@ def clahe(
 def gamma(img: np.ndarray, gamma: float = 1.2) -> np.ndarray:
     """Gamma adjustment ``out = in ** (1 / gamma)`` as in retina-unet (reference §8 step 5).
 
-    ``gamma > 1`` brightens dark values. Negative inputs are clipped to 0 first.
+    ``gamma > 1`` brightens dark values. Negative inputs are clipped to 0 first. Element-wise,
+    so any array shape is accepted.
 
     >>> float(gamma(np.array([0.25], np.float32), 2.0)[0])
     0.5
     """
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
-    img = np.clip(_check_image(img).astype(np.float32, copy=False), 0.0, None)
+    img = np.clip(np.asarray(img, dtype=np.float32), 0.0, None)
     return np.power(img, np.float32(1.0 / gamma)).astype(np.float32)
 
 
