@@ -250,6 +250,7 @@ def test_garbage_bytes(tmp_path):
     _assert_one_sentence(exc, "junk.tif")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # tifffile warns about zero-size TIFFs
 def test_zero_size_tiff_rejected(tmp_path):
     tifffile.imwrite(tmp_path / "zero.tif", np.zeros((0, 5), np.uint8))
     with pytest.raises(ImageReadError, match="zero.tif"):
@@ -327,6 +328,18 @@ def test_volume_multipage_tiff_and_npy(tmp_path):
     np.save(tmp_path / "wide.npy", data.astype(np.int16) - 5)
     vol = read_volume(tmp_path / "wide.npy")
     assert vol.min() == 0.0 and vol.max() == 1.0
+
+
+def test_lzw_tiff_image_and_volume_read_via_pillow_fallback(tmp_path):
+    # tifffile needs the optional imagecodecs package for LZW (as in DRIVE); Pillow decodes it
+    frames = [Image.fromarray(np.full((3, 4), v, np.uint8)) for v in (5, 6, 7)]
+    frames[0].save(tmp_path / "lzw.tif", save_all=True, append_images=frames[1:],
+                   compression="tiff_lzw")
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), np.full((3, 4), 5 / 255,
+                                                                            np.float32))
+    vol = read_volume(tmp_path / "lzw.tif")
+    assert vol.shape == (3, 3, 4)
+    np.testing.assert_array_equal(vol[:, 0, 0] * 255, [5, 6, 7])
 
 
 def test_volume_rejects_wrong_ndim_object_and_missing(tmp_path):

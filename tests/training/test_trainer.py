@@ -37,6 +37,7 @@ train: {{epochs: {epochs}, val_every: 1, threads: 1}}
 
 
 def _config(tmp_path: Path, epochs: int = 3) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     p = tmp_path / "tiny.yaml"
     p.write_text(TINY.format(runs=tmp_path / "runs", epochs=epochs))
     return p
@@ -144,3 +145,44 @@ def test_new_run_never_overwrites(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path))
     a, b = new_run_dir(cfg), new_run_dir(cfg)
     assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from retinaseg.errors import TrainingError
+    from retinaseg.training import trainer as trainer_mod
+
+    real_build = trainer_mod.build_loss
+    calls = {"n": 0}
+
+    def poisoned(name: str, **params):
+        base = real_build(name, **params)
+
+        def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            value = base(logits, target)
+            return value * float("nan") if calls["n"] > 6 else value  # epoch 1 has 6 steps
+
+        return loss
+
+    monkeypatch.setattr(trainer_mod, "build_loss", lambda n, **p: _Wrap(poisoned(n, **p)))
+    with pytest.raises(TrainingError, match="loss became nan at epoch 2"):
+        train(_config(tmp_path, epochs=3))
+    run = next((tmp_path / "runs" / "tiny").iterdir())
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert json.loads(state["state"])["epoch"] == 1
+    assert (run / "best.safetensors").is_file()
+
+
+class _Wrap:
+    """Make a plain function look like a loss module (``.to(device)`` returns itself)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def to(self, _device) -> _Wrap:
+        return self
+
+    def __call__(self, *a):
+        return self.fn(*a)

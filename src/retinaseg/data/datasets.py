@@ -23,7 +23,7 @@ class Drive(VesselDataset):
     """DRIVE (§1.4): official 20 training / 20 test images; FOV masks from ``mask/``.
 
     ``observer=2`` uses ``test/2nd_manual`` and is only available for the test images.
-    Ids are the image stems (``21_training``, ``01_test``).
+    Ids are the image stems (``21_training``, ``01_test``). A missing mask file gives fov None.
     """
 
     name, title, modality = "drive", "DRIVE", "fundus"
@@ -105,7 +105,8 @@ class Stare(VesselDataset):
 
     No official split; ``train`` = the first 10 labelled ids in sorted order (im0001-im0139),
     ``test`` = the last 10 (im0162-im0324) — our convention, not official. FOV derived from
-    the red channel. Unlabelled images in ``stare-images`` are ignored.
+    the red channel. Unlabelled images in ``stare-images`` are ignored; the official
+    ``.ppm.gz`` downloads must be decompressed first.
     """
 
     name, title, modality = "stare", "STARE", "fundus"
@@ -136,7 +137,9 @@ class Stare(VesselDataset):
                 continue
             image = images / f"{m.group(1)}.ppm"
             if not image.is_file():
-                self._skip(m.group(1), f"no image 'stare-images/{image.name}'")
+                gz = " (only .ppm.gz found: gunzip it)" if image.with_suffix(".ppm.gz").is_file() \
+                    else ""
+                self._skip(m.group(1), f"no image 'stare-images/{image.name}'{gz}")
                 continue
             out.append(Sample(m.group(1), (image,), label, None, {"split": split}))
         return out
@@ -148,7 +151,7 @@ class Hrf(VesselDataset):
     glaucoma (g) images with manual labels and FOV masks.
 
     No official split; ``train`` = numbers 01-05 of each category (15 images), ``test`` =
-    06-15 (30 images) — our convention. Ids: ``01_dr`` ...
+    06-15 (30 images) — our convention. Ids: ``01_dr`` ... A missing mask gives fov None.
     """
 
     name, title, modality = "hrf", "HRF", "fundus"
@@ -400,9 +403,18 @@ class Folder(VesselDataset):
                 "modality": "fundus"}
     choices = {"modality": ("fundus", "octa")}
 
+    def _check_root(self, root: str | Path | None) -> Path | None:
+        """The root may be left out when the folders are given as absolute paths."""
+        return None if root is None or str(root) == "" else super()._check_root(root)
+
     def _folder(self, key: str) -> Path:
         path = Path(self.options[key]).expanduser()
-        return path if path.is_absolute() else self.root_dir / path
+        if path.is_absolute():
+            return path
+        if self.root is None:
+            raise DatasetLayoutError(f"folder dataset: '{key}={self.options[key]}' is relative, "
+                                     "so a root folder is needed (or give an absolute path)")
+        return self.root / path
 
     def _find_samples(self) -> list[Sample]:
         self.modality = self.options["modality"]

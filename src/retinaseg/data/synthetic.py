@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from retinaseg.data.base import ALL, Sample, VesselDataset
+from retinaseg.data.base import Sample, VesselDataset
 from retinaseg.errors import ConfigError
 from retinaseg.registry import DATASETS
 
@@ -143,6 +143,11 @@ def render_discs(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
+def _radius_scale(size: int) -> float:
+    """Vessel radii scale with the image, but not below 0.6× (small images keep labels)."""
+    return max(size / 256, 0.6)
+
+
 def _as_array(points: list[tuple[float, float, float]]) -> np.ndarray:
     return np.asarray(points, dtype=np.float64).reshape(-1, 3)
 
@@ -173,8 +178,8 @@ def _faz(rng: np.random.Generator, size: int) -> tuple[Avoid, np.ndarray]:
 
 def _octa_trees(rng: np.random.Generator, size: int, avoid: Avoid) -> np.ndarray:
     """Centre-line points of 4-6 trees entering from the border towards the FAZ."""
-    s = size / 256
-    p = TreeParams(seg_len=(18 * s, 40 * s), r_ref=2.0 * s, r_min=0.45,
+    s, sr = size / 256, _radius_scale(size)
+    p = TreeParams(seg_len=(18 * s, 40 * s), r_ref=2.0 * sr, r_min=0.45,
                    max_points=int(9000 * s * s) + 500)
     margin = 3.0
 
@@ -187,7 +192,7 @@ def _octa_trees(rng: np.random.Generator, size: int, avoid: Avoid) -> np.ndarray
         y0 = size / 2 - 0.5 * size * math.sin(t)
         x0 = size / 2 - 0.5 * size * math.cos(t)
         heading = t + rng.normal(0, 0.35)
-        points += grow_tree(rng, (y0, x0), heading, rng.uniform(1.8, 2.8) * s, p, inside, avoid)
+        points += grow_tree(rng, (y0, x0), heading, rng.uniform(1.8, 2.8) * sr, p, inside, avoid)
     return _as_array(points)
 
 
@@ -236,8 +241,8 @@ def _fundus_background(rng: np.random.Generator, size: int, disc: tuple[float, f
 def _fundus_trees(rng: np.random.Generator, size: int, disc: tuple[float, float],
                   macula: tuple[float, float], fov_r: float) -> np.ndarray:
     """Four main trees (superior/inferior, temporal/nasal) growing from the optic disc."""
-    s = size / 256
-    p = TreeParams(seg_len=(20 * s, 45 * s), r_ref=2.0 * s, r_min=0.5, curvature=0.05,
+    s, sr = size / 256, _radius_scale(size)
+    p = TreeParams(seg_len=(20 * s, 45 * s), r_ref=2.0 * sr, r_min=0.5, curvature=0.05,
                    max_points=int(7000 * s * s) + 500)
     c = size / 2
 
@@ -254,7 +259,7 @@ def _fundus_trees(rng: np.random.Generator, size: int, disc: tuple[float, float]
         for heading, r0, dr in ((arcade, 2.3, drift), (temporal + math.pi - vertical * side
                                                         * rng.uniform(0.6, 1.1), 1.7, 0.0)):
             start = (disc[0] + vertical * 0.02 * size, disc[1])
-            points += grow_tree(rng, start, heading, r0 * s * rng.uniform(0.9, 1.1), p, inside,
+            points += grow_tree(rng, start, heading, r0 * sr * rng.uniform(0.9, 1.1), p, inside,
                                 avoid, dr)
     return _as_array(points)
 
@@ -346,5 +351,5 @@ class SyntheticDataset(VesselDataset):
         return item
 
 
-__all__ = ["ALL", "SyntheticDataset", "grow_tree", "make_fundus_sample", "make_octa_sample",
+__all__ = ["SyntheticDataset", "grow_tree", "make_fundus_sample", "make_octa_sample",
            "render_discs"]

@@ -156,7 +156,8 @@ def _pool(
     ps, gs = [], []
     for i, (prob, gt) in enumerate(zip(probs, gts, strict=True)):
         p, g = np.asarray(prob, dtype=np.float64), _bool(gt)
-        keep = np.ones(p.shape, bool) if fovs is None else _bool(fovs[i])
+        fov = None if fovs is None else fovs[i]
+        keep = np.ones(p.shape, bool) if fov is None else _bool(fov)
         ps.append(p[keep])
         gs.append(g[keep])
     return np.concatenate(ps), np.concatenate(gs)

@@ -92,12 +92,17 @@ def list_images(folder: PathLike) -> list[Path]:
 
 
 def _minmax(arr: np.ndarray) -> np.ndarray:
-    """Min-max rescale to [0, 1] as float32; a constant array becomes zeros."""
-    arr = arr.astype(np.float64, copy=False)
+    """Min-max rescale to [0, 1] as float32 (in place on one float32 copy, for big volumes).
+
+    A constant array becomes zeros.
+    """
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.float32)
-    return ((arr - lo) / (hi - lo)).astype(np.float32)
+    out = arr.astype(np.float32)
+    out -= np.float32(lo)
+    out /= np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _to_unit_float(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -108,7 +113,7 @@ def _to_unit_float(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / np.float32(255)
     if arr.dtype == np.uint16:
-        return (arr.astype(np.float32) / np.float32(65535)).astype(np.float32)
+        return arr.astype(np.float32) / np.float32(65535)
     if np.issubdtype(arr.dtype, np.integer):
         return _minmax(arr)
     if np.issubdtype(arr.dtype, np.floating):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retinaseg.errors import ConfigError
 from retinaseg.models.snake import MultiViewBlock
 from retinaseg.registry import MODELS
 
@@ -64,4 +65,7 @@ class DSCNet(nn.Module):
 @MODELS.register("dscnet")
 def build_dscnet(in_channels: int = 1, out_channels: int = 1, **params: object) -> nn.Module:
     """DSCNet (see :class:`DSCNet` for the parameters)."""
-    return DSCNet(in_channels, out_channels, **params)  # type: ignore[arg-type]
+    try:
+        return DSCNet(in_channels, out_channels, **params)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ConfigError(f"model 'dscnet': {err}") from None
