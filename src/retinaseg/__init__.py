@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _API = {"train", "predict", "evaluate", "load_model", "Segmenter", "list_datasets",
         "list_models"}
+_SUBPACKAGES = {"io", "data", "preprocessing", "models", "losses", "training", "inference",
+                "evaluation", "measure"}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from retinaseg.measure import centerline
 
         return centerline
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"retinaseg.{name}")
     raise AttributeError(f"module 'retinaseg' has no attribute '{name}'")

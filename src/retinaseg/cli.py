@@ -72,7 +72,7 @@ def cmd_datasets(a: argparse.Namespace) -> None:
     from retinaseg.api import list_datasets
 
     for name, modality, splits, layout in list_datasets():
-        print(f"{name}  [{modality}]  splits: {', '.join(splits)}, all")
+        print(f"{name}  [{modality}]  splits: {', '.join(splits)}")
         for line in layout.strip().splitlines():
             print(f"    {line}")
 

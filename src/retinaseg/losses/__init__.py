@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from retinaseg.losses import standard  # noqa: F401  (registration)
+from retinaseg.losses import standard, topology  # noqa: F401  (registration)
 from retinaseg.registry import LOSSES
 
 

@@ -128,8 +128,8 @@ def soft_skeleton(x: torch.Tensor, iters: int = 10) -> torch.Tensor:
 
 
 def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """Forward value ``hard``, gradient of ``soft``."""
-    return hard + soft - soft.detach()
+    """Forward value exactly ``hard``, gradient of ``soft``."""
+    return hard + (soft - soft.detach())
 
 
 def _binarise(p: torch.Tensor, beta: float, tau: float, stochastic: bool,

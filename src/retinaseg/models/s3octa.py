@@ -17,7 +17,8 @@ outputs, so decoder inputs are 3·r·2^i). SwinT is not implemented.
 Deviations from the seed, all numerical-safety or availability choices:
 * channel LayerNorm uses ``(x−μ)/sqrt(σ²+ε)`` (the seed's ``(x−μ)/(σ+ε)`` has an infinite
   gradient where all channels of a pixel are equal, e.g. an all-zero ReLU output);
-* attention runs through ``F.scaled_dot_product_attention`` (same maths; contiguous q, k, v so the CPU flash kernel is used);
+* attention runs through ``F.scaled_dot_product_attention`` (same maths; q, k, v are made
+  contiguous so that the CPU flash kernel, not the slow math path, is used);
 * maps smaller than the 4×4 K/V reduction are replicate-padded up to 4 before the reduction;
 * the ASPP image-pool branch has no BatchNorm (BatchNorm of a 1×1 map fails at batch size 1).
 

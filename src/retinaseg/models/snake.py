@@ -49,44 +49,42 @@ def snake_cumulate(offset: torch.Tensor) -> torch.Tensor:
     return torch.cat([left, torch.zeros_like(offset[:, c:c + 1]), right], dim=1)
 
 
-def _normalise(coord: torch.Tensor, size: int) -> torch.Tensor:
-    """Clamp pixel coordinates to ``[0, size-1]`` and map them to ``[-1, 1]`` (align_corners)."""
-    if size == 1:
-        return torch.zeros_like(coord)
-    return coord.clamp(0, size - 1) * (2.0 / (size - 1)) - 1.0
+def _scale(size: int) -> float:
+    """Factor mapping a pixel coordinate in ``[0, size-1]`` to ``[0, 2]`` (align_corners)."""
+    return 2.0 / (size - 1) if size > 1 else 0.0
 
 
 def snake_grid(offset: torch.Tensor, morph: int, extend_scope: float) -> torch.Tensor:
     """Sampling grid for ``F.grid_sample`` (reference §2.1 steps 3–4).
+
+    Coordinates are clamped to ``[0, H-1]`` / ``[0, W-1]`` and mapped linearly to ``[-1, 1]``.
 
     Args:
         offset: tanh offsets ``[B, 2K, H, W]``: channels ``:K`` are y-offsets, ``K:`` x-offsets.
         morph: 0 (kernel along x, y-offsets used) or 1 (kernel along y, x-offsets used).
         extend_scope: ``s``, the multiplier of the cumulative offsets (pixels).
     Returns:
-        ``[B, K·H, W, 2]`` (morph 0) or ``[B, H, K·W, 2]`` (morph 1), last dim ``(x, y)`` in
-        ``[-1, 1]``.
+        ``[B, K·H, W, 2]`` (morph 0) or ``[B, H, K·W, 2]`` (morph 1), last dim ``(x, y)``.
     """
     b, k2, h, w = offset.shape
-    k = k2 // 2
-    c = k // 2
+    k, c = k2 // 2, k2 // 4
     dev, dt = offset.device, offset.dtype
-    taps = torch.arange(k, device=dev, dtype=dt).view(1, k, 1, 1) - c
-    rows = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1)
+    taps = torch.arange(k, device=dev, dtype=dt) - c
+    if morph == 0:  # grid [B, H, K, W, 2]; x fixed per tap, y follows the snake
+        rows = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1)
+        y = (rows + extend_scope * snake_cumulate(offset[:, :k])).clamp_(0, h - 1)
+        cols = torch.arange(w, device=dev, dtype=dt).view(1, w) + taps.view(k, 1)
+        grid = offset.new_empty(b, h, k, w, 2)
+        grid[..., 0] = cols.clamp_(0, w - 1).mul_(_scale(w)).sub_(1.0)
+        grid[..., 1] = y.mul_(_scale(h)).sub_(1.0).transpose(1, 2)
+        return grid.view(b, h * k, w, 2)
     cols = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w)
-    if morph == 0:
-        y = rows + extend_scope * snake_cumulate(offset[:, :k])
-        x = (cols + taps).expand(b, k, h, w)
-        perm = (0, 2, 1, 3)  # [B,K,H,W] -> [B,H,K,W] -> [B,K·H,W]
-        shape = (b, h * k, w)
-    else:
-        x = cols + extend_scope * snake_cumulate(offset[:, k:])
-        y = (rows + taps).expand(b, k, h, w)
-        perm = (0, 2, 3, 1)  # [B,K,H,W] -> [B,H,W,K] -> [B,H,W·K]
-        shape = (b, h, w * k)
-    gx = _normalise(x, w).permute(*perm).reshape(shape)
-    gy = _normalise(y, h).permute(*perm).reshape(shape)
-    return torch.stack([gx, gy], dim=-1)
+    x = (cols + extend_scope * snake_cumulate(offset[:, k:])).clamp_(0, w - 1)
+    rows = torch.arange(h, device=dev, dtype=dt).view(h, 1, 1) + taps.view(1, 1, k)
+    grid = offset.new_empty(b, h, w, k, 2)  # grid [B, H, W, K, 2]; y fixed per tap
+    grid[..., 0] = x.mul_(_scale(w)).sub_(1.0).permute(0, 2, 3, 1)
+    grid[..., 1] = rows.clamp_(0, h - 1).mul_(_scale(h)).sub_(1.0)
+    return grid.view(b, h, w * k, 2)
 
 
 def snake_sample(x: torch.Tensor, offset: torch.Tensor, morph: int,
