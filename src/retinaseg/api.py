@@ -16,9 +16,10 @@ from retinaseg.models.persistence import load_model
 from retinaseg.training.trainer import train
 
 
-def predict(inputs: list[str | Path] | str | Path, model: str | Path, out: str | Path,
-            **kw: Any) -> PredictReport:
-    """Segment images or folders with ``model`` (safetensors file, run folder or bundled name)."""
+def predict(inputs: list[str | Path] | str | Path, model: str | Path | None = None,
+            out: str | Path = "predictions", **kw: Any) -> PredictReport:
+    """Segment images or folders with ``model`` (safetensors file, run folder or bundled name;
+    ``None`` picks the bundled model by each image's modality)."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     return predict_files(inputs, model, out, **kw)

@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("predict", help="segment images or folders")
     p.add_argument("inputs", nargs="+")
-    p.add_argument("--model", required=True, help="safetensors file, run folder or bundled name")
+    p.add_argument("--model", default=None,
+                   help="safetensors file, run folder or bundled name (default: the bundled "
+                        "model for each image's modality: fundus-vessels or octa-vessels)")
     p.add_argument("--out", required=True)
     _device_args(p)
     p.set_defaults(func=cmd_predict)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import ModelLoadError, RetinasegError
 from retinaseg.models.persistence import ModelSpec, load_model
 from retinaseg.utils.atomic import write_text_atomic
 from retinaseg.utils.runtime import configure_threads, select_device
@@ -89,37 +89,67 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 def _write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
                    thr: float) -> dict:
+    """Write probability, mask and overlay PNGs; return the per-image measurements."""
     from retinaseg.evaluation.figures import overlay
+    from retinaseg.evaluation.metrics import centerline_length
     from retinaseg.io import write_png
 
     mask = prob > thr
     write_png(out / f"{stem}_prob.png", prob)
     write_png(out / f"{stem}_mask.png", mask)
     write_png(out / f"{stem}_overlay.png", overlay(image, mask))
-    return {"vessel_fraction": float(mask.mean())}
+    return {"vessel_fraction": round(float(mask.mean()), 6),
+            "centerline_length_px": round(centerline_length(mask), 2)}
 
 
-def predict_files(inputs: Iterable[str | Path], model: str | Path, out: str | Path,
+class _ModelPicker:
+    """One :class:`Segmenter` per model reference, chosen per image when none was given."""
+
+    def __init__(self, model: str | Path | None, **segmenter_kw) -> None:
+        self.model, self.kw = model, segmenter_kw
+        self.cache: dict[str, Segmenter] = {}
+
+    def __call__(self, image: np.ndarray) -> tuple[str, Segmenter]:
+        from retinaseg.inference.modality import DEFAULT_MODELS, detect_modality
+
+        ref = str(self.model) if self.model is not None else \
+            DEFAULT_MODELS[detect_modality(image)]
+        if ref not in self.cache:
+            if self.model is None:
+                tqdm.write(f"no --model given: using bundled model '{ref}' for this image type")
+            self.cache[ref] = Segmenter(ref, **self.kw)
+        return ref, self.cache[ref]
+
+
+def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: str | Path,
                   threshold: float | None = None, **segmenter_kw) -> PredictReport:
     """Segment every image in ``inputs`` and write ``<stem>_prob/_mask/_overlay.png`` to ``out``.
 
-    Also writes ``predictions.csv`` (one row per image). Unreadable files are skipped and listed
-    in the report's ``skipped``.
+    ``model`` is a model file, a run folder or a bundled name; ``None`` picks the bundled model
+    by modality (colour → ``fundus-vessels``, grey → ``octa-vessels``) per image. Also writes
+    ``predictions.csv`` with one row per image (vessel area fraction, centerline length).
+    Unreadable files are skipped and listed in the report's ``skipped``.
     """
     from retinaseg.io import read_image
 
     out = Path(out)
-    seg = Segmenter(model, **segmenter_kw)
-    thr = seg.threshold if threshold is None else float(threshold)
-    report = PredictReport(spec=seg.spec)
+    pick = _ModelPicker(model, **segmenter_kw)
+    if model is not None:
+        pick(np.zeros((8, 8), np.float32))  # load now: a bad model is one error, not N skips
+    report = PredictReport()
     for path in tqdm(collect_inputs(inputs), desc="predicting", unit="img"):
         try:
             image = read_image(path)
+            ref, seg = pick(image)
             prob = seg(image, source=f"'{path}'")
+        except ModelLoadError:
+            raise
         except RetinasegError as err:
             report.skipped.append((str(path), str(err)))
             continue
-        row = {"image": str(path), "threshold": thr}
+        thr = seg.threshold if threshold is None else float(threshold)
+        report.spec = seg.spec
+        row = {"image": str(path), "model": ref, "threshold": round(thr, 4)}
         row.update(_write_outputs(out, path.stem, image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)

@@ -20,14 +20,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class DataConfig(_Strict):
+class SourceConfig(_Strict):
+    """One dataset to train on: name, root, splits and dataset options."""
+
     dataset: str
     root: str | None = None
     train_split: str = "train"
     val_split: str | None = None
-    val_fraction: float = Field(0.2, gt=0, lt=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(SourceConfig):
+    """The main dataset, the shared preprocessing, and optional extra datasets mixed in."""
+
+    val_fraction: float = Field(0.2, gt=0, lt=1)
     preprocess: str | list[str | dict[str, Any]] = "none"
+    extra: list[SourceConfig] = Field(default_factory=list)
+
+    def sources(self) -> list[SourceConfig]:
+        """The main dataset followed by the extra ones."""
+        main = SourceConfig(dataset=self.dataset, root=self.root, train_split=self.train_split,
+                            val_split=self.val_split, options=self.options)
+        return [main, *self.extra]
 
 
 class SamplingConfig(_Strict):
@@ -111,9 +125,11 @@ class RunConfig(_Strict):
     def _check_names(self) -> RunConfig:
         from retinaseg.registry import DATASETS, LOSSES, MODELS
 
-        for kind, reg, name in (("data.dataset", DATASETS, self.data.dataset),
-                                ("model.name", MODELS, self.model.name),
-                                ("loss.name", LOSSES, self.loss.name)):
+        checks = [("data.dataset", DATASETS, self.data.dataset),
+                  ("model.name", MODELS, self.model.name), ("loss.name", LOSSES, self.loss.name)]
+        checks += [(f"data.extra.{i}.dataset", DATASETS, src.dataset)
+                   for i, src in enumerate(self.data.extra)]
+        for kind, reg, name in checks:
             if name not in reg:
                 raise ValueError(f"{kind} '{name}' is not registered; known: {reg.names()}")
         return self
@@ -180,11 +196,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
     raw = apply_overrides(raw, overrides or [])
     cfg = validate_config(raw)
-    root = cfg.data.root
-    if root and not Path(root).is_absolute() and not Path(root).exists():
-        alt = (path.parent / root).resolve()
-        if alt.exists():
-            cfg.data.root = str(alt)
+    for src in [cfg.data, *cfg.data.extra]:
+        root = src.root
+        if root and not Path(root).is_absolute() and not Path(root).exists():
+            alt = (path.parent / root).resolve()
+            if alt.exists():
+                src.root = str(alt)
     return cfg
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from retinaseg.errors import ConfigError
-from retinaseg.training.config import DataConfig, SamplingConfig
+from retinaseg.training.config import DataConfig, SamplingConfig, SourceConfig
 
 
 @dataclass
@@ -29,13 +30,13 @@ class Item:
     fov: np.ndarray
 
 
-def load_items(cfg: DataConfig, split: str, desc: str = "") -> list[Item]:
-    """Read and preprocess every labelled sample of ``split`` into memory."""
+def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "") -> list[Item]:
+    """Read and preprocess every labelled sample of ``split`` of one source into memory."""
     from retinaseg.data import build_dataset
     from retinaseg.preprocessing.pipeline import build_preprocess
 
-    ds = build_dataset(cfg.dataset, cfg.root, split, **cfg.options)
-    prep = build_preprocess(cfg.preprocess)
+    ds = build_dataset(src.dataset, src.root, split, **src.options)
+    prep = build_preprocess(preprocess)
     items = []
     for i in tqdm(range(len(ds)), desc=desc or f"loading {split}", leave=False):
         s = ds[i]
@@ -44,7 +45,7 @@ def load_items(cfg: DataConfig, split: str, desc: str = "") -> list[Item]:
         fov = s["fov"] if s["fov"] is not None else np.ones_like(s["label"], dtype=bool)
         items.append(Item(s["id"], prep(s["image"]).astype(np.float32), s["label"], fov))
     if not items:
-        raise ConfigError(f"dataset '{cfg.dataset}' split '{split}' has no labelled images")
+        raise ConfigError(f"dataset '{src.dataset}' split '{split}' has no labelled images")
     return items
 
 
@@ -61,17 +62,37 @@ def carve_validation(items: list[Item], fraction: float,
     return train, val
 
 
-def load_train_val(cfg: DataConfig, seed: int) -> tuple[list[Item], list[Item], str]:
-    """Training and validation items, and a sentence saying where the validation set came from."""
+def _source_train_val(src: SourceConfig, cfg: DataConfig,
+                      seed: int) -> tuple[list[Item], list[Item], str]:
     from retinaseg.registry import DATASETS
 
-    train = load_items(cfg, cfg.train_split, "loading train")
-    val_split = cfg.val_split or getattr(DATASETS.get(cfg.dataset), "val_split", None)
-    if val_split and val_split != cfg.train_split:
-        return train, load_items(cfg, val_split, "loading val"), f"split '{val_split}'"
+    name = src.dataset
+    train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train")
+    val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
+    if val_split and val_split != src.train_split:
+        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val")
+        return train, val, f"{name} split '{val_split}'"
     train, val = carve_validation(train, cfg.val_fraction, seed)
     ids = ", ".join(it.id for it in val)
-    return train, val, f"carved from '{cfg.train_split}' (seed {seed}): {ids}"
+    return train, val, f"{name} images carved from '{src.train_split}' (seed {seed}): {ids}"
+
+
+def load_train_val(cfg: DataConfig, seed: int) -> tuple[list[Item], list[Item], str]:
+    """Training and validation items of every source, and where the validation set came from.
+
+    Each source uses its own validation split, or a seeded fraction of its training images
+    when it has none.
+    """
+    train, val, where = [], [], []
+    for k, src in enumerate(cfg.sources()):
+        t, v, w = _source_train_val(src, cfg, seed)
+        if k:  # keep ids unique across sources
+            for it in t + v:
+                it.id = f"{src.dataset}-{it.id}"
+        train += t
+        val += v
+        where.append(w)
+    return train, val, "; ".join(where)
 
 
 class PatchSampler:
