@@ -46,12 +46,9 @@ def cmd_predict(a: argparse.Namespace) -> None:
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
                   tta=a.tta, tile=a.tile, device=a.device, threads=a.threads)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
-    if rep.skipped:
-        print(f"skipped {len(rep.skipped)} file(s):", file=sys.stderr)
-        for path, why in rep.skipped:
-            print(f"  {path}: {why}", file=sys.stderr)
-        if not rep.rows:
-            raise RetinasegError("no input could be segmented")
+    _report_skipped(rep.skipped)
+    if not rep.rows:
+        raise RetinasegError("no input could be segmented")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -85,20 +82,34 @@ def cmd_models(a: argparse.Namespace) -> None:
 
 
 def cmd_centerline(a: argparse.Namespace) -> None:
-    from retinaseg.inference.pipeline import collect_inputs
+    from retinaseg.inference.pipeline import collect_inputs, unique_stem
     from retinaseg.io import read_mask, write_png
     from retinaseg.measure import centerline
+    from retinaseg.utils.atomic import make_out_dir
 
-    bad = []
     files = collect_inputs(a.inputs)
+    out = make_out_dir(a.out)
+    bad: list[tuple[Path, str]] = []
+    used: set[str] = set()
     for f in files:
         try:
-            write_png(Path(a.out) / f"{f.stem}.png", centerline(read_mask(f), prune=a.prune))
+            skeleton = centerline(read_mask(f), prune=a.prune)
         except RetinasegError as err:
-            bad.append(f"{f}: {err}")
+            bad.append((f, str(err)))
+            continue
+        write_png(out / f"{unique_stem(f, used)}.png", skeleton)
     print(f"wrote {len(files) - len(bad)} centerline(s) to {a.out}")
-    for b in bad:
-        print(f"  skipped {b}", file=sys.stderr)
+    _report_skipped(bad)
+    if len(bad) == len(files):
+        raise RetinasegError("no input mask could be read")
+
+
+def _report_skipped(skipped: list[tuple[Path, str]] | list[tuple[str, str]]) -> None:
+    """List skipped inputs on stderr (the reason names the file)."""
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):", file=sys.stderr)
+    for _path, why in skipped:
+        print(f"  {why}", file=sys.stderr)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:

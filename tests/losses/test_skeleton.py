@@ -158,7 +158,8 @@ def test_3d_strict_test_matches_bertrand_malandain_on_random_neighbourhoods() ->
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mask", [LINE, L_SHAPE, THIN_RECT, RING], ids=["line", "L", "rect", "ring"])
+@pytest.mark.parametrize("mask", [LINE, L_SHAPE, THIN_RECT, RING],
+                         ids=["line", "L", "rect", "ring"])
 def test_ibp_converges_to_exact_centerline_on_simple_shapes(mask: np.ndarray) -> None:
     exact = centerline(mask)
     np.testing.assert_array_equal(centerline(mask, max_iter=5), exact)  # thin: ≤ 5 sweeps
@@ -235,3 +236,10 @@ def test_ibp_gradients_are_finite_and_non_zero(shape: tuple[int, ...]) -> None:
 def test_skeletons_reject_bad_shapes() -> None:
     with pytest.raises(ValueError, match="expected"):
         ibp_skeleton(torch.zeros(4, 4, 4))
+
+
+def test_ibp_low_precision_input_gives_the_float32_skeleton() -> None:
+    mask = _random_shapes((16, 20), seed=5)
+    half = ibp_skeleton(_t(mask).bfloat16(), iters=5, stochastic=False)
+    assert half.dtype == torch.bfloat16
+    assert torch.equal(half.float(), ibp_skeleton(_t(mask), iters=5, stochastic=False))

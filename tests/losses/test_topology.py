@@ -131,14 +131,17 @@ def test_combo_bad_config_is_a_config_error(terms: object) -> None:
         build_loss("combo", terms=terms)
 
 
-def test_monai_soft_cldice_is_constant_zero_for_one_channel() -> None:
-    # the trap: MONAI skips channel 0, so a single sigmoid channel always gives 0
+def test_cldice_matches_monai_soft_cldice_with_background_channel_included() -> None:
+    # MONAI releases without ``include_background`` sliced off channel 0 and returned a constant 0
+    # for a single sigmoid channel; 1.6 keeps it by default and then agrees for one sample
     from monai.losses import SoftclDiceLoss
 
-    line = _line()
-    wrong = torch.sigmoid(_logits(1 - line))
-    assert SoftclDiceLoss()(line, wrong).item() == 0
-    assert build_loss("cldice")(_logits(1 - line), line).item() > 0.5
+    target = _vessels((16, 18), seed=10)[:1]
+    logits = torch.randn(target.shape, generator=torch.Generator().manual_seed(11))
+    theirs = SoftclDiceLoss(iter_=10, sigmoid=True, smooth=1e-12)(logits, target)
+    assert build_loss("cldice")(logits, target).item() == pytest.approx(theirs.item(), abs=1e-5)
+    with pytest.warns(UserWarning, match="include_background"):
+        SoftclDiceLoss(include_background=False)(logits, target)
 
 
 # ------------------------------------------------------------------------------------------
@@ -179,9 +182,8 @@ def test_ibp_cldice_uses_per_sample_skeletons() -> None:
     target = _vessels((16, 18), seed=8)
     logits = torch.randn(target.shape, generator=torch.Generator().manual_seed(9))
     p = torch.sigmoid(logits)
-    alone = [ibp_skeleton(x[None], stochastic=False)[0] for x in (p, target)[0]]
-    skel_p = torch.stack(alone)
-    skel_g = torch.stack([ibp_skeleton(g[None], stochastic=False)[0] for g in target])
+    skel_p = torch.cat([ibp_skeleton(x[None], stochastic=False) for x in p])
+    skel_g = torch.cat([ibp_skeleton(g[None], stochastic=False) for g in target])
     expected = 0.5 * (1 - (2 * (p * target).sum() + 1e-6) / (p.sum() + target.sum() + 1e-6))
     expected = expected + 0.5 * cldice_loss(p, target, skel_p, skel_g)
     loss = build_loss("ibp_cldice", stochastic=False)(logits, target)

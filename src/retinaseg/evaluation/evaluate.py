@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retinaseg.errors import RetinasegError
-from retinaseg.utils.atomic import write_text_atomic
+from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 
 METRIC_KEYS = ["dice", "iou", "acc", "sen", "spe", "bacc", "precision", "auc", "ap", "cldice",
                "betti0_error", "betti1_error", "hd95"]
@@ -114,7 +114,7 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     from retinaseg.inference.pipeline import Segmenter
 
     options = dict(options or {})
-    out = Path(out)
+    out = make_out_dir(out)
     ds = build_dataset(dataset, root, split, **options)
     seg = Segmenter(model, **segmenter_kw)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from retinaseg.errors import ModelLoadError, RetinasegError
 from retinaseg.models.persistence import ModelSpec, load_model
-from retinaseg.utils.atomic import write_text_atomic
+from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, select_device
 
 
@@ -80,11 +80,22 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
             files.extend(list_images(p))
         elif p.exists():
             files.append(p)
+        elif p.is_symlink():
+            raise RetinasegError(f"input '{p}' is a broken symbolic link or a symlink loop")
         else:
             raise RetinasegError(f"input '{p}' does not exist")
     if not files:
         raise RetinasegError("no image files found in the inputs")
     return files
+
+
+def unique_stem(path: Path, used: set[str]) -> str:
+    """``path.stem``, or ``<stem>-2``, ``<stem>-3``, ... when taken; adds the result to ``used``."""
+    stem, k = path.stem, 2
+    while stem.lower() in used:  # lower(): case-insensitive file systems
+        stem, k = f"{path.stem}-{k}", k + 1
+    used.add(stem.lower())
+    return stem
 
 
 def _write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
@@ -128,16 +139,19 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
     ``model`` is a model file, a run folder or a bundled name; ``None`` picks the bundled model
     by modality (colour → ``fundus-vessels``, grey → ``octa-vessels``) per image. Also writes
     ``predictions.csv`` with one row per image (vessel area fraction, centerline length).
-    Unreadable files are skipped and listed in the report's ``skipped``.
+    Unreadable files are skipped and listed in the report's ``skipped``. Two inputs with the
+    same file stem (``a/x.png``, ``b/x.tif``) get ``x`` and ``x-2`` outputs, never overwrite.
     """
     from retinaseg.io import read_image
 
-    out = Path(out)
+    files = collect_inputs(inputs)
+    out = make_out_dir(out)
     pick = _ModelPicker(model, **segmenter_kw)
     if model is not None:
         pick(np.zeros((8, 8), np.float32))  # load now: a bad model is one error, not N skips
     report = PredictReport()
-    for path in tqdm(collect_inputs(inputs), desc="predicting", unit="img"):
+    used: set[str] = set()
+    for path in tqdm(files, desc="predicting", unit="img"):
         try:
             image = read_image(path)
             ref, seg = pick(image)
@@ -150,7 +164,7 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         thr = seg.threshold if threshold is None else float(threshold)
         report.spec = seg.spec
         row = {"image": str(path), "model": ref, "threshold": round(thr, 4)}
-        row.update(_write_outputs(out, path.stem, image, prob, thr))
+        row.update(_write_outputs(out, unique_stem(path, used), image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)
     return report

@@ -7,9 +7,15 @@
   straight-through binarisation, a fixed number of iterations, each computing an end-point map
   and then sweeping the parity subfields, deleting simple points that are not end points.
 
-Both work per sample and per channel: every kernel has shape ``[1, 1, k, k(, k)]`` and is
-applied to ``[B·C, 1, ...]``, so neighbour counts never mix samples of a batch (the seed's bug
-noted in §3 is not reproduced).
+The zero padding of §3 is applied inside every neighbourhood operation (the same as padding
+once and cropping at the end). Both skeletons work per sample and per channel: every kernel has
+shape ``[1, 1, k, k(, k)]`` and is applied to ``[B·C, 1, ...]``, so neighbour counts never mix
+samples of a batch (the seed's bug noted in §3 is not reproduced).
+
+On binary input, ``ibp_skeleton(x, iters=n)`` equals the exact NumPy peeling
+``retinaseg.measure.centerline(x, max_iter=n)`` pixel for pixel (same subfield order, end points
+fixed once per iteration; in 3D with ``strict_3d=True``), and therefore equals the converged
+centerline whenever ``n`` sweeps suffice (objects up to about ``2·n`` pixels thick).
 
 Simple-point test. The background Euler characteristic χ of each pixel's 3×3(×3) window is
 computed twice, with the centre as it is and with the centre set to background, for all pixels
@@ -20,19 +26,20 @@ pools. Setting every pixel of the current subfield to background at once gives t
 never lie in each other's window.
 
 * **2D:** χ invariance on the 3×3 window is *exactly* the (8, 4) simple-point test for every one
-  of the 256 neighbourhoods (with the centre in the foreground, χ_before − χ_after = 1 −
-  #(background 4-runs of the ring that touch the centre); they are equal iff there is exactly one
-  such run, which also makes the foreground ring one 8-component). No extra condition is needed;
+  of the 256 neighbourhoods, with no extra condition. For a foreground centre with at least one
+  foreground neighbour, deleting it changes χ by 1 − k, k = number of 4-connected background
+  components of the ring that are 4-adjacent to the centre; k = 1 is also what makes the
+  foreground ring a single 8-component (an isolated pixel changes χ by 1).
   ``tests/losses/test_skeleton.py`` checks all 256 cases against a brute-force definition.
 * **3D:** Euler invariance alone is **not** a correct simple-point test (§3). Example: the
   neighbours (−1,0,1), (0,−1,1), (1,0,0), (0,1,0) form a closed 26-loop around the centre and
   the corner (−1,−1,−1) touches only the centre; deleting the centre detaches the corner
   (+1 component) and opens a tunnel through the loop (+1 tunnel), so χ = b0 − b1 + b2 is
-  unchanged although the point is not simple. With
-  ``strict_3d=True`` (default) the test adds the connectivity condition of Lee et al. (1994):
-  the foreground of the 26-neighbourhood without the centre must be exactly one 26-component.
-  Euler invariance plus that condition is the (26, 6) simple-point test. ``strict_3d=False``
-  gives S3-OCTA's Euler-only variant.
+  unchanged although the point is not simple. With ``strict_3d=True`` (default) the test adds
+  the connectivity condition of Lee et al. (1994): the foreground of the 26-neighbourhood
+  without the centre must be exactly one 26-component (computed, without gradient, only for
+  the current Euler-simple candidates). Euler invariance plus that condition is the (26, 6)
+  simple-point test. ``strict_3d=False`` gives S3-OCTA's Euler-only variant.
 """
 
 from __future__ import annotations
@@ -324,13 +331,15 @@ def ibp_skeleton(p: torch.Tensor, iters: int = 5, beta: float = 0.33, tau: float
             simple-point test; False is S3-OCTA's Euler-only variant. Ignored in 2D.
 
     Returns:
-        Skeleton, same shape as ``p``; forward values are exactly 0 or 1, gradients flow to
-        ``p`` through the straight-through estimators.
+        Skeleton, same shape and dtype as ``p`` (computed in float32 with autocast off);
+        forward values are exactly 0 or 1, gradients flow to ``p`` through the
+        straight-through estimators.
     """
     nd = _spatial_ndim(p)
     x, shape = _fold_channels(p)
-    x = _binarise(x, beta, tau, stochastic, generator)
-    masks = [_subfield_mask(x.shape[2:], off, x) for off in _subfield_offsets(nd)]
-    for _ in range(iters):
-        x = _peel_once(x, masks, strict_3d)
-    return x.reshape(shape)
+    with torch.autocast(device_type=p.device.type, enabled=False):  # exact counts in float32
+        x = _binarise(x.float(), beta, tau, stochastic, generator)
+        masks = [_subfield_mask(x.shape[2:], off, x) for off in _subfield_offsets(nd)]
+        for _ in range(iters):
+            x = _peel_once(x, masks, strict_3d)
+    return x.reshape(shape).to(p.dtype)

@@ -5,8 +5,9 @@ Registered names: ``cldice``, ``dice_cldice``, ``ibp_cldice`` (S3-OCTA's default
 losses). Every loss takes **logits** ``[B, 1, H, W]`` or ``[B, 1, D, H, W]`` and a target of the
 same shape in {0, 1}, applies the sigmoid itself and returns a scalar; Σ runs over the whole batch.
 
-MONAI's ``SoftclDiceLoss`` is deliberately not used: it drops channel 0 (the background of a
-softmax output), so with a single sigmoid channel it returns the constant 0.
+MONAI's ``SoftclDiceLoss`` is not used: older releases always dropped channel 0 (the background
+of a softmax output), so a single sigmoid channel gave the constant 0; the installed 1.6 keeps it
+by default but averages per sample instead of summing over the batch as §4 does.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class SoftClDiceLoss(nn.Module):
         self.iters, self.smooth = iters, smooth
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p, g = torch.sigmoid(logits), target.float()
+        p, g = torch.sigmoid(logits.float()), target.float()
         skel_p, skel_g = soft_skeleton(p, self.iters), soft_skeleton(g, self.iters)
         return cldice_loss(p, g, skel_p, skel_g, self.smooth)
 
@@ -100,7 +101,7 @@ class DiceClDiceLoss(nn.Module):
         self.alpha, self.smooth = alpha, smooth
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dice = soft_dice_loss(torch.sigmoid(logits), target.float(), self.smooth)
+        dice = soft_dice_loss(torch.sigmoid(logits.float()), target.float(), self.smooth)
         return (1 - self.alpha) * dice + self.alpha * self.cl(logits, target)
 
 
@@ -131,7 +132,7 @@ class IBPClDiceLoss(nn.Module):
         self.beta, self.tau, self.stochastic, self.strict_3d = beta, tau, stochastic, strict_3d
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p, g = torch.sigmoid(logits), target.float()
+        p, g = torch.sigmoid(logits.float()), target.float()
         skel_p = ibp_skeleton(p, self.iters, self.beta, self.tau, self.stochastic,
                               strict_3d=self.strict_3d)
         with torch.no_grad():
@@ -191,8 +192,8 @@ class SkeletonRecallLoss(nn.Module):
 
     def recall_term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """L_SR alone (scalar)."""
-        tube = tubed_skeleton(target, self.clip_to_target).to(logits.dtype)
-        return 1 - (torch.sigmoid(logits) * tube).sum() / (tube.sum() + self.eps)
+        tube = tubed_skeleton(target, self.clip_to_target).float()
+        return 1 - (torch.sigmoid(logits.float()) * tube).sum() / (tube.sum() + self.eps)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.weight * self.recall_term(logits, target)

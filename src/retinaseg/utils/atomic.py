@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from retinaseg.errors import RetinasegError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -43,3 +45,20 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def make_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents) and return it.
+
+    Raises :class:`RetinasegError` naming the folder when it is an existing file or cannot be
+    created (permissions, read-only disk), so a run fails before any work is done.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise RetinasegError(f"output folder '{out}' is an existing file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RetinasegError(f"cannot create output folder '{out}': "
+                             f"{err.strerror or err}") from None
+    return out
