@@ -68,3 +68,19 @@ def test_entry_point_runs(argv: list[str]) -> None:
     r = subprocess.run([sys.executable, "-m", "retinaseg.cli", *argv], capture_output=True,
                        text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": ""})
     assert r.returncode == 0 and "retinaseg" in r.stdout
+
+
+def test_centerline_cli_writes_one_png_per_input(tmp_path) -> None:
+    import numpy as np
+
+    from retinaseg.io import read_mask, write_png
+
+    mask = np.zeros((20, 30), bool)
+    mask[8:13, 3:27] = True  # a 5-px thick bar → its centre row
+    write_png(tmp_path / "in" / "bar one.png", mask)
+    write_png(tmp_path / "in" / "b.png", mask.T.copy())
+    assert main(["centerline", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    a = read_mask(tmp_path / "out" / "bar one.png")
+    assert a.shape == (20, 30) and a.sum() > 0 and not (a & ~mask).any()
+    assert set(np.flatnonzero(a.any(axis=1))) == {10}  # one row: 1 px wide
+    assert read_mask(tmp_path / "out" / "b.png").shape == (30, 20)

@@ -7,7 +7,11 @@ exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from retinaseg.errors import RetinasegError
@@ -108,8 +112,8 @@ def _report_skipped(skipped: list[tuple[Path, str]] | list[tuple[str, str]]) -> 
     """List skipped inputs on stderr (the reason names the file)."""
     if skipped:
         print(f"skipped {len(skipped)} file(s):", file=sys.stderr)
-    for _path, why in skipped:
-        print(f"  {why}", file=sys.stderr)
+    for path, why in skipped:
+        print(f"  {why}" if str(path) in why else f"  {path}: {why}", file=sys.stderr)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -179,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show warnings as one ``warning: ...`` line each, without the source line.
+
+    The library also logs them; the CLI relies on the warning alone, so each appears once.
+    """
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    quiet = logging.NullHandler()
+    logger = logging.getLogger("retinaseg")
+    logger.addHandler(quiet)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            logger.removeHandler(quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -186,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: train needs a CONFIG file or --resume RUN_DIR", file=sys.stderr)
         return 2
     try:
-        args.func(args)
+        with _one_line_warnings():
+            args.func(args)
     except RetinasegError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permission denied, ... while reading or writing
+        where = f" '{err.filename}'" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -440,3 +440,20 @@ def test_summarise_nan_and_population_std():
     assert mean["hd95"] == 2.0 and std["hd95"] == 0.0
     assert math.isnan(mean["x"]) and math.isnan(std["x"])
     assert summarise([]) == ({}, {})
+
+
+def test_topology_metrics_known_values() -> None:
+    from retinaseg.evaluation.metrics import topology_metrics
+
+    gt = np.zeros((32, 32), bool)
+    gt[5, 2:12] = True  # a 10-px line → length 9
+    pred = gt.copy()
+    pred[20:23, 20:23] = True  # plus a separate blob
+    t = topology_metrics(pred, gt, patch=32, n=3)
+    assert t["components_gt"] == 1 and t["components_pred"] == 2
+    assert t["centerline_length_gt"] == pytest.approx(9.0)
+    assert t["betti0_error_patch"] == pytest.approx(1.0)  # the whole image in every window
+    assert t["betti1_error_patch"] == 0.0
+    fov = np.ones_like(gt)
+    fov[15:, 15:] = False  # hides the blob
+    assert topology_metrics(pred, gt, fov, patch=32, n=3)["components_pred"] == 1

@@ -77,8 +77,10 @@ def resolve_threshold(threshold: float | str | None, seg: Any, dataset_name: str
 
 
 def _rows_csv(rows: list[dict]) -> str:
+    from retinaseg.evaluation.metrics import TOPOLOGY_KEYS
+
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["id", *METRIC_KEYS])
+    w = csv.DictWriter(buf, fieldnames=["id", *METRIC_KEYS, *TOPOLOGY_KEYS])
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
@@ -110,7 +112,12 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     error maps, a confusion matrix and ROC/PR curves to ``out``; return the summary.
     """
     from retinaseg.data import build_dataset
-    from retinaseg.evaluation.metrics import image_metrics, pooled_metrics, summarise
+    from retinaseg.evaluation.metrics import (
+        image_metrics,
+        pooled_metrics,
+        summarise,
+        topology_metrics,
+    )
     from retinaseg.inference.pipeline import Segmenter
 
     options = dict(options or {})
@@ -119,9 +126,9 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     seg = Segmenter(model, **segmenter_kw)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
     sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")
-    rows = [{"id": i, **image_metrics(p, g, thr, f)}
+    rows = [{"id": i, **image_metrics(p, g, thr, f), **topology_metrics(p > thr, g, f)}
             for i, p, g, f in zip(sc.ids, sc.probs, sc.labels, sc.fovs)]
-    mean, std = summarise([{k: r[k] for k in METRIC_KEYS} for r in rows])
+    mean, std = summarise([{k: v for k, v in r.items() if k != "id"} for r in rows])
     pooled = pooled_metrics(sc.probs, sc.labels, thr, sc.fovs)
     summary = {"dataset": dataset, "split": split, "model": str(model), "threshold": thr,
                "threshold_source": thr_src, "n_images": len(rows), "options": options,

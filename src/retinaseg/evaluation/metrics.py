@@ -596,3 +596,25 @@ __all__ = [
     "cldice", "component_count", "confusion_counts", "hd95", "image_metrics", "pooled_metrics",
     "pr_curve", "roc_auc", "roc_curve", "summarise", "threshold_metrics",
 ]
+
+
+TOPOLOGY_KEYS = ["betti0_error_patch", "betti1_error_patch", "components_pred", "components_gt",
+                 "centerline_length_pred", "centerline_length_gt"]
+"""Extra per-image topology figures reported by evaluation next to :data:`METRIC_KEYS`."""
+
+
+def topology_metrics(pred: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None,
+                     patch: int = 64, n: int = 100, seed: int = 0) -> dict[str, float]:
+    """Patch-wise Betti errors, component counts and centerline lengths (px) of a 2D pair.
+
+    Everything is computed on ``pred & fov`` and ``gt & fov``; patch Betti errors follow
+    :func:`betti_errors_patches` (64² windows, 100 of them, fixed seed, as in the literature).
+    """
+    p, g = _masked(pred, gt, fov)
+    patches = betti_errors_patches(p, g, patch=patch, n=n, seed=seed)
+    return {"betti0_error_patch": patches.get("betti0_error", float("nan")),
+            "betti1_error_patch": patches.get("betti1_error", float("nan")),
+            "components_pred": float(component_count(p)),
+            "components_gt": float(component_count(g)),
+            "centerline_length_pred": centerline_length(p),
+            "centerline_length_gt": centerline_length(g)}

@@ -67,7 +67,8 @@ def snake_grid(offset: torch.Tensor, morph: int, extend_scope: float) -> torch.T
         ``[B, K·H, W, 2]`` (morph 0) or ``[B, H, K·W, 2]`` (morph 1), last dim ``(x, y)``.
     """
     b, k2, h, w = offset.shape
-    k, c = k2 // 2, k2 // 4
+    k = k2 // 2
+    c = k // 2
     dev, dt = offset.device, offset.dtype
     taps = torch.arange(k, device=dev, dtype=dt) - c
     if morph == 0:  # grid [B, H, K, W, 2]; x fixed per tap, y follows the snake

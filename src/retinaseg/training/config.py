@@ -205,6 +205,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     return cfg
 
 
+def check_paths(cfg: RunConfig) -> None:
+    """Fail early when a configured dataset root is not a folder; the error names the key.
+
+    Called before a run folder is created, so a typo in ``data.root`` costs nothing. A root left
+    out is not checked here (the dataset says whether it needs one).
+    """
+    sources = [("data.root", cfg.data.root)]
+    sources += [(f"data.extra.{i}.root", src.root) for i, src in enumerate(cfg.data.extra)]
+    for key, root in sources:
+        if not root:
+            continue
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            raise ConfigError(f"invalid config key '{key}': '{root}' {what} (relative paths are "
+                              "tried from the current folder, then from the config's folder)")
+
+
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML text (what each run saves next to its results)."""
     return yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)

@@ -28,7 +28,7 @@ from retinaseg.errors import ConfigError, TrainingError
 from retinaseg.losses import build_loss
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
-from retinaseg.training.config import RunConfig, dump_config, load_config
+from retinaseg.training.config import RunConfig, check_paths, dump_config, load_config
 from retinaseg.training.data import Item, PatchSampler, load_train_val
 from retinaseg.training.schedule import learning_rate
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
@@ -137,11 +137,16 @@ class Trainer:
         path = self.run / "last.pt"
         if not path.is_file():
             return
-        blob = torch.load(path, map_location=self.device, weights_only=True)
-        self.net.load_state_dict(blob["model"])
-        self.opt.load_state_dict(blob["optim"])
-        self.scaler.load_state_dict(blob["scaler"])
-        self.state = State(**json.loads(blob["state"]))
+        try:
+            blob = torch.load(path, map_location=self.device, weights_only=True)
+            self.net.load_state_dict(blob["model"])
+            self.opt.load_state_dict(blob["optim"])
+            self.scaler.load_state_dict(blob["scaler"])
+            self.state = State(**json.loads(blob["state"]))
+        except Exception as err:  # weights_only unpickling refuses code; any damage lands here
+            why = " ".join(str(err).split())[:200] or type(err).__name__
+            raise TrainingError(f"cannot resume from '{path}': not a usable retinaseg "
+                                f"checkpoint ({why})") from None
 
     def _write_csv(self) -> None:
         buf = io.StringIO()
@@ -314,9 +319,11 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
         if not (run / "config.yaml").is_file():
             raise ConfigError(f"'{run}' is not a run folder: it has no config.yaml")
         cfg = load_config(run / "config.yaml", overrides)
+        check_paths(cfg)
     else:
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg, overrides)
+        check_paths(cfg)
         run = new_run_dir(cfg)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
     tr = Trainer(cfg, run)
