@@ -32,12 +32,21 @@ def test_bad_override(capsys, tmp_path) -> None:
 
 
 def test_unknown_model_file(capsys, tmp_path) -> None:
-    (tmp_path / "a.png").write_bytes(b"")
+    import numpy as np
+
+    from retinaseg.io import write_png
+
+    write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
     assert "neither a file" in _err(capsys, ["predict", str(tmp_path), "--model", "nomodel",
                                              "--out", str(tmp_path / "o")])
 
 
 def test_pickle_model_refused(capsys, tmp_path) -> None:
+    import numpy as np
+
+    from retinaseg.io import write_png
+
+    write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
     (tmp_path / "m.pth").write_bytes(b"x")
     assert "pickle" in _err(capsys, ["predict", str(tmp_path), "--model",
                                      str(tmp_path / "m.pth"), "--out", str(tmp_path / "o")])
