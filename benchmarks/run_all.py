@@ -29,6 +29,9 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
                     "--out", "benchmarks/results/centerline.json"], False),
     "dsconv": (["benchmarks/bench_dsconv.py"], False),
     "drive_unet": (["benchmarks/bench_drive_unet.py"], True),
+    "huge_images": (["benchmarks/bench_huge_images.py"], False),
+    "octa_topology": (["benchmarks/bench_octa_topology.py"], True),
+    "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 
 HEADER = """# retinaseg benchmark results

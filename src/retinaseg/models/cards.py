@@ -1,0 +1,72 @@
+"""Bundling a trained model with the package, and its model card.
+
+A bundled model is ``retinaseg/weights/<name>.safetensors`` plus ``<name>.md``, the model card:
+architecture, preprocessing, training data and terms, threshold, measured scores, training time,
+date and the SHA-256 of the weights file (so a copy passed around can be checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from retinaseg.models.persistence import read_spec
+from retinaseg.utils.atomic import atomic_path, write_text_atomic
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = "") -> str:
+    """The markdown model card of a bundled model."""
+    spec = read_spec(weights)
+    info: dict[str, Any] = spec.info
+    steps = json.dumps(spec.preprocess)
+    return f"""# Model card: {name}
+
+| field | value |
+|---|---|
+| file | `retinaseg/weights/{weights.name}` ({weights.stat().st_size / 1e6:.1f} MB, safetensors) |
+| sha256 | `{sha256(weights)}` |
+| date | {date.today().isoformat()} |
+| architecture | `{spec.name}` {json.dumps(spec.params)}, {spec.in_channels} input channel(s) |
+| preprocessing | `{steps}` |
+| modality | {spec.modality} |
+| threshold | {spec.threshold:.3f} ({info.get("threshold_source", "stored")}) |
+| checkpoint | epoch {info.get("epoch")} chosen by validation Dice |
+| training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
+({info.get("threads")} threads) |
+
+## Training data and terms
+{data}
+
+## Scores
+{scores_md}
+
+{notes}
+"""
+
+
+def bundle(run_or_file: str | Path, name: str, data: str, scores_md: str,
+           notes: str = "") -> Path:
+    """Copy a trained model into the package as ``<name>.safetensors`` and write its card."""
+    from retinaseg.models.persistence import resolve_model_path
+
+    src = resolve_model_path(run_or_file)
+    dst = WEIGHTS_DIR / f"{name}.safetensors"
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    write_text_atomic(WEIGHTS_DIR / f"{name}.md", card_text(name, dst, data, scores_md, notes))
+    return dst
