@@ -25,15 +25,18 @@ from retinaseg.training import train
 
 SETUPS = {
     "U-Net + Dice": ("configs/octa500_unet.yaml", ["loss.name=dice"]),
-    "U-Net + IBP clDice": ("configs/octa500_unet.yaml", ["loss.name=ibp_cldice"]),
-    "S3-OCTA (cpu preset) + IBP clDice": ("configs/octa500_s3octa.yaml",
-                                          ["loss.name=ibp_cldice"]),
+    "U-Net + IBP clDice (α 0.5, as S3-OCTA)": ("configs/octa500_unet.yaml",
+                                               ["loss.name=ibp_cldice"]),
+    "S3-OCTA (cpu preset) + Dice": ("configs/octa500_s3octa.yaml", ["loss.name=dice"]),
+    "U-Net + IBP clDice (α 0.2)": ("configs/octa500_unet.yaml",
+                                   ["loss.name=ibp_cldice", "loss.params.alpha=0.2"]),
 }
 KEYS = ["dice", "cldice", "betti0_error", "betti1_error", "hd95"]
 
 
 def run_setup(label: str, config: str, overrides: list[str], minutes: float) -> dict:
-    name = label.split()[0].lower().replace("-", "") + "_" + overrides[-1].split("=")[1]
+    name = "_".join(o.split("=")[1] for o in overrides)
+    name = label.split()[0].lower().replace("-", "") + "_" + name.replace(".", "")
     ov = [*overrides, f"train.time_limit_min={minutes}", "train.epochs=200",
           f"name=bench_{name}", f"data.root={SHARED_DATA / 'OCTA-500'}"]
     s = train(REPO / config, overrides=ov)

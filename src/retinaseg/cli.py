@@ -122,7 +122,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
     s = run_demo(a.out, epochs=a.epochs)
     for kind in ("octa", "fundus"):
         r = s[kind]
-        print(f"{kind:6s} model {r['model']}  synthetic test Dice {r['dice_mean']:.3f}")
+        print(f"{kind:6s} {r['how']}: {r['model']}  Dice on generated images "
+              f"{r['dice_mean']:.3f}")
     print(f"figure:  {s['figure']}")
     print(f"outputs: {s['out']}/predictions, summary: {s['out']}/summary.json")
 
@@ -176,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_centerline)
     p = sub.add_parser("demo", help="run the whole pipeline on generated images")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train small synthetic models for this many epochs instead of using "
+                        "the bundled ones")
     p.set_defaults(func=cmd_demo)
     sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list architectures").set_defaults(func=cmd_models)
