@@ -73,24 +73,36 @@ def error_map(
     return out
 
 
-def _to_rgb_float(image: ArrayLike) -> NDArray[np.float64]:
-    """Image ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` (uint8 or float in [0, 1]) → float RGB."""
+def _rgb_source(image: ArrayLike) -> NDArray:
+    """Image ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` (uint8 or float in [0, 1]), unconverted."""
     arr = np.asarray(image)
-    scale = 255.0 if arr.dtype == np.uint8 else 1.0
-    img = arr.astype(np.float64) / scale
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise ValueError(f"overlay needs an [H, W] or [H, W, 3] image, got shape {arr.shape}")
-    return np.clip(img, 0.0, 1.0)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise ValueError(f"overlay needs an [H, W] or [H, W, 3] image, got shape {np.shape(image)}")
+    return arr
+
+
+def _rgb_float_block(block: NDArray) -> NDArray[np.float32]:
+    """Rows of an image from :func:`_rgb_source` → float32 RGB ``[h, W, 3]`` in [0, 1]."""
+    if block.dtype == np.uint8:
+        img = block.astype(np.float32) / np.float32(255.0)
+    else:
+        img = np.clip(block.astype(np.float32), 0.0, 1.0)
+    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+
+
+OVERLAY_BLOCK_PIXELS = 1 << 20
+"""Pixels converted to float at a time by :func:`overlay` (bounds its extra memory, ~30 MB)."""
 
 
 def overlay(
     image: ArrayLike, mask: ArrayLike, color: RGB = (255, 0, 0), alpha: float = 0.5
 ) -> NDArray[np.uint8]:
     """Blend ``color`` over ``image`` where ``mask`` is True: ``(1-alpha)·image + alpha·color``.
+
+    Works through the image in blocks of rows, so an 8192 × 8192 image needs little more
+    memory than its uint8 result.
 
     Args:
         image: ``[H, W]`` grey or ``[H, W, 3]`` RGB, float in [0, 1] or uint8.
@@ -101,13 +113,19 @@ def overlay(
     Returns:
         uint8 ``[H, W, 3]``.
     """
-    img = _to_rgb_float(image)
+    src = _rgb_source(image)
     m = _bool(mask)
-    if m.shape != img.shape[:2]:
-        raise ValueError(f"overlay: mask shape {m.shape} does not match image {img.shape[:2]}")
-    col = np.asarray(color, dtype=np.float64) / 255.0
-    img[m] = (1.0 - alpha) * img[m] + alpha * col
-    return np.round(img * 255.0).astype(np.uint8)
+    if m.shape != src.shape[:2]:
+        raise ValueError(f"overlay: mask shape {m.shape} does not match image {src.shape[:2]}")
+    col = np.asarray(color, dtype=np.float32) / np.float32(255.0)
+    out = np.empty((*m.shape, 3), dtype=np.uint8)
+    rows = max(1, OVERLAY_BLOCK_PIXELS // max(1, m.shape[1]))
+    for r0 in range(0, m.shape[0], rows):
+        img, bm = _rgb_float_block(src[r0:r0 + rows]), m[r0:r0 + rows]
+        img[bm] = (1.0 - alpha) * img[bm] + alpha * col
+        img *= np.float32(255.0)
+        out[r0:r0 + rows] = np.round(img)
+    return out
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> None:
@@ -218,14 +236,14 @@ def plot_training_curves(csv_path: str | os.PathLike, out_png: str | os.PathLike
 
     Args:
         csv_path: CSV with an ``epoch`` column and any numeric columns; names containing
-            ``loss`` go to the left panel, ``lr`` to the twin axis, columns named ``time`` or
-            ending ``_time``/``_s`` are ignored, everything else goes to the right panel.
+            ``loss`` go to the left panel, ``lr`` to the twin axis; ``time``, ``seconds`` and
+            names ending ``_time``/``_s`` are ignored; everything else goes to the right panel.
         out_png: output image file.
     """
     cols = _read_log(csv_path)
     epoch = cols.pop("epoch")
     lr = cols.pop("lr", None)
-    skip = [k for k in cols if k == "time" or k.endswith(("_time", "_s"))]
+    skip = [k for k in cols if k in ("time", "seconds") or k.endswith(("_time", "_s"))]
     losses = {k: v for k, v in cols.items() if "loss" in k and k not in skip}
     others = {k: v for k, v in cols.items() if k not in losses and k not in skip}
     fig = Figure(figsize=(11, 4), layout="constrained")
