@@ -2,8 +2,9 @@
 
 Cases: DSConv 32→32 channels with K = 9 and 11, morph 0 and 1, on 1×32×304×304 and 1×32×400×400
 inputs (the OCTA-500 3M and 6M sizes), forward only (``torch.no_grad``) and forward+backward
-(sum of outputs), versus ``nn.Conv2d(32, 32, 3, padding=1)`` on the same input. Reports the
-median wall time of ``--repeats`` runs after one warm-up, and the ratio to the 3×3 conv.
+(sum of outputs; the input requires grad, as inside a network), versus
+``nn.Conv2d(32, 32, 3, padding=1)`` on the same input. Reports the median wall time of
+``--repeats`` runs after one warm-up, and the ratio to the 3×3 conv.
 
 Writes ``benchmarks/results/dsconv.json`` (raw numbers) and ``benchmarks/results/dsconv.md``
 (section for RESULTS.md) and prints the markdown table.
@@ -50,6 +51,7 @@ def step(layer: nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], None
     def run() -> None:
         if backward:
             layer.zero_grad(set_to_none=True)
+            x.grad = None
             layer(x).sum().backward()
         else:
             with torch.no_grad():
@@ -73,9 +75,9 @@ def measure(repeats: int) -> list[dict[str, object]]:
     torch.manual_seed(0)
     rows: list[dict[str, object]] = []
     for size in SIZES:
-        x = torch.randn(1, CHANNELS, size, size)
         for backward in (False, True):
             mode = "fwd+bwd" if backward else "fwd"
+            x = torch.randn(1, CHANNELS, size, size, requires_grad=backward)
             base = None
             for name, k, morph, layer in cases():
                 med, best = median_ms(step(layer.train(), x, backward), repeats)
@@ -113,8 +115,8 @@ def main() -> None:
     note = (f"CPU, {torch.get_num_threads()} torch threads, median of {a.repeats} runs after one "
             f"warm-up; 1-min load average {load0[0]:.1f} at start, {load1[0]:.1f} at end "
             "(other jobs were running: absolute times are pessimistic, ratios more telling). "
-            "fwd+bwd back-propagates the sum of the output into the input-independent "
-            "parameters (the input needs no gradient).")
+            "fwd+bwd back-propagates the output sum to the parameters and to the input, as for "
+            "a layer inside a network.")
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(), "threads": torch.get_num_threads(), "repeats": a.repeats,
                "loadavg_start": load0, "loadavg_end": load1, "channels": CHANNELS,
