@@ -48,7 +48,7 @@ print(json.dumps({"median_s": float(np.median(ts)), "threads": torch.get_num_thr
 """
 
 
-def speed(model: str, shape: str, repeats: int = 11) -> dict:
+def speed(model: str, shape: str, repeats: int = 21) -> dict:
     """Median inference seconds (preprocessing included) and peak RSS, in a fresh process."""
     out = subprocess.run([sys.executable, "-c", SPEED_CHILD, model, shape, str(repeats)],
                          capture_output=True, text=True, check=True)
@@ -88,7 +88,7 @@ def main() -> None:
     body = ("Accuracy: thresholds are each model's own (chosen on validation data at training "
             "time); DRIVE metrics inside the FOV mask, OCTA on the whole image.\n\n"
             + md_table(["model", "data", *KEYS], rows)
-            + "\n\nSpeed: median of 11 runs after one warm-up, whole image, preprocessing "
+            + "\n\nSpeed: median of 21 runs after one warm-up, whole image, preprocessing "
               "included, default threads, fresh process per model (peak RSS of that process).\n\n"
             + md_table(["model", "input", "seconds / image", "threads", "peak RSS MB",
                         "training min"], sp_rows))

@@ -1,0 +1,66 @@
+"""Bundled default models: present, checksummed, picked by modality, useful on real data."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import numpy as np
+import pytest
+
+from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample
+from retinaseg.inference.modality import DEFAULT_MODELS, detect_modality
+from retinaseg.io import write_png
+from retinaseg.models.cards import WEIGHTS_DIR, sha256
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_MODELS.values()))
+def test_bundled_model_card_checksum_matches(name: str) -> None:
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    assert weights.stat().st_size < 10e6
+    card = (WEIGHTS_DIR / f"{name}.md").read_text()
+    assert re.search(r"sha256 \| `([0-9a-f]{64})`", card).group(1) == sha256(weights)
+
+
+def test_detect_modality() -> None:
+    assert detect_modality(make_fundus_sample(64, 0)["image"]) == "fundus"
+    octa = make_octa_sample(64, 0)["image"]
+    assert detect_modality(octa) == "octa"
+    assert detect_modality(np.repeat(octa[..., None], 3, axis=-1)) == "octa"
+
+
+def test_predict_without_model_picks_by_modality(tmp_path) -> None:
+    import retinaseg
+
+    write_png(tmp_path / "in" / "f.png", make_fundus_sample(96, 1)["image"])
+    write_png(tmp_path / "in" / "o.png", make_octa_sample(96, 1)["image"])
+    rep = retinaseg.predict(tmp_path / "in", out=tmp_path / "out")
+    rows = {r["image"].rsplit("/", 1)[1]: r for r in rep.rows}
+    assert rows["f.png"]["model"] == "fundus-vessels" and rows["o.png"]["model"] == "octa-vessels"
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {"vessel_fraction", "centerline_length_px"} <= set(table[0])
+    for stem in ("f", "o"):
+        for kind in ("prob", "mask", "overlay"):
+            assert (tmp_path / "out" / f"{stem}_{kind}.png").is_file()
+
+
+def test_fundus_model_on_a_real_drive_image(shared_data) -> None:
+    from retinaseg.data import build_dataset
+    from retinaseg.evaluation.metrics import image_metrics
+    from retinaseg.inference.pipeline import Segmenter
+
+    s = build_dataset("drive", shared_data / "DRIVE", "test")[0]
+    seg = Segmenter("fundus-vessels")
+    m = image_metrics(seg(s["image"]), s["label"], seg.threshold, s["fov"])
+    assert m["dice"] > 0.78 and m["auc"] > 0.97
+
+
+def test_octa_model_on_a_real_octa500_image(shared_data) -> None:
+    from retinaseg.data import build_dataset
+    from retinaseg.evaluation.metrics import image_metrics
+    from retinaseg.inference.pipeline import Segmenter
+
+    s = build_dataset("octa500", shared_data / "OCTA-500", "val", fov="6M")[0]
+    seg = Segmenter("octa-vessels")
+    assert image_metrics(seg(s["image"]), s["label"], seg.threshold)["dice"] > 0.8
