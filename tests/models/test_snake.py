@@ -49,6 +49,7 @@ def test_zero_offsets_equal_plain_conv_with_replicate_padding(morph: int, norm: 
             ref = F.conv2d(F.pad(x, (0, 0, c, c), mode="replicate"), w.reshape(8, 3, k, 1), b)
         assert got.shape == (2, 8, 11, 13)
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m.forward_reference(x), ref, atol=1e-5, rtol=1e-5)
         full = m(x)
     assert full.shape == (2, 8, 11, 13) and (full >= 0).all()
 
@@ -72,22 +73,27 @@ def _ramps(h: int, w: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("morph", [0, 1])
-def test_sampled_positions_follow_the_snake(morph: int) -> None:
+@pytest.mark.parametrize("layout", ["reference", "kmajor"])
+def test_sampled_positions_follow_the_snake(morph: int, layout: str) -> None:
     """On coordinate ramps, bilinear samples reveal exactly where each tap looked."""
     torch.manual_seed(1)
     h, w, k, s = 12, 14, 7, 1.5
     c = k // 2
     offset = torch.rand(1, 2 * k, h, w) * 2 - 1
-    sampled = snake_sample(_ramps(h, w), offset, morph, s)
+    sampled = snake_sample(_ramps(h, w), offset, morph, s, layout)
     taps = (torch.arange(k) - c).float()
     rows = torch.arange(h).float().view(1, h, 1)
     cols = torch.arange(w).float().view(1, 1, w)
-    if morph == 0:  # [1, 2, K·H, W] → [2, K, H, W]
+    if layout == "kmajor":  # [1, 2, K·H, W] → [2, K, H, W]
+        got = sampled[0].reshape(2, k, h, w)
+    elif morph == 0:  # [1, 2, H·K, W] → [2, K, H, W]
         got = sampled[0].reshape(2, h, k, w).permute(0, 2, 1, 3)
+    else:  # [1, 2, H, W·K] → [2, K, H, W]
+        got = sampled[0].reshape(2, h, w, k).permute(0, 3, 1, 2)
+    if morph == 0:
         want_y = rows + s * _cumulate_by_recursion(offset[:, :k])[0]
         want_x = (cols + taps.view(k, 1, 1)).expand(k, h, w)
-    else:  # [1, 2, H, K·W] → [2, K, H, W]
-        got = sampled[0].reshape(2, h, w, k).permute(0, 3, 1, 2)
+    else:
         want_y = (rows + taps.view(k, 1, 1)).expand(k, h, w)
         want_x = cols + s * _cumulate_by_recursion(offset[:, k:])[0]
     torch.testing.assert_close(got[0], want_y.clamp(0, h - 1), atol=1e-4, rtol=0)
@@ -96,7 +102,18 @@ def test_sampled_positions_follow_the_snake(morph: int) -> None:
     other = offset.clone()
     half = slice(k, 2 * k) if morph == 0 else slice(0, k)
     other[:, half] = 0.3
-    torch.testing.assert_close(snake_sample(_ramps(h, w), other, morph, s), sampled)
+    torch.testing.assert_close(snake_sample(_ramps(h, w), other, morph, s, layout), sampled)
+
+
+@pytest.mark.parametrize("morph", [0, 1])
+def test_fast_aggregation_equals_reference_strided_conv(morph: int) -> None:
+    """k-major samples + 1×1 conv == §2.1 step 5 literally ((K,1)/(1,K) strided conv)."""
+    torch.manual_seed(4)
+    m = DSConv(3, 8, kernel_size=5, extend_scope=3.0, morph=morph)
+    x = torch.randn(2, 3, 10, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, return_prenorm=True), m.forward_reference(x),
+                                   atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("morph", [0, 1])

@@ -4,6 +4,9 @@ A U-shaped net of multi-view DSConv blocks (reference §2.2): encoder widths n, 
 2×2 max-pooling between levels; decoder with bilinear ×2 upsampling (align_corners), skip
 concatenation and blocks of 4n, 2n, n (inputs 12n, 6n, 3n); a 1×1 head. The head returns logits
 (the seed applies a sigmoid; the toolkit applies it at inference and inside the losses).
+
+CPU cost (torch 2.13, 1 thread, shared machine): width 16 on 304² ≈ 0.85 s forward, ≈ 4.5 s
+forward + backward; width 8 on a batch of 4 96² patches ≈ 0.6 s forward + backward.
 """
 
 from __future__ import annotations

@@ -25,12 +25,13 @@ Deviations from the seed, all numerical-safety or availability choices:
 Presets (``preset=`` in :func:`build_s3octa`; explicit parameters override the preset):
 * ``"m"``: L 3, r 72, K 11, s 3, MiT (released medium);
 * ``"l"``: L 4, r 144, K 11, s 3, MiT (released large);
-* ``"cpu"``: L 3, r 16, K 9, s 3, MiT (about 0.48 M parameters).
+* ``"cpu"``: L 3, r 16, K 9, s 3, MiT (0.52 M parameters; ``"m"`` has 10.0 M).
 
-Measured CPU cost (2 cores shared with a training job, ``nice 19``, torch 2.13, batch 1, 1 channel,
-304×304, one forward + backward): ``cpu`` ≈ {CPU_FB} s, ``m`` ≈ {M_FB} s; forward alone
-``cpu`` ≈ {CPU_F} s. The MiT attention at level 1 (152² queries × 38² keys × 8 heads) dominates
-memory at any width.
+Measured CPU cost (torch 2.13, **1 thread**, ``nice 19`` on 2 cores shared with a training job;
+with 2 threads under that load OpenMP oversubscription made runs up to 100× slower), batch 1,
+1 input channel, 304×304: ``cpu`` preset forward ≈ 1.3 s, forward + backward ≈ 5 s (peak ≈ 2 GB);
+a batch of 4 128² patches ≈ 2.6 s forward + backward; ``m`` preset forward ≈ 15 s, forward +
+backward ≈ 240 s (peak ≈ 7.5 GB), dominated by ``grid_sample``'s backward at 72–216 channels.
 """
 
 from __future__ import annotations

@@ -4,12 +4,17 @@ A DSConv layer predicts, per pixel, one offset per kernel tap, accumulates them 
 centre tap ("snake" offsets), samples the input bilinearly along the resulting wiggly line of K
 taps, and aggregates the K samples with a strided convolution.
 
-Layout of the sampled feature (one ``F.grid_sample`` call builds it):
+Layouts of the sampled feature (one ``F.grid_sample`` call builds either):
 
-* morph 0 (kernel along x): ``[B, C, K·H, W]``, row ``i·K + k`` holds tap ``k`` of row ``i``;
-  aggregated by a ``(K, 1)`` conv with stride ``(K, 1)``;
-* morph 1 (kernel along y): ``[B, C, H, K·W]``, column ``j·K + k`` holds tap ``k`` of column ``j``;
-  aggregated by a ``(1, K)`` conv with stride ``(1, K)``.
+* ``"reference"`` (§2.1 step 5): morph 0 gives ``[B, C, K·H, W]`` with row ``i·K + k`` holding tap
+  ``k`` of row ``i``, aggregated by the ``(K, 1)`` conv with stride ``(K, 1)``; morph 1 gives
+  ``[B, C, H, K·W]`` (column ``j·K + k``) and a ``(1, K)`` conv with stride ``(1, K)``;
+* ``"kmajor"`` (used by :meth:`DSConv.forward`): ``[B, C, K·H, W]`` with row ``k·H + i``, i.e. a
+  ``[B, C, K, H, W]`` tensor. Viewed as ``[B, C·K, H, W]`` (channel ``c·K + k``), the same
+  aggregation is a 1×1 conv whose weight is the ``(K, 1)``/``(1, K)`` weight reshaped to
+  ``[Cout, C·K, 1, 1]``. The result is identical (see :meth:`DSConv.forward_reference`) and, on
+  CPU (1 thread, 32 channels, 304², K 9) forward was 3–4× and forward + backward 1.4–3× faster
+  than with the strided conv. Parameters keep the seed's shapes, so seed weights map one-to-one.
 
 Coordinates are clamped to the image before sampling, so taps that leave the image read the edge
 pixel (replicate padding). With all offsets zero a DSConv is therefore exactly a ``1×K`` (morph 0)
@@ -54,47 +59,64 @@ def _scale(size: int) -> float:
     return 2.0 / (size - 1) if size > 1 else 0.0
 
 
-def snake_grid(offset: torch.Tensor, morph: int, extend_scope: float) -> torch.Tensor:
-    """Sampling grid for ``F.grid_sample`` (reference §2.1 steps 3–4).
+def snake_coords(offset: torch.Tensor, morph: int,
+                 extend_scope: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised sampling coordinates ``(gx, gy)``, each ``[B, K, H, W]`` (§2.1 steps 3–4).
 
-    Coordinates are clamped to ``[0, H-1]`` / ``[0, W-1]`` and mapped linearly to ``[-1, 1]``.
-
-    Args:
-        offset: tanh offsets ``[B, 2K, H, W]``: channels ``:K`` are y-offsets, ``K:`` x-offsets.
-        morph: 0 (kernel along x, y-offsets used) or 1 (kernel along y, x-offsets used).
-        extend_scope: ``s``, the multiplier of the cumulative offsets (pixels).
-    Returns:
-        ``[B, K·H, W, 2]`` (morph 0) or ``[B, H, K·W, 2]`` (morph 1), last dim ``(x, y)``.
+    Tap k of output pixel (i, j): morph 0 reads ``x = j + (k − c)``, ``y = i + s·Δ^y_k``;
+    morph 1 reads ``y = i + (k − c)``, ``x = j + s·Δ^x_k``. Coordinates are clamped to
+    ``[0, W−1]`` / ``[0, H−1]`` and mapped linearly to ``[−1, 1]`` (align_corners). ``offset`` is
+    ``[B, 2K, H, W]``: channels ``:K`` are y-offsets, ``K:`` x-offsets.
     """
     b, k2, h, w = offset.shape
     k = k2 // 2
     c = k // 2
     dev, dt = offset.device, offset.dtype
-    taps = torch.arange(k, device=dev, dtype=dt) - c
-    if morph == 0:  # grid [B, H, K, W, 2]; x fixed per tap, y follows the snake
-        rows = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1)
-        y = (rows + extend_scope * snake_cumulate(offset[:, :k])).clamp_(0, h - 1)
-        cols = torch.arange(w, device=dev, dtype=dt).view(1, w) + taps.view(k, 1)
-        grid = offset.new_empty(b, h, k, w, 2)
-        grid[..., 0] = cols.clamp_(0, w - 1).mul_(_scale(w)).sub_(1.0)
-        grid[..., 1] = y.mul_(_scale(h)).sub_(1.0).transpose(1, 2)
-        return grid.view(b, h * k, w, 2)
+    taps = torch.arange(k, device=dev, dtype=dt).view(1, k, 1, 1) - c
+    rows = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1)
     cols = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w)
-    x = (cols + extend_scope * snake_cumulate(offset[:, k:])).clamp_(0, w - 1)
-    rows = torch.arange(h, device=dev, dtype=dt).view(h, 1, 1) + taps.view(1, 1, k)
-    grid = offset.new_empty(b, h, w, k, 2)  # grid [B, H, W, K, 2]; y fixed per tap
-    grid[..., 0] = x.mul_(_scale(w)).sub_(1.0).permute(0, 2, 3, 1)
-    grid[..., 1] = rows.clamp_(0, h - 1).mul_(_scale(h)).sub_(1.0)
-    return grid.view(b, h, w * k, 2)
+    if morph == 0:
+        x = cols + taps
+        y = rows + extend_scope * snake_cumulate(offset[:, :k])
+    else:
+        x = cols + extend_scope * snake_cumulate(offset[:, k:])
+        y = rows + taps
+    gx = x.clamp(0, w - 1) * _scale(w) - 1.0
+    gy = y.clamp(0, h - 1) * _scale(h) - 1.0
+    return gx.expand(b, k, h, w), gy.expand(b, k, h, w)
 
 
-def snake_sample(x: torch.Tensor, offset: torch.Tensor, morph: int,
-                 extend_scope: float) -> torch.Tensor:
-    """Bilinear samples of ``x`` ``[B, C, H, W]`` along the snake kernels.
+def snake_grid(offset: torch.Tensor, morph: int, extend_scope: float,
+               layout: str = "kmajor") -> torch.Tensor:
+    """Sampling grid for ``F.grid_sample``, last dim ``(x, y)`` in ``[−1, 1]``.
 
-    Returns ``[B, C, K·H, W]`` (morph 0) or ``[B, C, H, K·W]`` (morph 1); see the module docstring.
+    Args:
+        offset: tanh offsets ``[B, 2K, H, W]``: channels ``:K`` are y-offsets, ``K:`` x-offsets.
+        morph: 0 (kernel along x, y-offsets used) or 1 (kernel along y, x-offsets used).
+        extend_scope: ``s``, the multiplier of the cumulative offsets (pixels).
+        layout: "kmajor" → ``[B, K·H, W, 2]`` (row ``k·H + i``); "reference" →
+            ``[B, H·K, W, 2]`` (morph 0, row ``i·K + k``) or ``[B, H, W·K, 2]`` (morph 1).
     """
-    grid = snake_grid(offset, morph, extend_scope).to(x.dtype)
+    b, k2, h, w = offset.shape
+    k = k2 // 2
+    grid = torch.stack(snake_coords(offset, morph, extend_scope), dim=-1)  # [B, K, H, W, 2]
+    if layout == "kmajor":
+        return grid.view(b, k * h, w, 2)
+    if layout != "reference":
+        raise ValueError(f"layout must be 'kmajor' or 'reference', not '{layout}'")
+    if morph == 0:
+        return grid.transpose(1, 2).reshape(b, h * k, w, 2)
+    return grid.permute(0, 2, 3, 1, 4).reshape(b, h, w * k, 2)
+
+
+def snake_sample(x: torch.Tensor, offset: torch.Tensor, morph: int, extend_scope: float,
+                 layout: str = "kmajor") -> torch.Tensor:
+    """Bilinear samples of ``x`` ``[B, C, H, W]`` along the snake kernels (zero padding).
+
+    Returns ``[B, C, K·H, W]`` ("kmajor", or "reference" morph 0) or ``[B, C, H, K·W]``
+    ("reference" morph 1); see the module docstring for the row/column order.
+    """
+    grid = snake_grid(offset, morph, extend_scope, layout).to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
@@ -133,16 +155,27 @@ class DSConv(nn.Module):
         """Per-tap offsets ``o`` in (−1, 1), ``[B, 2K, H, W]`` (y-offsets first, then x)."""
         return torch.tanh(self.offset_norm(self.offset_conv(x)))
 
-    def sample(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Deformed feature ``[B,Cin,K·H,W]`` (morph 0) / ``[B,Cin,H,K·W]`` (morph 1)."""
+    def sample(self, x: torch.Tensor, offset: torch.Tensor | None = None,
+               layout: str = "kmajor") -> torch.Tensor:
+        """Deformed feature, ``[B, Cin, K·H, W]`` (or ``[B, Cin, H, K·W]``, reference morph 1)."""
         if offset is None:
             offset = self.predict_offset(x)
-        return snake_sample(x, offset, self.morph, self.extend_scope)
+        return snake_sample(x, offset, self.morph, self.extend_scope, layout)
 
     def forward(self, x: torch.Tensor, return_prenorm: bool = False) -> torch.Tensor:
-        """``[B,Cin,H,W] → [B,Cout,H,W]``; ``return_prenorm`` skips the final GroupNorm + ReLU."""
-        y = self.dsc_conv(self.sample(x))
+        """``[B,Cin,H,W] → [B,Cout,H,W]``; ``return_prenorm`` skips the final GroupNorm + ReLU.
+
+        Aggregates the k-major samples with the 1×1 equivalent of the ``(K,1)``/``(1,K)`` conv.
+        """
+        b, cin, h, w = x.shape
+        k, conv = self.kernel_size, self.dsc_conv
+        weight = conv.weight.reshape(conv.out_channels, cin * k, 1, 1)
+        y = F.conv2d(self.sample(x).view(b, cin * k, h, w), weight, conv.bias)
         return y if return_prenorm else self.relu(self.norm(y))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-norm output computed literally as §2.1 step 5 (strided conv); ``[B,Cout,H,W]``."""
+        return self.dsc_conv(self.sample(x, layout="reference"))
 
 
 class ConvGN(nn.Sequential):
@@ -157,6 +190,8 @@ class MultiViewBlock(nn.Module):
     """Multi-view DSConv block (reference §2.2); ``[B,Cin,H,W] → [B,Cout,H,W]``.
 
     ``Y = ConvGN(3·Cout → Cout)(concat[ConvGN(X), DSConv_morph1(X), DSConv_morph0(X)])``.
+    Attributes are named after the kernel direction: ``dsconv_y`` is morph 1 (kernel along y),
+    ``dsconv_x`` morph 0 (the seed names them the other way round).
     """
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 9, extend_scope: float = 1.0,
