@@ -121,9 +121,9 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     from retinaseg.inference.pipeline import Segmenter
 
     options = dict(options or {})
-    out = make_out_dir(out)
     ds = build_dataset(dataset, root, split, **options)
     seg = Segmenter(model, **segmenter_kw)
+    out = make_out_dir(out)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
     sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")
     rows = [{"id": i, **image_metrics(p, g, thr, f), **topology_metrics(p > thr, g, f)}

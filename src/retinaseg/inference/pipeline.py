@@ -50,8 +50,8 @@ class Segmenter:
 
     def prepare(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Raw ``[H,W]``/``[H,W,C]`` image → model input ``[C,H,W]``."""
-        return adapt_channels(self.preprocess(image).astype(np.float32), self.spec.in_channels,
-                              source)
+        x = self.preprocess(image).astype(np.float32, copy=False)
+        return adapt_channels(x, self.spec.in_channels, source)
 
     def __call__(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         from retinaseg.inference.predictor import predict_probability

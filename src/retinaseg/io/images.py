@@ -94,15 +94,29 @@ def list_images(folder: PathLike) -> list[Path]:
 def _minmax(arr: np.ndarray) -> np.ndarray:
     """Min-max rescale to [0, 1] as float32 (in place on one float32 copy, for big volumes).
 
-    A constant array becomes zeros.
+    A constant array becomes zeros. Ranges too wide for float32 arithmetic (e.g. values near
+    ±3e38, as in a corrupt float TIFF) go through :func:`_minmax_wide` instead of overflowing.
     """
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.float32)
+    if not hi - lo < _FLOAT32_MAX:
+        return _minmax_wide(arr, lo, hi)
     out = arr.astype(np.float32)
     out -= np.float32(lo)
     out /= np.float32(hi - lo)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _minmax_wide(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Min-max rescale in float64 with every term halved, so no step can overflow."""
+    out = arr.astype(np.float64) * 0.5
+    out -= lo * 0.5
+    out /= hi * 0.5 - lo * 0.5
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32)
 
 
 def _to_unit_float(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -65,7 +65,10 @@ def read_spec(path: str | Path) -> ModelSpec:
         raise ModelLoadError(f"'{path}' is not a readable safetensors model file ({err})") from None
     if "retinaseg" not in meta:
         raise ModelLoadError(f"'{path}' has no retinaseg metadata; it was not saved by retinaseg")
-    return ModelSpec.from_json(meta["retinaseg"])
+    try:
+        return ModelSpec.from_json(meta["retinaseg"])
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ModelLoadError(f"'{path}' has unreadable retinaseg metadata ({err})") from None
 
 
 def resolve_model_path(ref: str | Path) -> Path:
@@ -101,7 +104,8 @@ def load_model(ref: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0] if str(err) else "mismatch"
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 else (lines[0] if lines else "mismatch")
         raise ModelLoadError(
             f"weights in '{path}' do not fit model '{spec.name}': {first}") from None
     return net.to(device).eval(), spec

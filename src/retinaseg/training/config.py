@@ -181,6 +181,14 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError(_format_error(err)) from None
 
 
+def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """One line: where the YAML parser stopped and why."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = getattr(err, "problem", None) or " ".join(str(err).split())
+    return f"config file '{path}' is not valid YAML{where}: {what}"
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply overrides and validate it.
 
@@ -193,7 +201,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+        raise ConfigError(_yaml_error(path, err)) from None
     raw = apply_overrides(raw, overrides or [])
     cfg = validate_config(raw)
     for src in [cfg.data, *cfg.data.extra]:
