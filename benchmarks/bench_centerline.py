@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import write_section
 from PIL import Image
 from scipy import ndimage
 from skimage.measure import euler_number, label
@@ -185,6 +186,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"affinity {result['environment']['affinity']}; single-threaded methods")
     write_text_atomic(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
+    write_section("centerline", "Exact centerlines (Euler peeling) vs skimage skeletonize",
+                  "2D: the 20 DRIVE test labels (565×584); 3D: a synthetic 64×128×128 tree of "
+                  "thick tubes (skimage uses Lee's method there). Median of "
+                  f"{args.repeats} repeats, both methods single-threaded. *topology kept* counts "
+                  "masks whose components, holes/cavities and Euler number are unchanged.\n\n"
+                  + result["table"])
     return result
 
 
