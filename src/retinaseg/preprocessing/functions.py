@@ -28,6 +28,20 @@ def _check_image(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def _is_grey(img: np.ndarray, fn: str) -> bool:
+    """True for ``[H, W]`` / ``[H, W, 1]``; False for RGB; ValueError for other channel counts."""
+    if img.ndim == 2 or img.shape[-1] == 1:
+        return True
+    if img.shape[-1] != 3:
+        raise ValueError(f"{fn} needs 1 or 3 channels, got {img.shape[-1]}")
+    return False
+
+
+def _squeeze_grey(img: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float32 view of a grey ``[H, W]`` or ``[H, W, 1]`` image."""
+    return (img if img.ndim == 2 else img[..., 0]).astype(np.float32, copy=False)
+
+
 def to_grey(img: np.ndarray) -> np.ndarray:
     """Grey ``[H, W]`` from RGB ``[H, W, 3]`` as 0.299 R + 0.587 G + 0.114 B.
 
@@ -37,12 +51,8 @@ def to_grey(img: np.ndarray) -> np.ndarray:
     1.0...
     """
     img = _check_image(img)
-    if img.ndim == 2:
-        return img.astype(np.float32, copy=False)
-    if img.shape[-1] == 1:
-        return img[..., 0].astype(np.float32, copy=False)
-    if img.shape[-1] != 3:
-        raise ValueError(f"to_grey needs 1 or 3 channels, got {img.shape[-1]}")
+    if _is_grey(img, "to_grey"):
+        return _squeeze_grey(img)
     return (img.astype(np.float32, copy=False) @ LUMA_WEIGHTS).astype(np.float32)
 
 
@@ -52,12 +62,8 @@ def green_channel(img: np.ndarray) -> np.ndarray:
     The green channel has the best vessel contrast in colour fundus photographs.
     """
     img = _check_image(img)
-    if img.ndim == 2:
-        return img.astype(np.float32, copy=False)
-    if img.shape[-1] == 1:
-        return img[..., 0].astype(np.float32, copy=False)
-    if img.shape[-1] != 3:
-        raise ValueError(f"green_channel needs 1 or 3 channels, got {img.shape[-1]}")
+    if _is_grey(img, "green_channel"):
+        return _squeeze_grey(img)
     return img[..., 1].astype(np.float32)
 
 
