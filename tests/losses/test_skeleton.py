@@ -22,15 +22,6 @@ from retinaseg.measure.centerline import is_simple_3d, simple_lut_2d
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """Many tiny ops: one thread avoids spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _t(mask: np.ndarray) -> torch.Tensor:
     """``[H, W]`` / ``[D, H, W]`` array → float ``[1, 1, ...]`` tensor."""
     return torch.tensor(np.asarray(mask), dtype=torch.float32)[None, None]

@@ -17,15 +17,6 @@ COMBO = {"terms": [{"name": "bce", "weight": 1},
                    {"name": "cldice", "weight": 0.5, "params": {"iters": 5}}]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """Many tiny ops: one thread avoids spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _build(name: str, **params: object) -> torch.nn.Module:
     return build_loss(name, **(COMBO if name == "combo" else {}), **params)
 
