@@ -119,11 +119,15 @@ def _report_skipped(skipped: list[tuple[Path, str]] | list[tuple[str, str]]) -> 
 def cmd_demo(a: argparse.Namespace) -> None:
     from retinaseg.demo import run_demo
 
-    s = run_demo(a.out, epochs=a.epochs)
+    s = run_demo(a.out, epochs=a.epochs, roots=a.root, dataset=a.dataset, n_real=a.n)
     for kind in ("octa", "fundus"):
         r = s[kind]
         print(f"{kind:6s} {r['how']}: {r['model']}  Dice on generated images "
               f"{r['dice_mean']:.3f}")
+    for r in s["real"]:
+        dice = "no labels" if r["dice_mean"] is None else f"Dice {r['dice_mean']:.3f}"
+        print(f"real   {r['dataset']} at {r['root']}: {len(r['images'])} image(s) with "
+              f"{r['model']}, {dice}")
     print(f"figure:  {s['figure']}")
     print(f"outputs: {s['out']}/predictions, summary: {s['out']}/summary.json")
 
@@ -180,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None,
                    help="train small synthetic models for this many epochs instead of using "
                         "the bundled ones")
+    p.add_argument("--root", action="append", default=[], metavar="DATASET_DIR",
+                   help="also segment real images of this dataset folder (repeatable; the "
+                        "dataset is recognised from its layout)")
+    p.add_argument("--dataset", default=None, help="name the --root dataset instead")
+    p.add_argument("--n", type=int, default=2, help="real images shown per --root")
     p.set_defaults(func=cmd_demo)
     sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list architectures").set_defaults(func=cmd_models)
