@@ -32,14 +32,14 @@ model: {{name: unet, params: {{depth: 2, width: 4}}}}
 loss: {{name: bce_dice}}
 optim: {{name: adamw, lr: 0.01}}
 schedule: {{name: cosine}}
-train: {{epochs: {epochs}, val_every: 1, threads: 1}}
+train: {{epochs: {epochs}, val_every: 1, threads: 1{extra}}}
 """
 
 
-def _config(tmp_path: Path, epochs: int = 3) -> Path:
+def _config(tmp_path: Path, epochs: int = 3, extra: str = "") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     p = tmp_path / "tiny.yaml"
-    p.write_text(TINY.format(runs=tmp_path / "runs", epochs=epochs))
+    p.write_text(TINY.format(runs=tmp_path / "runs", epochs=epochs, extra=extra))
     return p
 
 
@@ -107,8 +107,9 @@ def _wait_for_epochs(csv: Path, n: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError("training did not reach the epoch in time")
 
 
-def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
-    cfg = _config(tmp_path / "k", epochs=4)
+@pytest.mark.parametrize("extra", ["", ", ema: 0.9"], ids=["plain", "ema"])
+def test_kill_and_resume_matches_uninterrupted(tmp_path: Path, extra: str) -> None:
+    cfg = _config(tmp_path / "k", epochs=4, extra=extra)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "retinaseg.cli", "train", str(cfg)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,7 +126,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     assert 1 <= done < 4
     resumed = train(None, resume=run)
     assert resumed["epochs_run"] == 4 and resumed["run_dir"] == str(run)
-    ref = train(_config(tmp_path / "r", epochs=4))
+    ref = train(_config(tmp_path / "r", epochs=4, extra=extra))
     a = np.genfromtxt(run / "metrics.csv", delimiter=",", names=True)
     b = np.genfromtxt(Path(ref["run_dir"]) / "metrics.csv", delimiter=",", names=True)
     assert list(a["epoch"]) == [1, 2, 3, 4]

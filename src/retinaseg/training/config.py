@@ -99,6 +99,9 @@ class TrainConfig(_Strict):
     amp: bool | None = None
     time_limit_min: float | None = Field(None, gt=0)
     grad_clip: float | None = Field(1.0, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1, description=(
+        "decay of an exponential moving average of the weights (and BatchNorm statistics), "
+        "updated every step; validation, checkpoints and the saved model use the average"))
 
 
 class InferenceConfig(_Strict):

@@ -124,8 +124,9 @@ class PatchSampler:
         return img, lab, fov
 
     def __len__(self) -> int:
-        n = len(self.items) * (self.cfg.patches_per_image if self.cfg.mode == "patch" else 1)
-        return math.ceil(n / self.cfg.batch_size)
+        if self.cfg.mode == "whole":
+            return len(self.whole_batches(np.random.default_rng(0)))
+        return math.ceil(len(self.items) * self.cfg.patches_per_image / self.cfg.batch_size)
 
     def _crop(self, k: int, flat: int) -> dict[str, np.ndarray]:
         img, lab, fov = self._padded[k]
@@ -160,10 +161,11 @@ class PatchSampler:
     def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield the batches of one epoch; the same ``seed`` gives the same batches."""
         rng = np.random.default_rng(seed)
-        if self.cfg.mode == "patch":
-            samples = [self._crop(k, f) for k, f in self._draws(rng)]
-        else:
-            samples = [self._whole(int(k)) for k in rng.permutation(len(self.items))]
+        if self.cfg.mode == "whole":
+            for group in self.whole_batches(rng):
+                yield self._stack([self._whole(k) for k in group])
+            return
+        samples = [self._crop(k, f) for k, f in self._draws(rng)]
         batch: list[dict] = []
         for s in samples:
             if batch and (len(batch) == self.cfg.batch_size
@@ -173,6 +175,23 @@ class PatchSampler:
             batch.append(s)
         if batch:
             yield self._stack(batch)
+
+    def whole_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        """Item indices of one whole-image epoch, batched by image shape, in random order.
+
+        Images of one shape are shuffled and cut into batches of ``batch_size`` (the last batch
+        of a shape may be smaller); the batches of all shapes are then shuffled together, so a
+        mixed-size training set (OCTA-500 3M 304², 6M 400², ROSSA 320²) still gets full batches.
+        """
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for k, it in enumerate(self.items):
+            by_shape.setdefault(tuple(it.image.shape), []).append(k)
+        b = self.cfg.batch_size
+        batches = []
+        for shape in sorted(by_shape):
+            idx = [by_shape[shape][i] for i in rng.permutation(len(by_shape[shape]))]
+            batches += [idx[i:i + b] for i in range(0, len(idx), b)]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def _stack(self, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ts = [self._to_tensor(dict(d)) for d in batch]

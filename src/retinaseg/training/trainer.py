@@ -92,6 +92,15 @@ def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> Mod
                      info=info)
 
 
+def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``net``'s parameters and buffers, or None."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 class Trainer:
     """Trains one :class:`RunConfig` into ``run_dir``; use :func:`train` rather than this."""
 
@@ -110,8 +119,14 @@ class Trainer:
         self.sampler = PatchSampler(self.train_items, cfg.sampling, self.augment)
         self.amp = self.device.type == "cuda" and cfg.train.amp is not False
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = _ema_model(self.net, cfg.train.ema)
         self.state = State()
         self._check_patch_size()
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network that is validated and saved: the weight average when ``train.ema``."""
+        return self.ema.module if self.ema is not None else self.net
 
     def _check_channels(self) -> None:
         shapes = {it.image.shape[0] for it in self.train_items + self.val_items}
@@ -128,6 +143,8 @@ class Trainer:
     def save_last(self) -> None:
         blob = {"model": self.net.state_dict(), "optim": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict(), "state": json.dumps(self.state.__dict__)}
+        if self.ema is not None:
+            blob["ema"] = self.ema.state_dict()
         buf = io.BytesIO()
         torch.save(blob, buf)
         with atomic_path(self.run / "last.pt") as tmp:
@@ -142,6 +159,8 @@ class Trainer:
             self.net.load_state_dict(blob["model"])
             self.opt.load_state_dict(blob["optim"])
             self.scaler.load_state_dict(blob["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(blob["ema"])
             self.state = State(**json.loads(blob["state"]))
         except Exception as err:  # weights_only unpickling refuses code; any damage lands here
             why = " ".join(str(err).split())[:200] or type(err).__name__
@@ -184,6 +203,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
         return float(loss.item())
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
@@ -204,9 +225,10 @@ class Trainer:
     def predict_items(self, items: list[Item]) -> list[np.ndarray]:
         from retinaseg.inference import predict_probability
 
-        self.net.eval()
+        net = self.eval_net
+        net.eval()
         inf = self.cfg.inference
-        return [predict_probability(self.net, it.image, self.device, tile=inf.tile,
+        return [predict_probability(net, it.image, self.device, tile=inf.tile,
                                     overlap=inf.overlap) for it in items]
 
     def validate(self) -> dict[str, float]:
@@ -257,7 +279,7 @@ class Trainer:
         if score > self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale = score, epoch, 0
             info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
-            save_model(self.run / "best.safetensors", self.net,
+            save_model(self.run / "best.safetensors", self.eval_net,
                        _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
         else:
             self.state.stale += 1
@@ -286,7 +308,7 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     if not best.is_file():
         raise TrainingError(f"no validation was run, so '{best}' was never written")
     net, spec = load_model(best, tr.device)
-    tr.net = net
+    tr.net, tr.ema = net, None
     probs = tr.predict_items(tr.val_items)
     thr = choose_threshold(probs, [it.label for it in tr.val_items],
                            [it.fov for it in tr.val_items], metric="dice")

@@ -1,0 +1,61 @@
+"""Training samplers: whole-image batches grouped by shape; weight averaging (``train.ema``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from retinaseg.training.config import SamplingConfig
+from retinaseg.training.data import Item, PatchSampler
+
+
+def _items(shapes: list[int]) -> list[Item]:
+    return [Item(f"i{k}", np.full((1, s, s), k, np.float32), np.zeros((s, s), bool),
+                 np.ones((s, s), bool)) for k, s in enumerate(shapes)]
+
+
+def test_whole_mode_batches_group_images_of_one_shape() -> None:
+    shapes = [32, 48, 32, 48, 32, 40, 48, 32, 48, 32]  # five 32², four 48², one 40²
+    sampler = PatchSampler(_items(shapes), SamplingConfig(mode="whole", batch_size=2), None)
+    batches = list(sampler.epoch(seed=1))
+    # 32²: 5 → 2+2+1, 48²: 4 → 2+2, 40²: 1 → 6 batches, not one per shape change
+    assert len(batches) == len(sampler) == 6
+    assert sorted(b[0].shape[0] for b in batches) == [1, 1, 2, 2, 2, 2]
+    seen = sorted(int(v) for x, _, _ in batches for v in x[:, 0, 0, 0])
+    assert seen == list(range(10))  # every image exactly once per epoch
+    again = [x[:, 0, 0, 0].tolist() for x, _, _ in sampler.epoch(seed=1)]
+    assert again == [x[:, 0, 0, 0].tolist() for x, _, _ in batches]  # seeded
+
+
+def test_ema_follows_the_exponential_average_of_the_weights(tmp_path: Path) -> None:
+    """decay 0.5: after step 1 the average is w1 (copied), after step 2 it is (w1 + w2) / 2."""
+    from retinaseg.training.config import validate_config
+    from retinaseg.training.trainer import Trainer
+
+    cfg = validate_config({
+        "data": {"dataset": "synthetic", "train_split": "train", "val_split": "val",
+                 "options": {"kind": "octa", "n": 2, "size": 32}, "preprocess": "none"},
+        "sampling": {"patch_size": 16, "patches_per_image": 2, "batch_size": 2},
+        "model": {"name": "unet", "params": {"depth": 1, "width": 2, "norm": "none"}},
+        "train": {"ema": 0.5, "threads": 1, "grad_clip": None}})
+    tr = Trainer(cfg, tmp_path)
+    x, y = torch.rand(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    weights = []
+    for _ in range(2):
+        tr._step(x, y)
+        weights.append([p.detach().clone() for p in tr.net.parameters()])
+    assert tr.eval_net is tr.ema.module
+    for avg, w1, w2 in zip(tr.ema.module.parameters(), *weights):
+        assert not torch.equal(w1, w2)
+        torch.testing.assert_close(avg, (w1 + w2) / 2)
+
+
+def test_ema_must_be_a_decay_in_0_1() -> None:
+    from retinaseg.errors import ConfigError
+    from retinaseg.training.config import validate_config
+
+    with pytest.raises(ConfigError, match="train.ema"):
+        validate_config({"data": {"dataset": "synthetic"}, "train": {"ema": 1.5}})
