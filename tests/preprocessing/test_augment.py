@@ -104,3 +104,32 @@ def test_seed_reproducible_and_batches_collate():
 def test_invalid_prob():
     with pytest.raises(ValueError):
         build_augmentation(prob=1.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_zoom_keeps_labels_binary_aligned_and_scales_area(seed):
+    lab = np.zeros((1, 64, 64), np.float32)
+    lab[0, 24:40, 24:40] = 1.0  # a central 16×16 square: its area scales with zoom²
+    aug = build_augmentation(flips=False, rot90=False, intensity=False, zoom=0.5, prob=1.0,
+                             seed=seed)
+    out = aug(_sample(lab))
+    label, image = out["label"].numpy(), out["image"].numpy()
+    assert label.shape == lab.shape and set(np.unique(label)) <= {0.0, 1.0}
+    assert ((image > 0.5) == (label > 0.5)).mean() > 0.98
+    np.testing.assert_array_equal(out["fov"].numpy(), label)
+    factor = aug.transforms[1].rand_zoom._zoom[0]
+    assert 1 / 1.5 <= factor <= 1.5
+    side = np.sqrt(label.sum())
+    assert abs(side - 16 * factor) <= 1.5  # nearest-neighbour rounding of the edges
+
+
+def test_degrade_blurs_and_adds_noise_to_the_image_only():
+    lab = _blobs(seed=1)
+    aug = build_augmentation(flips=False, rot90=False, intensity=False, degrade=True, prob=1.0,
+                             seed=0)
+    out = aug(_sample(lab))
+    np.testing.assert_array_equal(out["label"].numpy(), lab)
+    image = out["image"].numpy()
+    inside = image[0, 1:-1, 1:-1][lab[0, 1:-1, 1:-1] == 0]
+    assert 0.005 < inside.std() < 0.2  # noise (std drawn in [0, 0.1]) plus blur spill
+    assert 0 < image.max() < 1.2 and not np.array_equal(image, lab)

@@ -21,10 +21,13 @@ from monai.transforms import (
     Rand2DElasticd,
     RandAdjustContrastd,
     RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
     RandRotate90d,
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandZoomd,
 )
 from monai.transforms.transform import MapTransform
 
@@ -36,10 +39,14 @@ ELASTIC_SPACING = (32, 32)
 """Distance between elastic control points, pixels."""
 ELASTIC_MAGNITUDE = (1.0, 3.0)
 """Range of control-point displacements, pixels."""
+NOISE_STD = 0.1
+"""Standard deviation of the added Gaussian noise (standardised images have unit std)."""
+BLUR_SIGMA = (0.25, 1.0)
+"""Range of the Gaussian blur sigma, pixels."""
 
 
 def _geometric(
-    flips: bool, rot90: bool, rotate_deg: float, elastic: bool, prob: float
+    flips: bool, rot90: bool, rotate_deg: float, elastic: bool, prob: float, zoom: float = 0.0
 ) -> list[MapTransform]:
     common = {"keys": KEYS, "prob": prob, "allow_missing_keys": True}
     out: list[MapTransform] = []
@@ -50,10 +57,19 @@ def _geometric(
     if rotate_deg:
         out.append(RandRotated(range_x=math.radians(abs(rotate_deg)), mode=MODES,
                                padding_mode="zeros", keep_size=True, **common))
+    if zoom:
+        out.append(RandZoomd(min_zoom=1 / (1 + zoom), max_zoom=1 + zoom, mode=MODES,
+                             padding_mode="constant", keep_size=True, **common))
     if elastic:
         out.append(Rand2DElasticd(spacing=ELASTIC_SPACING, magnitude_range=ELASTIC_MAGNITUDE,
                                   mode=MODES, padding_mode="zeros", **common))
     return out
+
+
+def _degrade(prob: float) -> list[MapTransform]:
+    """Blur and noise: other devices' optics and speckle (image only)."""
+    return [RandGaussianSmoothd(keys="image", prob=prob, sigma_x=BLUR_SIGMA, sigma_y=BLUR_SIGMA),
+            RandGaussianNoised(keys="image", prob=prob, std=NOISE_STD)]
 
 
 def _intensity(prob: float) -> list[MapTransform]:
@@ -72,6 +88,8 @@ def build_augmentation(
     intensity: bool = True,
     prob: float = 0.5,
     seed: int | None = None,
+    zoom: float = 0.0,
+    degrade: bool = False,
 ) -> Compose:
     """Random augmentation for 2D segmentation samples.
 
@@ -85,6 +103,11 @@ def build_augmentation(
         intensity: random gamma contrast (0.7–1.5), scale (×0.9–1.1) and shift (±0.1) of
             ``image`` only.
         prob: probability of each individual random transform.
+        zoom: if non-zero, a random zoom by a factor in ``[1/(1+zoom), 1+zoom]`` about the
+            centre, same size (bilinear image, nearest label/fov, zeros outside): vessels of
+            other pixel spacings (3 mm vs 6 mm scans, other cameras).
+        degrade: random Gaussian blur (sigma 0.25–1 px) and additive Gaussian noise
+            (std 0.1) of ``image`` only.
         seed: seeds the transforms' random states for reproducibility (MONAI's DataLoader
             worker init re-seeds them per worker).
 
@@ -106,9 +129,11 @@ def build_augmentation(
         EnsureTyped(keys=KEYS, data_type="tensor", dtype=torch.float32, track_meta=True,
                     allow_missing_keys=True)
     ]
-    transforms += _geometric(flips, rot90, rotate_deg, elastic, prob)
+    transforms += _geometric(flips, rot90, rotate_deg, elastic, prob, zoom)
     if intensity:
         transforms += _intensity(prob)
+    if degrade:
+        transforms += _degrade(prob)
     # EnsureTyped (not the invertible ToTensord) so that no "<key>_transforms" entries appear
     transforms.append(EnsureTyped(keys=KEYS, data_type="tensor", dtype=torch.float32,
                                   track_meta=False, allow_missing_keys=True))

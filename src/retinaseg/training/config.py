@@ -58,7 +58,9 @@ class AugmentConfig(_Strict):
     rot90: bool = True
     rotate_deg: float = Field(0.0, ge=0, le=180)
     elastic: bool = False
+    zoom: float = Field(0.0, ge=0, le=1, description="random zoom in [1/(1+z), 1+z]")
     intensity: bool = True
+    degrade: bool = Field(False, description="random blur and noise of the image")
     prob: float = Field(0.5, ge=0, le=1)
 
 

@@ -78,7 +78,8 @@ def _augment(cfg: RunConfig, seed: int):
     if a.prob == 0:
         return None
     return build_augmentation(flips=a.flips, rot90=a.rot90, rotate_deg=a.rotate_deg,
-                              elastic=a.elastic, intensity=a.intensity, prob=a.prob, seed=seed)
+                              elastic=a.elastic, intensity=a.intensity, prob=a.prob, seed=seed,
+                              zoom=a.zoom, degrade=a.degrade)
 
 
 def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
