@@ -6,14 +6,23 @@ peak memory and training time.
 
 Thresholds are the models' own, chosen on validation data when they were trained.
 
+With ``--bundle-fundus RUN`` / ``--bundle-octa RUN`` the run's ``best.safetensors`` is first
+copied into the package as the default model, and after scoring, that model's card
+(``src/retinaseg/weights/<name>.md``) is rewritten with the measured scores, the recipe's config
+and the file's SHA-256.
+
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_default_models.py
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_default_models.py \
+        --bundle-fundus runs/drive_unet_fullres/<stamp> --fundus-config configs/X.yaml
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +31,32 @@ import numpy as np
 from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
 
 from retinaseg.evaluation.evaluate import evaluate
+from retinaseg.models.cards import WEIGHTS_DIR, card_text
 from retinaseg.models.persistence import read_spec, resolve_model_path
+from retinaseg.utils.atomic import atomic_path, write_text_atomic
+
+DATA_TERMS = {
+    "fundus-vessels": (
+        "DRIVE (Staal et al., \"Ridge-based vessel segmentation in color images of the retina\",\n"
+        "IEEE TMI 23(4):501-509, 2004): the 20 training images with the 1st observer's labels; "
+        "4 of them\n(seeded: {val}) were held out to choose the checkpoint and the threshold. "
+        "The DRIVE\ntest images were used only for the scores below. Research use only; cite "
+        "the paper."),
+    "octa-vessels": (
+        "- OCTA-500 (Li et al., \"OCTA-500: A retinal dataset for optical coherence tomography\n"
+        "  angiography study\", Medical Image Analysis 93:103092, 2024): official train split, "
+        "3M (140)\n  and 6M (180) subjects, input `OCTA(ILM_OPL)` projection, label "
+        "`GT_LargeVessel`; val split\n  (10 + 20) for checkpoint and threshold selection. "
+        "Research use only; cite the paper.\n"
+        "- ROSSA (Ning et al., \"An accurate and efficient neural network for OCTA vessel "
+        "segmentation\n  and a new dataset\", ICASSP 2024): `train_manual` (100) for training, "
+        "`val` (100) for selection.\n  MIT-licensed release; research use; cite the paper.\n"
+        "Note that ROSSA labels all visible vessels of its scans while OCTA-500 `GT_LargeVessel` "
+        "labels large\nvessels only, so on OCTA-500 the model can mark small vessels that the "
+        "label leaves out."),
+}
+TARGETS = {"fundus-vessels": "DRIVE test per-image-mean F1 ≥ 0.83, AUC ≥ 0.982",
+           "octa-vessels": "OCTA-500 val Dice 6M ≥ 0.90, 3M ≥ 0.92; ROSSA val Dice ≥ 0.90"}
 
 KEYS = ["dice", "auc", "acc", "sen", "spe", "cldice"]
 CASES = [  # (model, dataset, root, split, options, label)
@@ -64,7 +98,56 @@ def observer_rows() -> list[list]:
             ["2nd observer vs 1st", "DRIVE test, pooled", *[pooled[k] for k in KEYS]]]
 
 
+def bundle_weights(run: str, name: str) -> None:
+    """Copy the run's best model into the package as the bundled model ``name``."""
+    src = resolve_model_path(run)
+    with atomic_path(WEIGHTS_DIR / f"{name}.safetensors") as tmp:
+        shutil.copyfile(src, tmp)
+    print(f"bundled {src} as {name}")
+
+
+def write_card(name: str, config: str, raw: dict, rows: list[list]) -> None:
+    """Rewrite the model card of ``name`` with the scores just measured."""
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    spec = read_spec(weights)
+    val = spec.info.get("threshold_source", "")
+    val_ids = val.split(": ", 1)[1].rstrip(")") if ": " in val else "see threshold"
+    mine = [r[1:] for r in rows if r[0] == name]
+    table = md_table(["data", *KEYS], mine)
+    obs = [r[1:] for r in rows if r[0].startswith("2nd observer")] if "fundus" in name else []
+    if obs:
+        table += "\n" + "\n".join("| 2nd human observer, " + " | ".join(
+            f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |" for r in obs)
+    speed = [v for k, v in raw.items() if k.startswith("speed") and v.get("model") == name]
+    speed_md = "; ".join(f"{v['what']}: {v['median_s']:.3f} s ({v['threads']} threads)"
+                         for v in speed)
+    scores = (f"Thresholds: the model's own. DRIVE inside the FOV mask; OCTA on the whole "
+              f"image. OCTA val splits also chose the checkpoint and threshold, so those "
+              f"figures are optimistic.\n\n{table}\n\nInference on this 2-core CPU, "
+              f"median of 21 runs, preprocessing included: {speed_md}.\n\nTargets: "
+              f"{TARGETS[name]}. Measured by `benchmarks/bench_default_models.py`; candidates "
+              f"tried are compared in `benchmarks/RESULTS.md` (bench_candidates).")
+    data = DATA_TERMS[name].format(val=val_ids) + (
+        f"\nReproduce: `retinaseg train {config}` "
+        f"({spec.info.get('train_seconds', float('nan')) / 60:.0f} min on a 2-core CPU).")
+    write_text_atomic(WEIGHTS_DIR / f"{name}.md", card_text(name, weights, data, scores))
+    print(f"wrote the model card of {name}")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle-fundus", default=None, metavar="RUN")
+    ap.add_argument("--fundus-config", default=None, metavar="YAML")
+    ap.add_argument("--bundle-octa", default=None, metavar="RUN")
+    ap.add_argument("--octa-config", default=None, metavar="YAML")
+    a = ap.parse_args()
+    bundles = {"fundus-vessels": (a.bundle_fundus, a.fundus_config),
+               "octa-vessels": (a.bundle_octa, a.octa_config)}
+    for name, (run, config) in bundles.items():
+        if run:
+            if not config:
+                ap.error(f"bundling {name} needs its config (--{name.split('-')[0]}-config)")
+            bundle_weights(run, name)
     rows, raw = [], {}
     for model, ds, folder, split, opts, label in CASES:
         t0 = time.time()
@@ -81,7 +164,7 @@ def main() -> None:
                                ("octa-vessels", "304x304", "304×304 OCTA")):
         sp = speed(model, shape)
         spec = read_spec(resolve_model_path(model))
-        raw[f"speed {what}"] = sp
+        raw[f"speed {what}"] = {**sp, "model": model, "what": what}
         sp_rows.append([model, what, f"{sp['median_s']:.4f}", sp["threads"],
                         f"{sp['peak_rss_mb']:.0f}",
                         f"{spec.info.get('train_seconds', float('nan')) / 60:.1f}"])
@@ -94,6 +177,9 @@ def main() -> None:
                         "training min"], sp_rows))
     write_section("default_models", "Bundled default models", body)
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
+    for name, (run, config) in bundles.items():
+        if run:
+            write_card(name, config, raw, rows)
     print(body)
 
 

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "drive_unet": (["benchmarks/bench_drive_unet.py"], True),
     "huge_images": (["benchmarks/bench_huge_images.py"], False),
     "octa_topology": (["benchmarks/bench_octa_topology.py"], True),
+    "candidates": (["benchmarks/bench_candidates.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 

@@ -48,7 +48,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from retinaseg.api import predict
 
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
-                  tta=a.tta, tile=a.tile, device=a.device, threads=a.threads)
+                  tta=a.tta, tile=a.tile, device=a.device, threads=a.threads,
+                  match_fov=not a.native_scale)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
@@ -60,7 +61,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
                  threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
-                 tile=a.tile, device=a.device, threads=a.threads)
+                 tile=a.tile, device=a.device, threads=a.threads,
+                 match_fov=not a.native_scale)
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
     print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, threshold "
           f"{s['threshold']:.3f} ({s['threshold_source']}), {s['fov']}")
@@ -138,6 +140,9 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="sliding-window tile size (default: whole image when it fits)")
     p.add_argument("--tta", action="store_true", help="average over flips")
+    p.add_argument("--native-scale", action="store_true",
+                   help="do not rescale colour fundus images to the model's field-of-view "
+                        "size (default: rescale when the model stores one)")
     p.add_argument("--threshold", default=None,
                    help="number, or 'val' to choose on the validation split "
                         "(default: the model's own)")

@@ -35,7 +35,8 @@ class Segmenter:
     """A loaded model plus its preprocessing: ``segmenter(image) -> probability [H,W]``."""
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
-                 tile: int | None = None, overlap: float = 0.25, tta: bool = False) -> None:
+                 tile: int | None = None, overlap: float = 0.25, tta: bool = False,
+                 match_fov: bool = True) -> None:
         from retinaseg.preprocessing.pipeline import build_preprocess
 
         configure_threads(threads)
@@ -43,6 +44,8 @@ class Segmenter:
         self.net, self.spec = load_model(model, self.device)
         self.preprocess = build_preprocess(self.spec.preprocess)
         self.tile, self.overlap, self.tta = tile, overlap, tta
+        self.match_fov = match_fov
+        self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
 
     @property
     def threshold(self) -> float:
@@ -53,11 +56,30 @@ class Segmenter:
         x = self.preprocess(image).astype(np.float32, copy=False)
         return adapt_channels(x, self.spec.in_channels, source)
 
+    def scale_for(self, image: np.ndarray) -> float:
+        """Rescaling applied to ``image`` before inference (1.0: none).
+
+        Models that store ``info["fov_diameter"]`` (fundus models trained with
+        ``inference.match_fov``) get colour images rescaled so that their FOV has that
+        diameter; see :mod:`retinaseg.inference.scale`.
+        """
+        from retinaseg.inference.scale import scale_factor
+
+        if not self.match_fov:
+            return 1.0
+        return scale_factor(image, float(self.spec.info.get("fov_diameter") or 0))
+
     def __call__(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         from retinaseg.inference.predictor import predict_probability
+        from retinaseg.inference.scale import resize
 
-        return predict_probability(self.net, self.prepare(image, source), self.device,
+        f = self.last_scale = self.scale_for(image)
+        h, w = image.shape[:2]
+        if f != 1.0:
+            image = resize(image, (max(16, round(h * f)), max(16, round(w * f))))
+        prob = predict_probability(self.net, self.prepare(image, source), self.device,
                                    tile=self.tile, overlap=self.overlap, tta=self.tta)
+        return prob if f == 1.0 else np.clip(resize(prob, (h, w)), 0.0, 1.0)
 
 
 @dataclass
@@ -163,7 +185,8 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
             continue
         thr = seg.threshold if threshold is None else float(threshold)
         report.spec = seg.spec
-        row = {"image": str(path), "model": ref, "threshold": round(thr, 4)}
+        row = {"image": str(path), "model": ref, "threshold": round(thr, 4),
+               "rescaled": round(seg.last_scale, 4)}
         row.update(_write_outputs(out, unique_stem(path, used), image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)

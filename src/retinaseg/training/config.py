@@ -110,6 +110,9 @@ class InferenceConfig(_Strict):
     tile: int | None = Field(None, ge=16, description="sliding-window size; None = whole image")
     overlap: float = Field(0.25, ge=0, lt=1)
     tta: bool = False
+    match_fov: bool = Field(False, description=(
+        "store the training images' median FOV diameter in the model, so that fundus images "
+        "of other resolutions are rescaled to it at inference"))
 
 
 class RunConfig(_Strict):

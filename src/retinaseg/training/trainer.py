@@ -280,6 +280,10 @@ class Trainer:
         if score > self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale = score, epoch, 0
             info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
+            if self.cfg.inference.match_fov:
+                from retinaseg.inference.scale import median_fov_diameter
+
+                info["fov_diameter"] = median_fov_diameter(it.fov for it in self.train_items)
             save_model(self.run / "best.safetensors", self.eval_net,
                        _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
         else:

@@ -1,0 +1,178 @@
+"""Candidate recipes for the bundled default models (issue: default models), side by side.
+
+Every candidate is a config in ``configs/`` trained with ``retinaseg train CONFIG``; this script
+scores the newest run of each (or a fixed model file) on the splits that *choose* between them
+and on the splits we report:
+
+- fundus candidates: the DRIVE images held out from training for selection (validation, the
+  choosing score), and DRIVE test inside the FOV (reported only, never used to choose);
+- OCTA candidates: OCTA-500 val 6M, OCTA-500 val 3M and ROSSA val. These are both the choosing
+  and the reported splits (no other labelled OCTA split is available here), so their figures
+  are optimistic; the choosing score is the mean of the three per-image-mean Dice values.
+
+Scores are cached per candidate in ``benchmarks/results/candidates.json``, so re-scoring one
+candidate keeps the others.
+
+Usage::
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_candidates.py               # all present
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_candidates.py --only drive_unet_fullres
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_candidates.py --report      # table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+
+from retinaseg.evaluation.evaluate import evaluate
+from retinaseg.evaluation.metrics import image_metrics, summarise
+from retinaseg.models.persistence import load_model, read_spec
+from retinaseg.training.config import load_config
+
+CACHE = RESULTS / "candidates.json"
+OCTA_SPLITS = [  # (label, dataset, folder, split, options)
+    ("OCTA-500 val 6M", "octa500", "OCTA-500", "val", {"fov": "6M"}),
+    ("OCTA-500 val 3M", "octa500", "OCTA-500", "val", {"fov": "3M"}),
+    ("ROSSA val", "rossa", "ROSSA", "val", {}),
+]
+
+CANDIDATES: list[dict[str, str]] = [
+    # name, kind, config (the recipe), optional fixed model file (else newest run of config)
+    {"name": "baseline_fundus", "kind": "fundus", "config": "configs/drive_unet.yaml",
+     "model": "runs/baseline/fundus-vessels.safetensors",
+     "what": "MONAI UNet 16-256 (stride-2 stem), 128² patches, bce+dice, 19 min / 2 threads "
+             "(the 2026-11-22 bundle = the issue's calibration baseline)"},
+    {"name": "drive_unet_fullres", "kind": "fundus", "config": "configs/drive_unet_fullres.yaml",
+     "what": "our U-Net width 8, depth 4, full-resolution first level, 128² patches, "
+             "bce+dice, 50 min / 1 thread"},
+    {"name": "drive_unet_fullres_ema", "kind": "fundus",
+     "config": "configs/drive_unet_fullres_ema.yaml",
+     "what": "as drive_unet_fullres + weight EMA 0.995, rotations ±20°, zoom ±15%, "
+             "blur/noise"},
+    {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
+     "model": "runs/baseline/octa-vessels.safetensors",
+     "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "
+             "(the 2026-11-22 bundle)"},
+    {"name": "octa_vessels_p256", "kind": "octa", "config": "configs/octa_vessels_p256.yaml",
+     "what": "MONAI UNet 16-256, 256² patches ×2 (more context), bce+dice, 50 min / 1 thread"},
+    {"name": "octa_vessels_whole_ema", "kind": "octa",
+     "config": "configs/octa_vessels_whole_ema.yaml",
+     "what": "MONAI UNet 16-256, whole images batched by size, weight EMA, zoom ±20%, "
+             "blur/noise, bce+dice"},
+]
+
+
+def model_file(c: dict[str, str]) -> Path | None:
+    """The candidate's model: its fixed file, or ``best.safetensors`` of its newest run."""
+    if "model" in c:
+        p = REPO / c["model"]
+        return p if p.is_file() else None
+    name = load_config(REPO / c["config"]).name
+    runs = sorted((REPO / "runs" / name).glob("*/best.safetensors"))
+    finished = [r for r in runs if (r.parent / "summary.json").is_file()]
+    return finished[-1] if finished else None
+
+
+def drive_validation(c: dict[str, str], path: Path) -> dict[str, float]:
+    """Per-image mean metrics on the DRIVE images the recipe holds out for selection."""
+    import torch
+
+    from retinaseg.inference.predictor import predict_probability
+    from retinaseg.training.data import load_train_val
+
+    cfg = load_config(REPO / c["config"])
+    _, val, _ = load_train_val(cfg.data, cfg.seed)
+    net, spec = load_model(path, torch.device("cpu"))
+    rows = [image_metrics(predict_probability(net, it.image), it.label, spec.threshold, it.fov)
+            for it in val]
+    return summarise(rows)[0]
+
+
+def score(c: dict[str, str], path: Path) -> dict:
+    spec = read_spec(path)
+    out: dict = {"model": str(path.relative_to(REPO)), "threshold": spec.threshold,
+                 "train_min": spec.info.get("train_seconds", float("nan")) / 60,
+                 "epoch": spec.info.get("epoch"), "what": c["what"], "kind": c["kind"]}
+    tmp = RESULTS / "candidates_eval" / c["name"]
+    if c["kind"] == "fundus":
+        out["val"] = {"DRIVE held-out training images": drive_validation(c, path)}
+        s = evaluate(path, "drive", str(SHARED_DATA / "DRIVE"), "test", tmp / "drive",
+                     save_maps=False)
+        out["test"] = {"DRIVE test": {"mean": s["per_image_mean"], "pooled": s["pooled"]}}
+        out["choose"] = out["val"]["DRIVE held-out training images"]["dice"]
+        return out
+    out["val"] = {}
+    for label, ds, folder, split, opts in OCTA_SPLITS:
+        s = evaluate(path, ds, str(SHARED_DATA / folder), split, tmp / label.replace(" ", "_"),
+                     options=opts, save_maps=False)
+        out["val"][label] = {"mean": s["per_image_mean"], "pooled": s["pooled"]}
+    out["choose"] = float(np.mean([v["mean"]["dice"] for v in out["val"].values()]))
+    return out
+
+
+def report(cache: dict) -> str:
+    f_rows, o_rows = [], []
+    for c in CANDIDATES:
+        r = cache.get(c["name"])
+        if r is None:
+            continue
+        head = [c["name"], f"{r['train_min']:.1f}"]
+        if r["kind"] == "fundus":
+            v = r["val"]["DRIVE held-out training images"]
+            t = r["test"]["DRIVE test"]
+            f_rows.append([*head, v["dice"], v["auc"], t["mean"]["dice"], t["pooled"]["dice"],
+                           t["mean"]["auc"], t["mean"]["cldice"], f"{r['threshold']:.3f}"])
+        else:
+            v = r["val"]
+            o_rows.append([*head, *[v[k]["mean"]["dice"] for k, *_ in OCTA_SPLITS],
+                           *[v[k]["pooled"]["dice"] for k, *_ in OCTA_SPLITS], r["choose"],
+                           f"{r['threshold']:.3f}"])
+    what = "\n".join(f"- `{c['name']}` (`{c['config']}`): {c['what']}" for c in CANDIDATES
+                     if c["name"] in cache)
+    return (
+        "Each candidate is a recipe in `configs/`; the default model is the candidate with the "
+        "best *choosing* score. Fundus: chosen by the per-image-mean Dice on the 4 DRIVE "
+        "training images held out for selection (also used for its checkpoint and threshold, "
+        "so optimistic); DRIVE test is reported, never used to choose. OCTA: chosen by the mean "
+        "of the three val per-image-mean Dice values; those val splits also chose checkpoint "
+        "and threshold (no other labelled OCTA data is available here), so they are "
+        "optimistic.\n\n" + what + "\n\nFundus (DRIVE, metrics inside the FOV):\n\n"
+        + md_table(["candidate", "train min", "val Dice (mean)", "val AUC (mean)",
+                    "test Dice (mean)", "test Dice (pooled)", "test AUC (mean)",
+                    "test clDice (mean)", "threshold"], f_rows)
+        + "\n\nOCTA (whole image):\n\n"
+        + md_table(["candidate", "train min", "6M Dice (mean)", "3M Dice (mean)",
+                    "ROSSA Dice (mean)", "6M Dice (pooled)", "3M Dice (pooled)",
+                    "ROSSA Dice (pooled)", "choosing score", "threshold"], o_rows))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=None, help="comma-separated candidate names")
+    ap.add_argument("--report", action="store_true", help="only rebuild the table")
+    a = ap.parse_args()
+    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    wanted = a.only.split(",") if a.only else [c["name"] for c in CANDIDATES]
+    if not a.report:
+        for c in CANDIDATES:
+            if c["name"] not in wanted:
+                continue
+            path = model_file(c)
+            if path is None:
+                print(f"[skip] {c['name']}: no finished run or model file")
+                continue
+            print(f"[score] {c['name']}: {path}")
+            cache[c["name"]] = score(c, path)
+            CACHE.write_text(json.dumps(cache, indent=2, default=float))
+    body = report(cache)
+    write_section("candidates", "Default-model candidates: what was tried", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
