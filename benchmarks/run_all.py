@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "huge_images": (["benchmarks/bench_huge_images.py"], False),
     "octa_topology": (["benchmarks/bench_octa_topology.py"], True),
     "candidates": (["benchmarks/bench_candidates.py"], False),
+    "resolution": (["benchmarks/bench_resolution.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 
