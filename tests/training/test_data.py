@@ -59,3 +59,44 @@ def test_ema_must_be_a_decay_in_0_1() -> None:
 
     with pytest.raises(ConfigError, match="train.ema"):
         validate_config({"data": {"dataset": "synthetic"}, "train": {"ema": 1.5}})
+
+
+def _tiny_cfg(**model: object):
+    from retinaseg.training.config import validate_config
+
+    return validate_config({
+        "data": {"dataset": "synthetic", "train_split": "train", "val_split": "val",
+                 "options": {"kind": "octa", "n": 2, "size": 32}, "preprocess": "none"},
+        "sampling": {"patch_size": 16, "patches_per_image": 2, "batch_size": 2},
+        "model": {"name": "unet", "params": {"depth": 1, "width": 2, "norm": "none"}, **model},
+        "train": {"threads": 1}})
+
+
+def test_model_init_starts_from_the_given_weights(tmp_path: Path) -> None:
+    from retinaseg.models import build_model
+    from retinaseg.models.persistence import ModelSpec, save_model
+    from retinaseg.training.trainer import Trainer
+
+    torch.manual_seed(5)
+    params = {"depth": 1, "width": 2, "norm": "none"}
+    src = build_model("unet", 1, **params)
+    path = save_model(tmp_path / "init.safetensors", src, ModelSpec("unet", 1, params))
+    tr = Trainer(_tiny_cfg(init=str(path)), tmp_path / "run")
+    for a, b in zip(tr.net.state_dict().values(), src.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    fresh = Trainer(_tiny_cfg(), tmp_path / "run2")
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.net.state_dict().values(),
+                                                      src.state_dict().values()))
+
+
+def test_model_init_with_another_architecture_is_a_clear_error(tmp_path: Path) -> None:
+    from retinaseg.errors import ConfigError
+    from retinaseg.models import build_model
+    from retinaseg.models.persistence import ModelSpec, save_model
+    from retinaseg.training.trainer import Trainer
+
+    params = {"depth": 1, "width": 4, "norm": "none"}
+    path = save_model(tmp_path / "w4.safetensors", build_model("unet", 1, **params),
+                      ModelSpec("unet", 1, params))
+    with pytest.raises(ConfigError, match="model.init.*not the configured"):
+        Trainer(_tiny_cfg(init=str(path)), tmp_path / "run")

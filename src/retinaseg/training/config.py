@@ -67,6 +67,9 @@ class AugmentConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
+    init: str | None = Field(None, description=(
+        "start from these weights (a .safetensors file, a run folder or a bundled model name) "
+        "instead of a random initialisation; the architecture must match"))
 
 
 class LossConfig(_Strict):

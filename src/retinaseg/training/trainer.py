@@ -93,6 +93,22 @@ def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> Mod
                      info=info)
 
 
+def _init_weights(net: nn.Module, cfg: RunConfig, in_channels: int) -> None:
+    """Copy the weights of ``cfg.model.init`` into ``net`` (fine-tuning); same architecture."""
+    from retinaseg.models.persistence import load_model
+
+    src, spec = load_model(str(cfg.model.init))
+    same = (spec.name == cfg.model.name and spec.in_channels == in_channels
+            and json.dumps(spec.params, sort_keys=True)
+            == json.dumps(cfg.model.params, sort_keys=True))
+    if not same:
+        raise ConfigError(f"invalid config key 'model.init': '{cfg.model.init}' is a "
+                          f"'{spec.name}' {spec.params} with {spec.in_channels} input channel(s), "
+                          f"not the configured '{cfg.model.name}' {cfg.model.params} with "
+                          f"{in_channels}")
+    net.load_state_dict(src.state_dict())
+
+
 def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of ``net``'s parameters and buffers, or None."""
     if decay is None:
@@ -114,6 +130,8 @@ class Trainer:
         self.in_channels = int(self.train_items[0].image.shape[0])
         self._check_channels()
         self.net = build_model(cfg.model.name, self.in_channels, **cfg.model.params).to(self.device)
+        if cfg.model.init:
+            _init_weights(self.net, cfg, self.in_channels)
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
         self.opt = _optimizer(cfg, self.net)
         self.augment = _augment(cfg, cfg.seed)
