@@ -100,3 +100,16 @@ def test_model_init_with_another_architecture_is_a_clear_error(tmp_path: Path) -
                       ModelSpec("unet", 1, params))
     with pytest.raises(ConfigError, match="model.init.*not the configured"):
         Trainer(_tiny_cfg(init=str(path)), tmp_path / "run")
+
+
+def test_validation_score_averages_sources_equally() -> None:
+    from retinaseg.training.trainer import _source_mean
+
+    items = _items([8, 8, 8, 8])
+    for it, src in zip(items, ["0:a", "0:a", "0:a", "1:b"]):
+        it.source = src
+    # source a: mean 0.9 over 3 images, source b: 0.5 → 0.7, not the image mean 0.8
+    assert _source_mean([0.9, 0.8, 1.0, 0.5], items) == pytest.approx(0.7)
+    for it in items:
+        it.source = ""
+    assert _source_mean([0.9, 0.8, 1.0, 0.5], items) == pytest.approx(0.8)

@@ -28,6 +28,8 @@ class Item:
     image: np.ndarray
     label: np.ndarray
     fov: np.ndarray
+    source: str = ""
+    """The dataset the item came from (validation scores are averaged per source)."""
 
 
 def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "") -> list[Item]:
@@ -86,8 +88,9 @@ def load_train_val(cfg: DataConfig, seed: int) -> tuple[list[Item], list[Item], 
     train, val, where = [], [], []
     for k, src in enumerate(cfg.sources()):
         t, v, w = _source_train_val(src, cfg, seed)
-        if k:  # keep ids unique across sources
-            for it in t + v:
+        for it in t + v:
+            it.source = f"{k}:{src.dataset}"
+            if k:  # keep ids unique across sources
                 it.id = f"{src.dataset}-{it.id}"
         train += t
         val += v

@@ -118,6 +118,15 @@ def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.Ave
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def _source_mean(values: list[float], items: list[Item]) -> float:
+    """Mean over sources of the per-source mean: each training dataset's val set counts equally
+    (100 ROSSA val images do not outweigh 30 OCTA-500 ones). One source: the plain mean."""
+    by: dict[str, list[float]] = {}
+    for v, it in zip(values, items):
+        by.setdefault(it.source, []).append(v)
+    return float(np.nanmean([np.nanmean(vs) for vs in by.values()]))
+
+
 class Trainer:
     """Trains one :class:`RunConfig` into ``run_dir``; use :func:`train` rather than this."""
 
@@ -262,8 +271,8 @@ class Trainer:
             pt = torch.from_numpy(np.clip(p, 1e-6, 1 - 1e-6))[it.fov]
             lt = torch.from_numpy(it.label.astype(np.float32))[it.fov]
             loss.append(float(nn.functional.binary_cross_entropy(pt, lt)))
-        return {"val_dice": float(np.nanmean(dice)), "val_auc": float(np.nanmean(auc)),
-                "val_loss": float(np.mean(loss))}
+        return {"val_dice": _source_mean(dice, self.val_items),
+                "val_auc": _source_mean(auc, self.val_items), "val_loss": float(np.mean(loss))}
 
     def _score(self, row: dict[str, float]) -> float:
         m = self.cfg.train.monitor
