@@ -119,13 +119,14 @@ def detect_dataset(root: str | Path) -> str:
 def _real_samples(root: str | Path, name: str, n: int) -> tuple[str, list[dict]]:
     """Up to ``n`` samples of dataset ``name`` at ``root``, from a test/val split if any."""
     from retinaseg.data import build_dataset
+    from retinaseg.errors import RetinasegError
     from retinaseg.registry import DATASETS
 
     splits = [s for s in EVAL_SPLITS if s in DATASETS.get(name).valid_splits()]
     for split in splits:
         try:
             ds = build_dataset(name, root, split)
-        except Exception:  # noqa: BLE001 - a split missing from a partial copy: try the next
+        except RetinasegError:  # a split missing from a partial copy: try the next
             continue
         if len(ds):
             picked = [ds[i] for i in range(len(ds))[:n]]

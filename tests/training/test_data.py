@@ -98,7 +98,7 @@ def test_model_init_with_another_architecture_is_a_clear_error(tmp_path: Path) -
     params = {"depth": 1, "width": 4, "norm": "none"}
     path = save_model(tmp_path / "w4.safetensors", build_model("unet", 1, **params),
                       ModelSpec("unet", 1, params))
-    with pytest.raises(ConfigError, match="model.init.*not the configured"):
+    with pytest.raises(ConfigError, match="model.init.*do not fit"):
         Trainer(_tiny_cfg(init=str(path)), tmp_path / "run")
 
 
@@ -113,3 +113,26 @@ def test_validation_score_averages_sources_equally() -> None:
     for it in items:
         it.source = ""
     assert _source_mean([0.9, 0.8, 1.0, 0.5], items) == pytest.approx(0.8)
+
+
+def test_model_init_that_does_not_exist_names_the_key(tmp_path: Path) -> None:
+    from retinaseg.errors import ConfigError
+    from retinaseg.training.config import check_paths
+
+    with pytest.raises(ConfigError, match="model.init"):
+        check_paths(_tiny_cfg(init=str(tmp_path / "missing.safetensors")))
+
+
+def test_whole_mode_with_rot90_on_non_square_images_is_a_clear_error(tmp_path: Path) -> None:
+    from retinaseg.errors import ConfigError
+    from retinaseg.training.config import validate_config
+    from retinaseg.training.trainer import Trainer
+
+    cfg = validate_config({
+        "data": {"dataset": "drive", "root": str(tmp_path)}, "sampling": {"mode": "whole"}})
+    tr = Trainer.__new__(Trainer)  # only the shape check, without loading a dataset
+    tr.cfg, tr.net = cfg, torch.nn.Identity()
+    tr.train_items = _items([8])
+    tr.train_items[0].image = np.zeros((1, 8, 12), np.float32)
+    with pytest.raises(ConfigError, match="rot90"):
+        tr._check_patch_size()

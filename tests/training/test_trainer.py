@@ -131,6 +131,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path, extra: str) -> No
     b = np.genfromtxt(Path(ref["run_dir"]) / "metrics.csv", delimiter=",", names=True)
     assert list(a["epoch"]) == [1, 2, 3, 4]
     np.testing.assert_allclose(a["val_dice"], b["val_dice"], atol=1e-5)
+    np.testing.assert_allclose(a["val_auc"], b["val_auc"], atol=1e-5)  # continuous: EMA state
 
 
 def test_resume_of_non_run_folder_is_error(tmp_path: Path) -> None:

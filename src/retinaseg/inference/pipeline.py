@@ -65,7 +65,7 @@ class Segmenter:
         """
         from retinaseg.inference.scale import scale_factor
 
-        if not self.match_fov:
+        if not self.match_fov or self.spec.modality != "fundus":
             return 1.0
         return scale_factor(image, float(self.spec.info.get("fov_diameter") or 0))
 

@@ -18,6 +18,8 @@ import numpy as np
 
 TOLERANCE = 0.15
 """Relative difference of FOV diameters below which an image is not rescaled."""
+LIMITS = (0.2, 4.0)
+"""The factor is clamped to this range (a mis-detected FOV cannot blow up memory)."""
 
 
 def fov_diameter(fov: np.ndarray) -> float:
@@ -44,16 +46,18 @@ def scale_factor(image: np.ndarray, target: float) -> float:
     """Factor that brings a fundus image's FOV diameter to ``target`` px (1.0 to leave it).
 
     The FOV is derived from the image (red channel, :func:`~retinaseg.data.fov_from_image`).
-    Grey images, images without a detectable FOV and images within :data:`TOLERANCE` get 1.0.
+    Only RGB images ``[H, W, 3]`` are rescaled: grey and multi-map images, images without a
+    detectable FOV and images within :data:`TOLERANCE` get 1.0. The factor is clamped to
+    :data:`LIMITS`.
     """
     from retinaseg.data.base import fov_from_image
 
-    if image.ndim != 3 or target <= 0:
+    if image.ndim != 3 or image.shape[-1] != 3 or target <= 0:
         return 1.0
     d = fov_diameter(fov_from_image(image))
     if d < 32:
         return 1.0
-    f = target / d
+    f = min(max(target / d, LIMITS[0]), LIMITS[1])
     return 1.0 if abs(math.log(f)) <= math.log1p(TOLERANCE) else f
 
 

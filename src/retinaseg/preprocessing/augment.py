@@ -40,7 +40,8 @@ ELASTIC_SPACING = (32, 32)
 ELASTIC_MAGNITUDE = (1.0, 3.0)
 """Range of control-point displacements, pixels."""
 NOISE_STD = 0.1
-"""Standard deviation of the added Gaussian noise (standardised images have unit std)."""
+"""Upper bound of the noise standard deviation (each draw picks a std in [0, 0.1]); meant for
+standardised images (unit std); on [0, 1] images it is strong."""
 BLUR_SIGMA = (0.25, 1.0)
 """Range of the Gaussian blur sigma, pixels."""
 
@@ -106,8 +107,8 @@ def build_augmentation(
         zoom: if non-zero, a random zoom by a factor in ``[1/(1+zoom), 1+zoom]`` about the
             centre, same size (bilinear image, nearest label/fov, zeros outside): vessels of
             other pixel spacings (3 mm vs 6 mm scans, other cameras).
-        degrade: random Gaussian blur (sigma 0.25–1 px) and additive Gaussian noise
-            (std 0.1) of ``image`` only.
+        degrade: random Gaussian blur (sigma 0.25–1 px) and additive Gaussian noise (std
+            drawn in [0, 0.1]) of ``image`` only; meant for standardised images.
         seed: seeds the transforms' random states for reproducibility (MONAI's DataLoader
             worker init re-seeds them per worker).
 

@@ -221,6 +221,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
             alt = (path.parent / root).resolve()
             if alt.exists():
                 src.root = str(alt)
+    init = cfg.model.init
+    if init and not Path(init).is_absolute():  # a file or run folder: kept absolute for resume
+        for cand in (Path(init), path.parent / init):
+            if cand.exists():
+                cfg.model.init = str(cand.resolve())
+                break
     return cfg
 
 
@@ -230,6 +236,14 @@ def check_paths(cfg: RunConfig) -> None:
     Called before a run folder is created, so a typo in ``data.root`` costs nothing. A root left
     out is not checked here (the dataset says whether it needs one).
     """
+    if cfg.model.init:
+        from retinaseg.errors import ModelLoadError
+        from retinaseg.models.persistence import resolve_model_path
+
+        try:
+            resolve_model_path(cfg.model.init)
+        except ModelLoadError as err:
+            raise ConfigError(f"invalid config key 'model.init': {err}") from None
     sources = [("data.root", cfg.data.root)]
     sources += [(f"data.extra.{i}.root", src.root) for i, src in enumerate(cfg.data.extra)]
     for key, root in sources:

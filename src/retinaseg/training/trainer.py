@@ -82,30 +82,44 @@ def _augment(cfg: RunConfig, seed: int):
                               zoom=a.zoom, degrade=a.degrade)
 
 
-def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
+def _modality(cfg: RunConfig) -> str:
+    """``"fundus"``, ``"octa"`` or ``"any"``: the modality of the main training dataset."""
     from retinaseg.registry import DATASETS
 
-    modality = getattr(DATASETS.get(cfg.data.dataset), "modality", "any")
     if cfg.data.dataset == "synthetic":
-        modality = str(cfg.data.options.get("kind", "octa"))
+        return str(cfg.data.options.get("kind", "octa"))
+    if cfg.data.dataset == "folder":
+        return str(cfg.data.options.get("modality", "fundus"))
+    return str(getattr(DATASETS.get(cfg.data.dataset), "modality", "any"))
+
+
+def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
     return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=cfg.model.params,
-                     preprocess=cfg.data.preprocess, threshold=threshold, modality=modality,
-                     info=info)
+                     preprocess=cfg.data.preprocess, threshold=threshold,
+                     modality=_modality(cfg), info=info)
 
 
-def _init_weights(net: nn.Module, cfg: RunConfig, in_channels: int) -> None:
-    """Copy the weights of ``cfg.model.init`` into ``net`` (fine-tuning); same architecture."""
+def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
+    """Copy the weights of ``cfg.model.init`` into ``net`` (fine-tuning).
+
+    Every tensor must match by name and shape; a different preprocessing is only warned about.
+    """
+    import warnings
+
     from retinaseg.models.persistence import load_model
 
     src, spec = load_model(str(cfg.model.init))
-    same = (spec.name == cfg.model.name and spec.in_channels == in_channels
-            and json.dumps(spec.params, sort_keys=True)
-            == json.dumps(cfg.model.params, sort_keys=True))
-    if not same:
+    mine = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+    if mine != theirs:
         raise ConfigError(f"invalid config key 'model.init': '{cfg.model.init}' is a "
                           f"'{spec.name}' {spec.params} with {spec.in_channels} input channel(s), "
-                          f"not the configured '{cfg.model.name}' {cfg.model.params} with "
-                          f"{in_channels}")
+                          f"whose weights do not fit the configured '{cfg.model.name}' "
+                          f"{cfg.model.params}")
+    if json.dumps(spec.preprocess, sort_keys=True) != json.dumps(cfg.data.preprocess,
+                                                                 sort_keys=True):
+        warnings.warn(f"model.init '{cfg.model.init}' was trained with preprocessing "
+                      f"{spec.preprocess}, this run uses {cfg.data.preprocess}", stacklevel=2)
     net.load_state_dict(src.state_dict())
 
 
@@ -139,8 +153,8 @@ class Trainer:
         self.in_channels = int(self.train_items[0].image.shape[0])
         self._check_channels()
         self.net = build_model(cfg.model.name, self.in_channels, **cfg.model.params).to(self.device)
-        if cfg.model.init:
-            _init_weights(self.net, cfg, self.in_channels)
+        if cfg.model.init and not (run_dir / "last.pt").is_file():  # a resume loads last.pt
+            _init_weights(self.net, cfg)
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
         self.opt = _optimizer(cfg, self.net)
         self.augment = _augment(cfg, cfg.seed)
@@ -166,6 +180,16 @@ class Trainer:
         if self.cfg.sampling.mode == "patch" and self.cfg.sampling.patch_size % m:
             raise ConfigError(f"sampling.patch_size must be a multiple of {m} for model "
                               f"'{self.cfg.model.name}'")
+        if self.cfg.sampling.mode != "whole":
+            return
+        shapes = {it.image.shape[-2:] for it in self.train_items}
+        if any(h % m or w % m for h, w in shapes):
+            raise ConfigError(f"sampling.mode 'whole' needs image sides that are multiples of "
+                              f"{m} for model '{self.cfg.model.name}'; sizes: {sorted(shapes)} "
+                              "(use patch sampling)")
+        if self.cfg.augment.rot90 and any(h != w for h, w in shapes):
+            raise ConfigError("augment.rot90 with sampling.mode 'whole' needs square images "
+                              "(a turned image would not batch with the others)")
 
     # ---- persistence -------------------------------------------------------------------------
     def save_last(self) -> None:
@@ -187,8 +211,10 @@ class Trainer:
             self.net.load_state_dict(blob["model"])
             self.opt.load_state_dict(blob["optim"])
             self.scaler.load_state_dict(blob["scaler"])
-            if self.ema is not None:
+            if self.ema is not None and "ema" in blob:
                 self.ema.load_state_dict(blob["ema"])
+            elif self.ema is not None:  # train.ema added on resume: average from here on
+                self.ema = _ema_model(self.net, self.cfg.train.ema)
             self.state = State(**json.loads(blob["state"]))
         except Exception as err:  # weights_only unpickling refuses code; any damage lands here
             why = " ".join(str(err).split())[:200] or type(err).__name__
@@ -307,7 +333,7 @@ class Trainer:
         if score > self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale = score, epoch, 0
             info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
-            if self.cfg.inference.match_fov:
+            if self.cfg.inference.match_fov and _modality(self.cfg) == "fundus":
                 from retinaseg.inference.scale import median_fov_diameter
 
                 info["fov_diameter"] = median_fov_diameter(it.fov for it in self.train_items)
