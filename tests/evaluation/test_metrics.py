@@ -457,3 +457,20 @@ def test_topology_metrics_known_values() -> None:
     fov = np.ones_like(gt)
     fov[15:, 15:] = False  # hides the blob
     assert topology_metrics(pred, gt, fov, patch=32, n=3)["components_pred"] == 1
+
+
+def test_choose_threshold_groups_count_equally():
+    """A big group prefers 0.6, a small one 0.3: pooled picks 0.6, group-balanced picks 0.3.
+
+    A (200 px): positives 0.7, negatives 0.5 → Dice 0.667 at 0.3, 1.0 at 0.6.
+    B (20 px): positives 0.4, negatives 0.1 → Dice 1.0 at 0.3, 0.0 at 0.6.
+    Pooled: 0.6875 at 0.3, 0.952 at 0.6. Balanced: 0.833 at 0.3, 0.5 at 0.6.
+    """
+    a_p = np.array([0.7] * 100 + [0.5] * 100, np.float32)
+    a_g = np.array([1] * 100 + [0] * 100, bool)
+    b_p = np.array([0.4] * 10 + [0.1] * 10, np.float32)
+    b_g = np.array([1] * 10 + [0] * 10, bool)
+    probs, gts = [a_p[None], b_p[None]], [a_g[None], b_g[None]]
+    assert choose_threshold(probs, gts, grid=[0.3, 0.6]) == pytest.approx(0.6)
+    assert choose_threshold(probs, gts, grid=[0.3, 0.6], groups=["a", "b"]) == pytest.approx(0.3)
+    assert choose_threshold(probs, gts, grid=[0.3, 0.6], groups=["a", "a"]) == pytest.approx(0.6)

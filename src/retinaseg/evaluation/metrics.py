@@ -530,12 +530,29 @@ def _grid_counts(
     ]
 
 
+def _grid_values(probs: Sequence[ArrayLike], gts: Sequence[ArrayLike],
+                 fovs: Sequence[ArrayLike] | None, grid: np.ndarray, metric: str,
+                 groups: Sequence[str] | None) -> np.ndarray:
+    """``metric`` at every threshold of ``grid``: pooled, or the mean of per-group pools."""
+    if groups is None:
+        return np.array([threshold_metrics(c)[metric]
+                         for c in _grid_counts(probs, gts, fovs, grid)])
+    curves = []
+    for name in dict.fromkeys(groups):
+        idx = [i for i, gname in enumerate(groups) if gname == name]
+        sub_fovs = None if fovs is None else [fovs[i] for i in idx]
+        counts = _grid_counts([probs[i] for i in idx], [gts[i] for i in idx], sub_fovs, grid)
+        curves.append([threshold_metrics(c)[metric] for c in counts])
+    return np.nanmean(np.array(curves, dtype=np.float64), axis=0)
+
+
 def choose_threshold(
     probs: Sequence[ArrayLike],
     gts: Sequence[ArrayLike],
     fovs: Sequence[ArrayLike] | None = None,
     metric: str = "dice",
     grid: ArrayLike | None = None,
+    groups: Sequence[str] | None = None,
 ) -> float:
     """Threshold of ``grid`` maximising a pooled confusion metric on a **validation** set.
 
@@ -546,6 +563,9 @@ def choose_threshold(
         probs, gts, fovs: as in :func:`pooled_metrics`.
         metric: one of :data:`THRESHOLD_KEYS` (``"dice"`` by default).
         grid: candidate thresholds, default ``np.linspace(0.05, 0.95, 91)``.
+        groups: optional group name per image (e.g. its dataset): the metric is then pooled
+            within each group and the groups' values are averaged, so that every group counts
+            equally however many pixels it has.
 
     Returns:
         The best threshold; when several tie (within 1e-12), the median one of them (so a flat
@@ -556,7 +576,7 @@ def choose_threshold(
     g = np.unique(np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64))
     if g.size == 0:
         raise ValueError("choose_threshold: the threshold grid is empty")
-    values = np.array([threshold_metrics(c)[metric] for c in _grid_counts(probs, gts, fovs, g)])
+    values = _grid_values(probs, gts, fovs, g, metric, groups)
     if np.all(np.isnan(values)):
         raise ValueError(f"choose_threshold: {metric} is undefined (NaN) at every threshold")
     best = np.flatnonzero(np.abs(values - np.nanmax(values)) <= 1e-12)

@@ -369,7 +369,8 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     tr.net, tr.ema = net, None
     probs = tr.predict_items(tr.val_items)
     thr = choose_threshold(probs, [it.label for it in tr.val_items],
-                           [it.fov for it in tr.val_items], metric="dice")
+                           [it.fov for it in tr.val_items], metric="dice",
+                           groups=[it.source for it in tr.val_items])
     spec.threshold = float(thr)
     spec.info.update({"threshold_source": f"chosen on validation ({tr.val_source})",
                       "train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
