@@ -52,8 +52,8 @@ CANDIDATES: list[dict[str, str]] = [
              "bce+dice, 50 min / 1 thread"},
     {"name": "drive_unet_fullres_ema", "kind": "fundus",
      "config": "configs/drive_unet_fullres_ema.yaml",
-     "what": "as drive_unet_fullres + weight EMA 0.995, rotations ±20°, zoom ±15%, "
-             "blur/noise"},
+     "what": "stage 2: fine-tunes drive_unet_fullres (warm restart, lr 1e-3) with weight EMA "
+             "0.995, rotations ±20°, zoom ±10%, blur/noise, FOV matching; 50 min / 1 thread"},
     {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
      "model": "runs/baseline/octa-vessels.safetensors",
      "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "
@@ -62,8 +62,9 @@ CANDIDATES: list[dict[str, str]] = [
      "what": "MONAI UNet 16-256, 256² patches ×2 (more context), bce+dice, 50 min / 1 thread"},
     {"name": "octa_vessels_whole_ema", "kind": "octa",
      "config": "configs/octa_vessels_whole_ema.yaml",
-     "what": "MONAI UNet 16-256, whole images batched by size, weight EMA, zoom ±20%, "
-             "blur/noise, bce+dice"},
+     "what": "stage 2: fine-tunes the best stage-1 OCTA model on whole images batched by size, "
+             "weight EMA 0.99, rotations ±15°, zoom ±20%, blur/noise, bce+dice; "
+             "50 min / 1 thread"},
 ]
 
 
