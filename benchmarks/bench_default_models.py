@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
@@ -106,10 +107,32 @@ def bundle_weights(run: str, name: str) -> None:
     print(f"bundled {src} as {name}")
 
 
-def write_card(name: str, config: str, raw: dict, rows: list[list]) -> None:
+def total_minutes(run: str) -> tuple[float, str]:
+    """Training minutes of a run including the model it was fine-tuned from, and a note."""
+    from retinaseg.models.persistence import resolve_model_path
+    from retinaseg.training.config import load_config
+
+    spec = read_spec(resolve_model_path(run))
+    own = float(spec.info.get("train_seconds", float("nan")))
+    total = spec.info.get("total_train_seconds")
+    init = spec.info.get("init")
+    cfg_path = resolve_model_path(run).parent / "config.yaml"
+    if total is None and cfg_path.is_file():
+        init = load_config(cfg_path).model.init
+        if init:
+            before = read_spec(resolve_model_path(init)).info
+            total = own + float(before.get("total_train_seconds", before.get("train_seconds")))
+    if total is None:
+        return own / 60, ""
+    return float(total) / 60, (f"{own / 60:.0f} min fine-tuning from `{Path(init).name}` plus "
+                               f"{(float(total) - own) / 60:.0f} min for that model")
+
+
+def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) -> None:
     """Rewrite the model card of ``name`` with the scores just measured."""
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     spec = read_spec(weights)
+    minutes, how = total_minutes(run)
     val = spec.info.get("threshold_source", "")
     val_ids = val.split(": ", 1)[1].rstrip(")") if ": " in val else "see threshold"
     mine = [r[1:] for r in rows if r[0] == name]
@@ -128,8 +151,9 @@ def write_card(name: str, config: str, raw: dict, rows: list[list]) -> None:
               f"{TARGETS[name]}. Measured by `benchmarks/bench_default_models.py`; candidates "
               f"tried are compared in `benchmarks/RESULTS.md` (bench_candidates).")
     data = DATA_TERMS[name].format(val=val_ids) + (
-        f"\nReproduce: `retinaseg train {config}` "
-        f"({spec.info.get('train_seconds', float('nan')) / 60:.0f} min on a 2-core CPU).")
+        f"\nReproduce: `retinaseg train {config}` (see the config's header for the stage it "
+        f"starts from). Total training: {minutes:.0f} min on a 2-core CPU"
+        + (f" ({how})." if how else "."))
     write_text_atomic(WEIGHTS_DIR / f"{name}.md", card_text(name, weights, data, scores))
     print(f"wrote the model card of {name}")
 
@@ -179,7 +203,7 @@ def main() -> None:
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
     for name, (run, config) in bundles.items():
         if run:
-            write_card(name, config, raw, rows)
+            write_card(name, config, run, raw, rows)
     print(body)
 
 

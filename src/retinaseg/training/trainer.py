@@ -123,6 +123,14 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
     net.load_state_dict(src.state_dict())
 
 
+def _init_seconds(cfg: RunConfig) -> float:
+    """Training seconds of the ``model.init`` model, including its own starting model."""
+    from retinaseg.models.persistence import read_spec, resolve_model_path
+
+    info = read_spec(resolve_model_path(str(cfg.model.init))).info
+    return float(info.get("total_train_seconds", info.get("train_seconds", 0.0)))
+
+
 def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of ``net``'s parameters and buffers, or None."""
     if decay is None:
@@ -375,6 +383,10 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     spec.info.update({"threshold_source": f"chosen on validation ({tr.val_source})",
                       "train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
                       "device": str(tr.device)})
+    if tr.cfg.model.init:  # fine-tuned: also record what the starting model cost
+        spec.info.update({"init": str(tr.cfg.model.init),
+                          "total_train_seconds": round(tr.state.elapsed + _init_seconds(tr.cfg),
+                                                       1)})
     save_model(best, net, spec)
     out = tr.run / "val_predictions"
     for p, it in zip(probs, tr.val_items):
