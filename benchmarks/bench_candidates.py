@@ -54,6 +54,10 @@ CANDIDATES: list[dict[str, str]] = [
      "config": "configs/drive_unet_fullres_ema.yaml",
      "what": "stage 2: fine-tunes drive_unet_fullres (warm restart, lr 1e-3) with weight EMA "
              "0.995, rotations ±20°, zoom ±10%, blur/noise, FOV matching; 50 min / 1 thread"},
+    {"name": "drive_unet_fullres_ft", "kind": "fundus",
+     "config": "configs/drive_unet_fullres_ft.yaml",
+     "what": "stage 2: fine-tunes drive_unet_fullres (warm restart, lr 5e-4) with weight EMA "
+             "0.995, stage 1's augmentation, FOV matching; 27 min / 1 thread"},
     {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
      "model": "runs/baseline/octa-vessels.safetensors",
      "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "
