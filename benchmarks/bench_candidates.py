@@ -72,6 +72,15 @@ CANDIDATES: list[dict[str, str]] = [
 ]
 
 
+ABANDONED = [  # runs stopped early, with what they showed (not in the tables)
+    "`drive_unet_fullres_ema` (`configs/drive_unet_fullres_ema.yaml`, stage 2 with rotations "
+    "±20°, zoom ±10 %, blur/noise, EMA, lr 1e-3): stopped by hand at epoch 62 of 150 (23 min, "
+    "lr still 5.8e-4) with validation Dice 0.780 (EMA weights, threshold 0.5) against stage 1's "
+    "0.794; the stronger augmentation cost DRIVE accuracy in this budget, so the remaining time "
+    "went to `drive_unet_fullres_ft`.",
+]
+
+
 def model_file(c: dict[str, str]) -> Path | None:
     """The candidate's model: its fixed file, or ``best.safetensors`` of its newest run."""
     if "model" in c:
@@ -139,6 +148,7 @@ def report(cache: dict) -> str:
                            f"{r['threshold']:.3f}"])
     what = "\n".join(f"- `{c['name']}` (`{c['config']}`): {c['what']}" for c in CANDIDATES
                      if c["name"] in cache)
+    what += "\n\nStopped early:\n\n" + "\n".join(f"- {n}" for n in ABANDONED)
     return (
         "Each candidate is a recipe in `configs/`; the default model is the candidate with the "
         "best *choosing* score. Fundus: chosen by the per-image-mean Dice on the 4 DRIVE "
