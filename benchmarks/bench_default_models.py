@@ -100,9 +100,29 @@ def observer_rows() -> list[list]:
 
 
 def bundle_weights(run: str, name: str) -> None:
-    """Copy the run's best model into the package as the bundled model ``name``."""
+    """Copy the run's best model into the package as the bundled model ``name``.
+
+    A fundus model trained without ``inference.match_fov`` gets the median FOV diameter of the
+    DRIVE training images (its own training data) stamped into its metadata, so that resolution
+    matching works for it too; the weights are untouched and the stamp is printed.
+    """
+    from retinaseg.models.persistence import load_model, save_model
+
     src = resolve_model_path(run)
-    with atomic_path(WEIGHTS_DIR / f"{name}.safetensors") as tmp:
+    dst = WEIGHTS_DIR / f"{name}.safetensors"
+    spec = read_spec(src)
+    if spec.modality == "fundus" and not spec.info.get("fov_diameter"):
+        from retinaseg.data import build_dataset
+        from retinaseg.inference.scale import median_fov_diameter
+
+        ds = build_dataset("drive", str(SHARED_DATA / "DRIVE"), "training")
+        spec.info["fov_diameter"] = median_fov_diameter(ds[i]["fov"] for i in range(len(ds)))
+        spec.info["fov_diameter_source"] = "stamped at bundling: median of the DRIVE training FOVs"
+        net, _ = load_model(src)
+        save_model(dst, net, spec)
+        print(f"bundled {src} as {name} (FOV diameter {spec.info['fov_diameter']} px stamped)")
+        return
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     print(f"bundled {src} as {name}")
 
