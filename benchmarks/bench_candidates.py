@@ -64,9 +64,12 @@ CANDIDATES: list[dict[str, str]] = [
              "(the 2026-11-22 bundle)"},
     {"name": "octa_vessels_p256", "kind": "octa", "config": "configs/octa_vessels_p256.yaml",
      "what": "MONAI UNet 16-256, 256² patches ×2 (more context), bce+dice, 50 min / 1 thread"},
+    {"name": "octa_vessels_ft", "kind": "octa", "config": "configs/octa_vessels_ft.yaml",
+     "what": "stage 2: fine-tunes baseline_octa with its own sampling and augmentation, "
+             "warm restart (lr 5e-4), weight EMA 0.99; 24 min / 1 thread"},
     {"name": "octa_vessels_whole_ema", "kind": "octa",
      "config": "configs/octa_vessels_whole_ema.yaml",
-     "what": "stage 2: fine-tunes the best stage-1 OCTA model on whole images batched by size, "
+     "what": "stage 2: fine-tunes baseline_octa on whole images batched by size, "
              "weight EMA 0.99, rotations ±15°, zoom ±20%, blur/noise, bce+dice; "
              "50 min / 1 thread"},
 ]
