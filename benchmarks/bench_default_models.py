@@ -129,7 +129,6 @@ def bundle_weights(run: str, name: str) -> None:
 
 def total_minutes(run: str) -> tuple[float, str]:
     """Training minutes of a run including the model it was fine-tuned from, and a note."""
-    from retinaseg.models.persistence import resolve_model_path
     from retinaseg.training.config import load_config
 
     spec = read_spec(resolve_model_path(run))
@@ -207,18 +206,17 @@ def main() -> None:
                                ("octa-vessels", "400x400", "400×400 OCTA"),
                                ("octa-vessels", "304x304", "304×304 OCTA")):
         sp = speed(model, shape)
-        spec = read_spec(resolve_model_path(model))
         raw[f"speed {what}"] = {**sp, "model": model, "what": what}
         sp_rows.append([model, what, f"{sp['median_s']:.4f}", sp["threads"],
                         f"{sp['peak_rss_mb']:.0f}",
-                        f"{spec.info.get('train_seconds', float('nan')) / 60:.1f}"])
+                        f"{total_minutes(model)[0]:.1f}"])
     body = ("Accuracy: thresholds are each model's own (chosen on validation data at training "
             "time); DRIVE metrics inside the FOV mask, OCTA on the whole image.\n\n"
             + md_table(["model", "data", *KEYS], rows)
             + "\n\nSpeed: median of 21 runs after one warm-up, whole image, preprocessing "
               "included, default threads, fresh process per model (peak RSS of that process).\n\n"
             + md_table(["model", "input", "seconds / image", "threads", "peak RSS MB",
-                        "training min"], sp_rows))
+                        "training min (incl. the model it was fine-tuned from)"], sp_rows))
     write_section("default_models", "Bundled default models", body)
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
     for name, (run, config) in bundles.items():

@@ -136,32 +136,27 @@ def _real_samples(root: str | Path, name: str, n: int) -> tuple[str, list[dict]]
 
 def _run_real(root: str | Path, dataset: str, out: Path, n: int) -> dict[str, Any]:
     """Segment ``n`` real images of the dataset at ``root`` with the default model."""
-    from retinaseg.evaluation.figures import error_map, overlay
+    from retinaseg.evaluation.figures import error_map
     from retinaseg.evaluation.metrics import image_metrics
     from retinaseg.inference.modality import DEFAULT_MODELS
-    from retinaseg.inference.pipeline import Segmenter
-    from retinaseg.io import write_png
+    from retinaseg.inference.pipeline import Segmenter, write_outputs
     from retinaseg.registry import DATASETS
 
     what, samples = _real_samples(root, dataset, n)
-    name = what.split(" ")[0]
-    model = DEFAULT_MODELS[DATASETS.get(name).modality]
+    model = DEFAULT_MODELS[DATASETS.get(dataset).modality]
     seg = Segmenter(model)
     rows, images = [], []
     for s in samples:
         prob = seg(s["image"], source=str(s["path"]))
         mask = prob > seg.threshold
-        stem = f"{name}_{s['id']}"
-        write_png(out / "predictions" / f"{stem}_prob.png", prob)
-        write_png(out / "predictions" / f"{stem}_mask.png", mask)
-        write_png(out / "predictions" / f"{stem}_overlay.png", overlay(s["image"], mask))
-        rec: dict[str, Any] = {"id": s["id"], "path": str(s["path"])}
+        rec: dict[str, Any] = {"id": s["id"], "path": str(s["path"]), **write_outputs(
+            out / "predictions", f"{dataset}_{s['id']}", s["image"], prob, seg.threshold)}
         err = np.zeros((*mask.shape, 3), np.uint8)
         if s["label"] is not None:
             rec["dice"] = image_metrics(prob, s["label"], seg.threshold, s["fov"])["dice"]
             err = error_map(mask, s["label"], s["fov"])
         images.append(rec)
-        title = f"{name} {s['id']}" + (f" (Dice {rec['dice']:.3f})" if "dice" in rec else "")
+        title = f"{dataset} {s['id']}" + (f" (Dice {rec['dice']:.3f})" if "dice" in rec else "")
         rows.append((title, s["image"], prob, mask, err))
     dices = [r["dice"] for r in images if "dice" in r]
     return {"dataset": what, "root": str(root), "model": model, "threshold": seg.threshold,

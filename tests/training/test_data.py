@@ -136,3 +136,20 @@ def test_whole_mode_with_rot90_on_non_square_images_is_a_clear_error(tmp_path: P
     tr.train_items[0].image = np.zeros((1, 8, 12), np.float32)
     with pytest.raises(ConfigError, match="rot90"):
         tr._check_patch_size()
+
+
+def test_match_fov_stores_the_median_fov_diameter_for_fundus_only() -> None:
+    from retinaseg.training.config import validate_config
+    from retinaseg.training.trainer import _fov_diameter
+
+    def cfg(kind: str, match: bool):
+        return validate_config({"data": {"dataset": "synthetic", "options": {"kind": kind}},
+                                "inference": {"match_fov": match}})
+
+    items = _items([64, 64, 64])
+    for it, d in zip(items, [50, 60, 70]):
+        it.fov = np.zeros((64, 64), bool)
+        it.fov[10, 2:2 + d] = True  # a FOV whose horizontal extent is d px
+    assert _fov_diameter(cfg("fundus", True), items) == 60
+    assert _fov_diameter(cfg("fundus", False), items) is None
+    assert _fov_diameter(cfg("octa", True), items) is None

@@ -120,7 +120,7 @@ def unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
-def _write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
+def write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
                    thr: float) -> dict:
     """Write probability, mask and overlay PNGs; return the per-image measurements."""
     from retinaseg.evaluation.figures import overlay
@@ -187,7 +187,7 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         report.spec = seg.spec
         row = {"image": str(path), "model": ref, "threshold": round(thr, 4),
                "rescaled": round(seg.last_scale, 4)}
-        row.update(_write_outputs(out, unique_stem(path, used), image, prob, thr))
+        row.update(write_outputs(out, unique_stem(path, used), image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)
     return report

@@ -131,6 +131,15 @@ def _init_seconds(cfg: RunConfig) -> float:
     return float(info.get("total_train_seconds", info.get("train_seconds", 0.0)))
 
 
+def _fov_diameter(cfg: RunConfig, items: list[Item]) -> float | None:
+    """Median FOV diameter (px) of fundus training images with ``inference.match_fov``."""
+    if not (cfg.inference.match_fov and _modality(cfg) == "fundus"):
+        return None
+    from retinaseg.inference.scale import median_fov_diameter
+
+    return median_fov_diameter(it.fov for it in items)
+
+
 def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of ``net``'s parameters and buffers, or None."""
     if decay is None:
@@ -170,6 +179,7 @@ class Trainer:
         self.amp = self.device.type == "cuda" and cfg.train.amp is not False
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = _ema_model(self.net, cfg.train.ema)
+        self.fov_diameter = _fov_diameter(cfg, self.train_items)
         self.state = State()
         self._check_patch_size()
 
@@ -341,10 +351,8 @@ class Trainer:
         if score > self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale = score, epoch, 0
             info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
-            if self.cfg.inference.match_fov and _modality(self.cfg) == "fundus":
-                from retinaseg.inference.scale import median_fov_diameter
-
-                info["fov_diameter"] = median_fov_diameter(it.fov for it in self.train_items)
+            if self.fov_diameter:
+                info["fov_diameter"] = self.fov_diameter
             save_model(self.run / "best.safetensors", self.eval_net,
                        _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
         else:
