@@ -49,7 +49,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
                   tta=a.tta, tile=a.tile, device=a.device, threads=a.threads,
-                  match_fov=not a.native_scale)
+                  match_fov=not a.native_scale, head=a.head,
+                  precision=a.precision)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
@@ -62,9 +63,11 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
                  threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
                  tile=a.tile, device=a.device, threads=a.threads,
-                 match_fov=not a.native_scale)
+                 match_fov=not a.native_scale, head=a.head,
+                 precision=a.precision)
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
-    print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, threshold "
+    head = f"head {s['head']}, " if s.get("head") else ""
+    print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, {head}threshold "
           f"{s['threshold']:.3f} ({s['threshold_source']}), {s['fov']}")
     for label, d in (("per-image mean", s["per_image_mean"]), ("pooled", s["pooled"])):
         print(f"  {label:15s} " + "  ".join(f"{k}={d[k]:.4f}" for k in keys))
@@ -146,6 +149,12 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", default=None,
                    help="number, or 'val' to choose on the validation split "
                         "(default: the model's own)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network arithmetic: auto = bfloat16 on CPUs with native bfloat16 "
+                        "(AVX512-BF16/AMX), else float32")
+    p.add_argument("--head", default=None,
+                   help="output head of a model with several label conventions, e.g. "
+                        "large_vessel or all_vessel for octa-vessels (default: its first)")
 
 
 def build_parser() -> argparse.ArgumentParser:

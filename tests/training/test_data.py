@@ -24,10 +24,10 @@ def test_whole_mode_batches_group_images_of_one_shape() -> None:
     # 32²: 5 → 2+2+1, 48²: 4 → 2+2, 40²: 1 → 6 batches, not one per shape change
     assert len(batches) == len(sampler) == 6
     assert sorted(b[0].shape[0] for b in batches) == [1, 1, 2, 2, 2, 2]
-    seen = sorted(int(v) for x, _, _ in batches for v in x[:, 0, 0, 0])
+    seen = sorted(int(v) for x, *_ in batches for v in x[:, 0, 0, 0])
     assert seen == list(range(10))  # every image exactly once per epoch
-    again = [x[:, 0, 0, 0].tolist() for x, _, _ in sampler.epoch(seed=1)]
-    assert again == [x[:, 0, 0, 0].tolist() for x, _, _ in batches]  # seeded
+    again = [x[:, 0, 0, 0].tolist() for x, *_ in sampler.epoch(seed=1)]
+    assert again == [x[:, 0, 0, 0].tolist() for x, *_ in batches]  # seeded
 
 
 def test_ema_follows_the_exponential_average_of_the_weights(tmp_path: Path) -> None:

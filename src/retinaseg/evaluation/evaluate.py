@@ -110,6 +110,9 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
              save_maps: bool = True, **segmenter_kw: Any) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``/``split``; write ``per_image.csv``, ``summary.json``,
     error maps, a confusion matrix and ROC/PR curves to ``out``; return the summary.
+
+    A model with several heads is scored with ``head`` when given, else with the head trained
+    on this dataset's labels (same label convention), else with its first head.
     """
     from retinaseg.data import build_dataset
     from retinaseg.evaluation.metrics import (
@@ -122,6 +125,10 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
 
     options = dict(options or {})
     ds = build_dataset(dataset, root, split, **options)
+    if segmenter_kw.get("head") is None:
+        from retinaseg.models.persistence import read_spec, resolve_model_path
+
+        segmenter_kw["head"] = read_spec(resolve_model_path(model)).head_for(dataset)
     seg = Segmenter(model, **segmenter_kw)
     out = make_out_dir(out)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
@@ -130,7 +137,8 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
             for i, p, g, f in zip(sc.ids, sc.probs, sc.labels, sc.fovs)]
     mean, std = summarise([{k: v for k, v in r.items() if k != "id"} for r in rows])
     pooled = pooled_metrics(sc.probs, sc.labels, thr, sc.fovs)
-    summary = {"dataset": dataset, "split": split, "model": str(model), "threshold": thr,
+    summary = {"dataset": dataset, "split": split, "model": str(model), "head": seg.head_name,
+               "threshold": thr,
                "threshold_source": thr_src, "n_images": len(rows), "options": options,
                "fov": "inside dataset FOV mask" if any(f is not None for f in sc.fovs)
                else "whole image",

@@ -32,24 +32,40 @@ def adapt_channels(image: np.ndarray, in_channels: int, source: str = "image") -
 
 
 class Segmenter:
-    """A loaded model plus its preprocessing: ``segmenter(image) -> probability [H,W]``."""
+    """A loaded model plus its preprocessing: ``segmenter(image) -> probability [H,W]``.
+
+    ``precision="auto"`` runs the network in bfloat16 on CPUs that compute it natively
+    (``avx512_bf16``/``amx_bf16``) and in float32 elsewhere; ``head`` picks the output head of a
+    model with several (default: its first).
+    """
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
                  tile: int | None = None, overlap: float = 0.25, tta: bool = False,
-                 match_fov: bool = True) -> None:
+                 match_fov: bool = True, head: str | None = None,
+                 precision: str = "auto") -> None:
         from retinaseg.preprocessing.pipeline import build_preprocess
+        from retinaseg.utils.runtime import resolve_precision
 
         configure_threads(threads)
         self.device = select_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.net, self.spec = load_model(model, self.device)
+        self.head = head
+        self.channel = self.spec.head_index(head)  # checks the name
         self.preprocess = build_preprocess(self.spec.preprocess)
         self.tile, self.overlap, self.tta = tile, overlap, tta
         self.match_fov = match_fov
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
 
     @property
+    def head_name(self) -> str:
+        """Name of the output head in use ('' for a model with one output)."""
+        return str(self.spec.heads[self.channel]["name"]) if self.spec.heads else ""
+
+    @property
     def threshold(self) -> float:
-        return float(self.spec.threshold)
+        """The model's decision threshold for the selected head."""
+        return self.spec.head_threshold(self.head)
 
     def prepare(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Raw ``[H,W]``/``[H,W,C]`` image → model input ``[C,H,W]``."""
@@ -78,7 +94,8 @@ class Segmenter:
         if f != 1.0:
             image = resize(image, (max(16, round(h * f)), max(16, round(w * f))))
         prob = predict_probability(self.net, self.prepare(image, source), self.device,
-                                   tile=self.tile, overlap=self.overlap, tta=self.tta)
+                                   tile=self.tile, overlap=self.overlap, tta=self.tta,
+                                   channel=self.channel, precision=self.precision)
         return prob if f == 1.0 else np.clip(resize(prob, (h, w)), 0.0, 1.0)
 
 
@@ -150,8 +167,18 @@ class _ModelPicker:
         if ref not in self.cache:
             if self.model is None:
                 tqdm.write(f"no --model given: using bundled model '{ref}' for this image type")
-            self.cache[ref] = Segmenter(ref, **self.kw)
+            self.cache[ref] = self._load(ref)
         return ref, self.cache[ref]
+
+    def _load(self, ref: str) -> Segmenter:
+        """A head asked for applies to the models that have heads; a bundled model picked by
+        modality without heads (fundus-vessels) ignores it."""
+        from retinaseg.models.persistence import read_spec, resolve_model_path
+
+        if self.model is None and self.kw.get("head") is not None \
+                and not read_spec(resolve_model_path(ref)).heads:
+            return Segmenter(ref, **{**self.kw, "head": None})
+        return Segmenter(ref, **self.kw)
 
 
 def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: str | Path,
@@ -185,8 +212,8 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
             continue
         thr = seg.threshold if threshold is None else float(threshold)
         report.spec = seg.spec
-        row = {"image": str(path), "model": ref, "threshold": round(thr, 4),
-               "rescaled": round(seg.last_scale, 4)}
+        row = {"image": str(path), "model": ref, "head": seg.head_name,
+               "threshold": round(thr, 4), "rescaled": round(seg.last_scale, 4)}
         row.update(write_outputs(out, unique_stem(path, used), image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)

@@ -55,17 +55,22 @@ def predict_logits(net: nn.Module, x: torch.Tensor, tile: int | None = None,
 def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.device = "cpu",
                         tile: int | None = None, overlap: float = 0.25, tta: bool = False,
                         sw_batch_size: int = 2,
-                        max_whole_pixels: int = MAX_WHOLE_PIXELS) -> np.ndarray:
+                        max_whole_pixels: int = MAX_WHOLE_PIXELS, channel: int = 0,
+                        precision: str = "fp32") -> np.ndarray:
     """Vessel probability ``[H,W]`` float32 in [0,1] for a preprocessed image ``[C,H,W]``.
 
-    With ``tta`` the prediction is averaged over the identity and horizontal/vertical flips.
+    With ``tta`` the prediction is averaged over the identity and horizontal/vertical flips;
+    ``channel`` picks the output head of a model with several; ``precision="bf16"`` runs the
+    network under bfloat16 autocast (see :func:`retinaseg.utils.runtime.resolve_precision`).
     """
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,)] if tta else [])
     acc = torch.zeros((1, 1, *x.shape[-2:]), device=device)
+    dev = torch.device(device).type
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
-        p = torch.sigmoid(predict_logits(net, xi, tile, overlap, sw_batch_size,
-                                         max_whole_pixels)[:, :1].float())
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = predict_logits(net, xi, tile, overlap, sw_batch_size, max_whole_pixels)
+        p = torch.sigmoid(logits[:, channel:channel + 1].float())
         acc += torch.flip(p, dims) if dims else p
     return (acc / len(flips))[0, 0].cpu().numpy()

@@ -35,6 +35,33 @@ class ModelSpec:
     threshold: float = 0.5
     modality: str = "any"
     info: dict[str, Any] = field(default_factory=dict)
+    heads: list[dict[str, Any]] = field(default_factory=list)
+    """Models with several output heads (one per label convention): per output channel, its
+    ``name``, ``threshold`` and the datasets it was ``trained_on``; empty for one output."""
+
+    def head_index(self, name: str | None) -> int:
+        """Output channel of head ``name`` (None: the first); a clear error for unknown names."""
+        if name is None:
+            return 0
+        names = [h["name"] for h in self.heads]
+        if name not in names:
+            known = ", ".join(names) if names else "none (the model has one output)"
+            raise ModelLoadError(f"model '{self.name}' has no head '{name}'; its heads: {known}")
+        return names.index(name)
+
+    def head_for(self, dataset: str) -> str | None:
+        """The head trained on ``dataset``'s labels (its label convention), or None."""
+        for h in self.heads:
+            if dataset in h.get("trained_on", []):
+                return str(h["name"])
+        return None
+
+    def head_threshold(self, name: str | None) -> float:
+        """The decision threshold of head ``name`` (None: the first head, or the only output)."""
+        if not self.heads:
+            self.head_index(name)  # one output: only None is valid
+            return float(self.threshold)
+        return float(self.heads[self.head_index(name)]["threshold"])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -28,6 +28,8 @@ class SourceConfig(_Strict):
     train_split: str = "train"
     val_split: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    head: str | None = Field(None, description=(
+        "with model.heads: the output head this dataset's labels train (default: the first)"))
 
 
 class DataConfig(SourceConfig):
@@ -40,7 +42,7 @@ class DataConfig(SourceConfig):
     def sources(self) -> list[SourceConfig]:
         """The main dataset followed by the extra ones."""
         main = SourceConfig(dataset=self.dataset, root=self.root, train_split=self.train_split,
-                            val_split=self.val_split, options=self.options)
+                            val_split=self.val_split, options=self.options, head=self.head)
         return [main, *self.extra]
 
 
@@ -69,7 +71,12 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     init: str | None = Field(None, description=(
         "start from these weights (a .safetensors file, a run folder or a bundled model name) "
-        "instead of a random initialisation; the architecture must match"))
+        "instead of a random initialisation; the architecture must match (a one-output "
+        "model may start a model with several heads: every head starts as its copy)"))
+    heads: list[str] | None = Field(None, min_length=2, description=(
+        "names of output heads, one per label convention (for example 'large_vessel' for "
+        "OCTA-500 GT_LargeVessel and 'all_vessel' for ROSSA); each dataset trains the head named "
+        "by its 'head' key; the model gets one output channel per head"))
 
 
 class LossConfig(_Strict):
@@ -143,7 +150,21 @@ class RunConfig(_Strict):
         for kind, reg, name in checks:
             if name not in reg:
                 raise ValueError(f"{kind} '{name}' is not registered; known: {reg.names()}")
+        self._check_heads()
         return self
+
+    def _check_heads(self) -> None:
+        heads = self.model.heads
+        if heads and len(set(heads)) != len(heads):
+            raise ValueError(f"model.heads must be distinct names, got {heads}")
+        if heads and "out_channels" in self.model.params:
+            raise ValueError("model.params.out_channels is set by model.heads; remove it")
+        for i, src in enumerate(self.data.sources()):
+            where = "data.head" if i == 0 else f"data.extra.{i - 1}.head"
+            if src.head is not None and not heads:
+                raise ValueError(f"{where} '{src.head}' needs model.heads")
+            if src.head is not None and src.head not in heads:
+                raise ValueError(f"{where} '{src.head}' is not one of model.heads {heads}")
 
 
 def _parse_value(text: str) -> Any:

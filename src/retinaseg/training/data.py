@@ -30,6 +30,8 @@ class Item:
     fov: np.ndarray
     source: str = ""
     """The dataset the item came from (validation scores are averaged per source)."""
+    head: int = 0
+    """The output channel (``model.heads``) that this item's label supervises."""
 
 
 def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "") -> list[Item]:
@@ -79,17 +81,20 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig,
     return train, val, f"{name} images carved from '{src.train_split}' (seed {seed}): {ids}"
 
 
-def load_train_val(cfg: DataConfig, seed: int) -> tuple[list[Item], list[Item], str]:
+def load_train_val(cfg: DataConfig, seed: int,
+                   heads: list[str] | None = None) -> tuple[list[Item], list[Item], str]:
     """Training and validation items of every source, and where the validation set came from.
 
     Each source uses its own validation split, or a seeded fraction of its training images
-    when it has none.
+    when it has none. With ``heads`` (``model.heads``) each item records the index of the head
+    its source trains (``head`` key; default the first).
     """
     train, val, where = [], [], []
     for k, src in enumerate(cfg.sources()):
         t, v, w = _source_train_val(src, cfg, seed)
+        head = heads.index(src.head) if heads and src.head else 0
         for it in t + v:
-            it.source = f"{k}:{src.dataset}"
+            it.source, it.head = f"{k}:{src.dataset}", head
             if k:  # keep ids unique across sources
                 it.id = f"{src.dataset}-{it.id}"
         train += t
@@ -103,7 +108,8 @@ class PatchSampler:
 
     ``mode="patch"``: ``patches_per_image`` square patches per image per epoch, centres inside the
     FOV; ``mode="whole"``: each image once per epoch, batched with images of the same shape.
-    Yields ``(image [B,C,P,P], label [B,1,P,P], fov [B,1,P,P])`` float tensors.
+    Yields ``(image [B,C,P,P], label [B,1,P,P], fov [B,1,P,P], head [B])``: float tensors and
+    the int64 head index of each sample (:attr:`Item.head`).
     """
 
     def __init__(self, items: list[Item], cfg: SamplingConfig,
@@ -138,12 +144,12 @@ class PatchSampler:
         p = self.cfg.patch_size
         sl = (slice(cy, cy + p), slice(cx, cx + p))
         return {"image": img[:, sl[0], sl[1]], "label": lab[None, sl[0], sl[1]].astype(np.float32),
-                "fov": fov[None, sl[0], sl[1]].astype(np.float32)}
+                "fov": fov[None, sl[0], sl[1]].astype(np.float32), "head": self.items[k].head}
 
     def _whole(self, k: int) -> dict[str, np.ndarray]:
         img, lab, fov = self._padded[k]
         return {"image": img, "label": lab[None].astype(np.float32),
-                "fov": fov[None].astype(np.float32)}
+                "fov": fov[None].astype(np.float32), "head": self.items[k].head}
 
     def _draws(self, rng: np.random.Generator) -> list[tuple[int, int]]:
         draws = []
@@ -157,11 +163,14 @@ class PatchSampler:
         return draws
 
     def _to_tensor(self, d: dict) -> dict:
+        head = d.pop("head", 0)
         if self.augment is not None:
             d = self.augment(d)
-        return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in d.items()}
+        out = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in d.items()}
+        out["head"] = torch.tensor(head, dtype=torch.int64)
+        return out
 
-    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """Yield the batches of one epoch; the same ``seed`` gives the same batches."""
         rng = np.random.default_rng(seed)
         if self.cfg.mode == "whole":
@@ -196,6 +205,6 @@ class PatchSampler:
             batches += [idx[i:i + b] for i in range(0, len(idx), b)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def _stack(self, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _stack(self, batch: list[dict]) -> tuple[torch.Tensor, ...]:
         ts = [self._to_tensor(dict(d)) for d in batch]
-        return tuple(torch.stack([t[k] for t in ts]) for k in ("image", "label", "fov"))
+        return tuple(torch.stack([t[k] for t in ts]) for k in ("image", "label", "fov", "head"))

@@ -93,34 +93,71 @@ def _modality(cfg: RunConfig) -> str:
     return str(getattr(DATASETS.get(cfg.data.dataset), "modality", "any"))
 
 
-def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
-    return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=cfg.model.params,
+def _model_params(cfg: RunConfig) -> dict[str, Any]:
+    """``model.params``, plus ``out_channels`` = the number of heads with ``model.heads``."""
+    params = dict(cfg.model.params)
+    if cfg.model.heads:
+        params["out_channels"] = len(cfg.model.heads)
+    return params
+
+
+def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict,
+          heads: list[dict[str, Any]] | None = None) -> ModelSpec:
+    return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=_model_params(cfg),
                      preprocess=cfg.data.preprocess, threshold=threshold,
-                     modality=_modality(cfg), info=info)
+                     modality=_modality(cfg), info=info, heads=heads or [])
+
+
+def expand_heads(theirs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """A one-output tensor widened to ``shape`` so every head starts as a copy of it, or None.
+
+    The dims that differ must be 1 in ``theirs``. One such dim (a head's input or output
+    channels, a bias, a norm statistic) is repeated; two (dims 0 and 1: a square head-to-head
+    convolution) become block-diagonal, so the heads do not mix.
+    """
+    diff = [i for i, (a, b) in enumerate(zip(theirs.shape, shape)) if a != b]
+    if theirs.dim() != len(shape) or not diff or any(theirs.shape[i] != 1 for i in diff):
+        return None
+    if len(diff) == 1:
+        reps = [shape[i] if i in diff else 1 for i in range(len(shape))]
+        return theirs.repeat(*reps)
+    if diff == [0, 1] and shape[0] == shape[1]:
+        out = torch.zeros(shape, dtype=theirs.dtype)
+        for j in range(shape[0]):
+            out[j, j] = theirs[0, 0]
+        return out
+    return None
 
 
 def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
     """Copy the weights of ``cfg.model.init`` into ``net`` (fine-tuning).
 
-    Every tensor must match by name and shape; a different preprocessing is only warned about.
+    Every tensor must match by name and shape, except that a one-output model may start a
+    model with ``model.heads`` (see :func:`expand_heads`); a different preprocessing is only
+    warned about.
     """
     import warnings
 
     from retinaseg.models.persistence import load_model
 
     src, spec = load_model(str(cfg.model.init))
-    mine = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in src.state_dict().items()}
-    if mine != theirs:
-        raise ConfigError(f"invalid config key 'model.init': '{cfg.model.init}' is a "
-                          f"'{spec.name}' {spec.params} with {spec.in_channels} input channel(s), "
-                          f"whose weights do not fit the configured '{cfg.model.name}' "
-                          f"{cfg.model.params}")
+    mine, theirs = net.state_dict(), src.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for k, v in mine.items():
+        t = theirs.get(k)
+        if t is not None and t.shape != v.shape and cfg.model.heads:
+            t = expand_heads(t, tuple(v.shape))
+        if t is None or t.shape != v.shape or set(theirs) != set(mine):
+            raise ConfigError(f"invalid config key 'model.init': '{cfg.model.init}' is a "
+                              f"'{spec.name}' {spec.params} with {spec.in_channels} input "
+                              f"channel(s), whose weights do not fit the configured "
+                              f"'{cfg.model.name}' {_model_params(cfg)}")
+        state[k] = t
     if json.dumps(spec.preprocess, sort_keys=True) != json.dumps(cfg.data.preprocess,
                                                                  sort_keys=True):
         warnings.warn(f"model.init '{cfg.model.init}' was trained with preprocessing "
                       f"{spec.preprocess}, this run uses {cfg.data.preprocess}", stacklevel=2)
-    net.load_state_dict(src.state_dict())
+    net.load_state_dict(state)
 
 
 def _init_seconds(cfg: RunConfig) -> float:
@@ -158,6 +195,14 @@ def _source_mean(values: list[float], items: list[Item]) -> float:
     return float(np.nanmean([np.nanmean(vs) for vs in by.values()]))
 
 
+def select_heads(logits: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """``[B,K,H,W]`` logits → ``[B,1,H,W]``: channel ``head[b]`` of sample ``b`` (K = 1: as is)."""
+    if logits.shape[1] == 1:
+        return logits
+    idx = head.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])
+    return logits.gather(1, idx)
+
+
 class Trainer:
     """Trains one :class:`RunConfig` into ``run_dir``; use :func:`train` rather than this."""
 
@@ -166,10 +211,12 @@ class Trainer:
         self.threads = configure_threads(cfg.train.threads)
         self.device = select_device(cfg.train.device)
         seed_everything(cfg.seed)
-        self.train_items, self.val_items, self.val_source = load_train_val(cfg.data, cfg.seed)
+        self.train_items, self.val_items, self.val_source = load_train_val(
+            cfg.data, cfg.seed, cfg.model.heads)
         self.in_channels = int(self.train_items[0].image.shape[0])
         self._check_channels()
-        self.net = build_model(cfg.model.name, self.in_channels, **cfg.model.params).to(self.device)
+        self.net = build_model(cfg.model.name, self.in_channels,
+                               **_model_params(cfg)).to(self.device)
         if cfg.model.init and not (run_dir / "last.pt").is_file():  # a resume loads last.pt
             _init_weights(self.net, cfg)
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
@@ -262,10 +309,13 @@ class Trainer:
             g["lr"] = lr
         return lr
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, head: torch.Tensor | None = None) -> float:
+        """One optimiser step on a batch; ``head [B]``: the output head of each sample (0)."""
+        if head is None:
+            head = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.amp):
-            loss = self.loss_fn(self.net(x), y)
+            loss = self.loss_fn(select_heads(self.net(x), head), y)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at epoch {self.state.epoch + 1}; "
                                 f"stopped, the last good checkpoint is kept in '{self.run}'")
@@ -287,9 +337,9 @@ class Trainer:
             self.augment.set_random_state(seed=seed % 2**32)
         n, total, lr = len(self.sampler), 0.0, 0.0
         bar = tqdm(self.sampler.epoch(seed), total=n, desc=f"epoch {epoch + 1}", leave=False)
-        for i, (x, y, _fov) in enumerate(bar):
+        for i, (x, y, _fov, head) in enumerate(bar):
             lr = self._set_lr(epoch + i / max(n, 1))
-            total += self._step(x.to(self.device), y.to(self.device))
+            total += self._step(x.to(self.device), y.to(self.device), head.to(self.device))
             bar.set_postfix(loss=f"{total / (i + 1):.4f}")
         return total / max(n, 1), lr
 
@@ -301,7 +351,7 @@ class Trainer:
         net.eval()
         inf = self.cfg.inference
         return [predict_probability(net, it.image, self.device, tile=inf.tile,
-                                    overlap=inf.overlap) for it in items]
+                                    overlap=inf.overlap, channel=it.head) for it in items]
 
     def validate(self) -> dict[str, float]:
         from retinaseg.evaluation.metrics import confusion_counts, roc_auc, threshold_metrics
@@ -371,6 +421,16 @@ class Trainer:
     _t_start: float = 0.0
 
 
+def _head_specs(tr: Trainer, thresholds: list[float]) -> list[dict[str, Any]]:
+    """One entry per ``model.heads`` name: its threshold and the datasets that trained it."""
+    heads = tr.cfg.model.heads or []
+    out = []
+    for h, name in enumerate(heads):
+        srcs = sorted({it.source.split(":", 1)[1] for it in tr.train_items if it.head == h})
+        out.append({"name": name, "threshold": thresholds[h], "trained_on": srcs})
+    return out
+
+
 def _finish(tr: Trainer) -> dict[str, Any]:
     """Reload the best model, choose the threshold on validation, write predictions and plots."""
     from retinaseg.evaluation.figures import error_map, plot_training_curves
@@ -384,10 +444,16 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     net, spec = load_model(best, tr.device)
     tr.net, tr.ema = net, None
     probs = tr.predict_items(tr.val_items)
-    thr = choose_threshold(probs, [it.label for it in tr.val_items],
-                           [it.fov for it in tr.val_items], metric="dice",
-                           groups=[it.source for it in tr.val_items])
-    spec.threshold = float(thr)
+    thresholds = []
+    for h in range(len(tr.cfg.model.heads or [None])):
+        sel = [i for i, it in enumerate(tr.val_items) if it.head == h]
+        thresholds.append(float(choose_threshold(
+            [probs[i] for i in sel], [tr.val_items[i].label for i in sel],
+            [tr.val_items[i].fov for i in sel], metric="dice",
+            groups=[tr.val_items[i].source for i in sel])) if sel else 0.5)
+    thr = thresholds[0]
+    spec.threshold = thr
+    spec.heads = _head_specs(tr, thresholds)
     spec.info.update({"threshold_source": f"chosen on validation ({tr.val_source})",
                       "train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
                       "device": str(tr.device)})
@@ -399,7 +465,7 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     out = tr.run / "val_predictions"
     for p, it in zip(probs, tr.val_items):
         write_png(out / f"{it.id}_prob.png", p)
-        write_png(out / f"{it.id}_error.png", error_map(p > thr, it.label, it.fov))
+        write_png(out / f"{it.id}_error.png", error_map(p > thresholds[it.head], it.label, it.fov))
     plot_training_curves(tr.run / "metrics.csv", tr.run / "curves.png")
     summary = {"run_dir": str(tr.run), "best_epoch": tr.state.best_epoch,
                "best_score": tr.state.best, "monitor": tr.cfg.train.monitor, "threshold": thr,

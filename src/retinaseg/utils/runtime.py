@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,3 +46,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bfloat16 natively (x86 ``avx512_bf16`` or ``amx_bf16``).
+
+    Read from ``/proc/cpuinfo`` (Linux); False where that file is missing. Without these
+    instructions bfloat16 is emulated and slower than float32.
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="ignore")
+    except OSError:
+        return False
+    flags = set(text.split())
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` on a CPU with native bfloat16, else ``fp32``; others are checked.
+
+    ``bf16`` runs the network under ``torch.autocast(dtype=bfloat16)``; on CUDA it is also
+    allowed. The probability map is always returned as float32.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
