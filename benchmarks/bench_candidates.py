@@ -58,6 +58,10 @@ CANDIDATES: list[dict[str, str]] = [
      "config": "configs/drive_unet_fullres_ft.yaml",
      "what": "stage 2: fine-tunes drive_unet_fullres (warm restart, lr 5e-4) with weight EMA "
              "0.995, stage 1's augmentation, FOV matching; 27 min / 1 thread"},
+    {"name": "drive_unet_fullres_s3", "kind": "fundus",
+     "config": "configs/drive_unet_fullres_s3.yaml",
+     "what": "stage 3: a long warm restart of drive_unet_fullres (lr 1e-3, 240 epochs) with "
+             "weight EMA 0.998, stage 1's augmentation, FOV matching; 80 min / 1 thread"},
     {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
      "model": "runs/baseline/octa-vessels.safetensors",
      "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "
@@ -72,6 +76,11 @@ CANDIDATES: list[dict[str, str]] = [
      "what": "stage 2: fine-tunes baseline_octa on whole images batched by size, "
              "weight EMA 0.99, rotations ±15°, zoom ±20%, blur/noise, bce+dice; "
              "50 min / 1 thread"},
+    {"name": "octa_vessels_2h", "kind": "octa", "config": "configs/octa_vessels_2h.yaml",
+     "what": "stage 3: octa_vessels_ft with two output heads, `large_vessel` trained on "
+             "OCTA-500 labels and `all_vessel` on ROSSA labels (both start as copies of the "
+             "one output), warm restart (lr 5e-4), EMA 0.995, per-head thresholds; each split "
+             "scored with its own convention's head; 65 min / 1 thread"},
 ]
 
 

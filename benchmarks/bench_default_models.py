@@ -52,9 +52,12 @@ DATA_TERMS = {
         "- ROSSA (Ning et al., \"An accurate and efficient neural network for OCTA vessel "
         "segmentation\n  and a new dataset\", ICASSP 2024): `train_manual` (100) for training, "
         "`val` (100) for selection.\n  MIT-licensed release; research use; cite the paper.\n"
-        "Note that ROSSA labels all visible vessels of its scans while OCTA-500 `GT_LargeVessel` "
-        "labels large\nvessels only, so on OCTA-500 the model can mark small vessels that the "
-        "label leaves out."),
+        "ROSSA labels all visible vessels of its scans while OCTA-500 `GT_LargeVessel` labels "
+        "large\nvessels only. A model with output heads has one per label convention: "
+        "`large_vessel` learns\nfrom OCTA-500 labels only and `all_vessel` from ROSSA labels "
+        "only (every other layer is\nshared); each split below is scored with its own "
+        "convention's head. A one-output model\nlearns both conventions at once, so on "
+        "OCTA-500 it can mark small vessels that the label\nleaves out."),
 }
 TARGETS = {"fundus-vessels": "DRIVE test per-image-mean F1 ≥ 0.83, AUC ≥ 0.982",
            "octa-vessels": "OCTA-500 val Dice 6M ≥ 0.90, 3M ≥ 0.92; ROSSA val Dice ≥ 0.90"}
@@ -70,7 +73,7 @@ SPEED_CHILD = """
 import resource, sys, time, json
 import numpy as np
 from retinaseg.inference.pipeline import Segmenter
-seg = Segmenter(sys.argv[1])
+seg = Segmenter(sys.argv[1], precision=sys.argv[4])
 shape = tuple(int(v) for v in sys.argv[2].split("x"))
 img = np.random.default_rng(0).random(shape, dtype=np.float32)
 seg(img)
@@ -79,14 +82,22 @@ for _ in range(int(sys.argv[3])):
     t0 = time.perf_counter(); seg(img); ts.append(time.perf_counter() - t0)
 import torch
 print(json.dumps({"median_s": float(np.median(ts)), "threads": torch.get_num_threads(),
+                  "precision": seg.precision,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+SPEED_CASES = [  # (model, input shape, what, precision)
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "auto"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "fp32"),
+    ("octa-vessels", "304x304", "304×304 OCTA", "auto"),
+]
 
 
-def speed(model: str, shape: str, repeats: int = 21) -> dict:
+def speed(model: str, shape: str, repeats: int = 21, precision: str = "auto") -> dict:
     """Median inference seconds (preprocessing included) and peak RSS, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", SPEED_CHILD, model, shape, str(repeats)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", SPEED_CHILD, model, shape, str(repeats),
+                          precision], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -127,6 +138,46 @@ def bundle_weights(run: str, name: str) -> None:
     print(f"bundled {src} as {name}")
 
 
+def stamp_tta(name: str, config: str, mode: str) -> None:
+    """Give bundled model ``name`` flip TTA ``mode`` by default, with its threshold(s) chosen
+    again on the recipe's validation images with that TTA and the default precision.
+
+    Only validation data is used (the DRIVE images held out by the config's seed; OCTA-500 and
+    ROSSA ``val``); each head gets its own threshold.
+    """
+    import torch
+
+    from retinaseg.evaluation.metrics import choose_threshold
+    from retinaseg.inference.predictor import predict_probability
+    from retinaseg.models.persistence import load_model, save_model
+    from retinaseg.training.config import load_config
+    from retinaseg.training.data import load_train_val
+    from retinaseg.utils.runtime import resolve_precision
+
+    cfg = load_config(REPO / config)
+    _, val, _ = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
+    dst = WEIGHTS_DIR / f"{name}.safetensors"
+    net, spec = load_model(dst)
+    precision = resolve_precision("auto", torch.device("cpu"))
+    fast = net.to(memory_format=torch.channels_last) if precision == "bf16" else net
+    thresholds = []
+    for h in range(max(1, len(spec.heads))):
+        its = [it for it in val if it.head == h]
+        probs = [predict_probability(fast, it.image, tta=mode, precision=precision,
+                                     channel=h) for it in its]
+        thresholds.append(float(choose_threshold(probs, [it.label for it in its],
+                                                 [it.fov for it in its], metric="dice",
+                                                 groups=[it.source for it in its])))
+    for h, thr in zip(spec.heads, thresholds):
+        h["threshold"] = thr
+    spec.threshold = thresholds[0]
+    spec.info["tta"] = mode
+    spec.info["threshold_source"] = (spec.info.get("threshold_source", "chosen on validation")
+                                     + f"; chosen again there with {mode} TTA at bundling")
+    save_model(dst, net, spec)
+    print(f"{name}: default TTA {mode}, threshold(s) {[round(t, 3) for t in thresholds]}")
+
+
 def total_minutes(run: str) -> tuple[float, str]:
     """Training minutes of a run including the model it was fine-tuned from, and a note."""
     from retinaseg.training.config import load_config
@@ -161,8 +212,8 @@ def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) ->
         table += "\n" + "\n".join("| 2nd human observer, " + " | ".join(
             f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |" for r in obs)
     speed = [v for k, v in raw.items() if k.startswith("speed") and v.get("model") == name]
-    speed_md = "; ".join(f"{v['what']}: {v['median_s']:.3f} s ({v['threads']} threads)"
-                         for v in speed)
+    speed_md = "; ".join(f"{v['what']}: {v['median_s']:.3f} s ({v['threads']} threads, "
+                         f"{v['precision']})" for v in speed if v.get("asked") == "auto")
     scores = (f"Thresholds: the model's own. DRIVE inside the FOV mask; OCTA on the whole "
               f"image. OCTA val splits also chose the checkpoint and threshold, so those "
               f"figures are optimistic.\n\n{table}\n\nInference on this 2-core CPU, "
@@ -183,6 +234,10 @@ def main() -> None:
     ap.add_argument("--fundus-config", default=None, metavar="YAML")
     ap.add_argument("--bundle-octa", default=None, metavar="RUN")
     ap.add_argument("--octa-config", default=None, metavar="YAML")
+    ap.add_argument("--fundus-tta", default=None, choices=["hflip", "flips"],
+                    help="bundle fundus-vessels with this flip TTA as its default")
+    ap.add_argument("--octa-tta", default=None, choices=["hflip", "flips"],
+                    help="bundle octa-vessels with this flip TTA as its default")
     a = ap.parse_args()
     bundles = {"fundus-vessels": (a.bundle_fundus, a.fundus_config),
                "octa-vessels": (a.bundle_octa, a.octa_config)}
@@ -191,6 +246,9 @@ def main() -> None:
             if not config:
                 ap.error(f"bundling {name} needs its config (--{name.split('-')[0]}-config)")
             bundle_weights(run, name)
+            tta = a.fundus_tta if name.startswith("fundus") else a.octa_tta
+            if tta:
+                stamp_tta(name, config, tta)
     rows, raw = [], {}
     for model, ds, folder, split, opts, label in CASES:
         t0 = time.time()
@@ -198,24 +256,31 @@ def main() -> None:
                      RESULTS / f"default_{model}_{ds}_{opts.get('fov', '')}", options=opts,
                      save_maps=False)
         raw[label] = {"model": model, "summary": s, "seconds": time.time() - t0}
+        label += f", head {s['head']}" if s.get("head") else ""
         rows.append([model, f"{label}, per-image mean", *[s["per_image_mean"][k] for k in KEYS]])
         rows.append([model, f"{label}, pooled", *[s["pooled"][k] for k in KEYS]])
     rows += observer_rows()
     sp_rows = []
-    for model, shape, what in (("fundus-vessels", "584x565x3", "584×565 colour fundus"),
-                               ("octa-vessels", "400x400", "400×400 OCTA"),
-                               ("octa-vessels", "304x304", "304×304 OCTA")):
-        sp = speed(model, shape)
-        raw[f"speed {what}"] = {**sp, "model": model, "what": what}
-        sp_rows.append([model, what, f"{sp['median_s']:.4f}", sp["threads"],
-                        f"{sp['peak_rss_mb']:.0f}",
-                        f"{total_minutes(model)[0]:.1f}"])
+    for model, shape, what, precision in SPEED_CASES:
+        sp = speed(model, shape, precision=precision)
+        key = f"speed {what}" + ("" if precision == "auto" else f" {precision}")
+        raw[key] = {**sp, "model": model, "what": what, "asked": precision}
+        how = f"{sp['precision']} ({'default' if precision == 'auto' else 'forced'})"
+        sp_rows.append([model, what, f"{sp['median_s']:.4f}", how, sp["threads"],
+                        f"{sp['peak_rss_mb']:.0f}", f"{total_minutes(model)[0]:.1f}"])
     body = ("Accuracy: thresholds are each model's own (chosen on validation data at training "
-            "time); DRIVE metrics inside the FOV mask, OCTA on the whole image.\n\n"
+            "time); DRIVE metrics inside the FOV mask, OCTA on the whole image. A model with "
+            "several output heads is scored on each dataset with the head trained on that "
+            "dataset's labels (`retinaseg evaluate` does the same by default). Default "
+            "precision (see the speed table).\n\n"
             + md_table(["model", "data", *KEYS], rows)
             + "\n\nSpeed: median of 21 runs after one warm-up, whole image, preprocessing "
-              "included, default threads, fresh process per model (peak RSS of that process).\n\n"
-            + md_table(["model", "input", "seconds / image", "threads", "peak RSS MB",
+              "included, default threads, fresh process per row (peak RSS of that process). "
+              "The default precision `auto` runs the network in bfloat16 on CPUs with native "
+              "bfloat16 (this one has AVX512-BF16) and in float32 elsewhere; the float32 rows "
+              "are the same models forced to float32.\n\n"
+            + md_table(["model", "input", "seconds / image", "precision", "threads",
+                        "peak RSS MB",
                         "training min (incl. the model it was fine-tuned from)"], sp_rows))
     write_section("default_models", "Bundled default models", body)
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))

@@ -142,7 +142,10 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores, ≤8)")
     p.add_argument("--tile", type=int, default=None,
                    help="sliding-window tile size (default: whole image when it fits)")
-    p.add_argument("--tta", action="store_true", help="average over flips")
+    p.add_argument("--tta", nargs="?", const="flips", default=None,
+                   choices=["none", "hflip", "flips"],
+                   help="flip test-time augmentation: hflip (2 passes) or flips (3; the "
+                        "default of a bare --tta); without it, the model's own setting")
     p.add_argument("--native-scale", action="store_true",
                    help="do not rescale colour fundus images to the model's field-of-view "
                         "size (default: rescale when the model stores one)")

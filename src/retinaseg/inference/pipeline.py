@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from retinaseg.errors import ModelLoadError, RetinasegError
@@ -36,13 +37,15 @@ class Segmenter:
 
     ``precision="auto"`` runs the network in bfloat16 on CPUs that compute it natively
     (``avx512_bf16``/``amx_bf16``) and in float32 elsewhere; ``head`` picks the output head of a
-    model with several (default: its first).
+    model with several (default: its first); ``tta=None`` uses the model's own flip TTA
+    (``info["tta"]``, chosen on validation data at bundling; none when absent).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
-                 tile: int | None = None, overlap: float = 0.25, tta: bool = False,
+                 tile: int | None = None, overlap: float = 0.25, tta: bool | str | None = None,
                  match_fov: bool = True, head: str | None = None,
                  precision: str = "auto") -> None:
+        from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
         from retinaseg.utils.runtime import resolve_precision
 
@@ -53,7 +56,11 @@ class Segmenter:
         self.head = head
         self.channel = self.spec.head_index(head)  # checks the name
         self.preprocess = build_preprocess(self.spec.preprocess)
-        self.tile, self.overlap, self.tta = tile, overlap, tta
+        if self.precision == "bf16":  # oneDNN's bfloat16 convolutions are fastest channels-last
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.tile, self.overlap = tile, overlap
+        self.tta = self.spec.info.get("tta", "none") if tta is None else tta
+        tta_flips(self.tta)  # checks the mode
         self.match_fov = match_fov
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
 

@@ -29,11 +29,25 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _heads_row(heads: list[dict[str, Any]]) -> str:
+    """A card row naming each output head and the datasets whose labels trained it."""
+    if not heads:
+        return ""
+    parts = [f"`{h['name']}` (channel {i}, trained on {', '.join(h.get('trained_on', []))})"
+             for i, h in enumerate(heads)]
+    return ("\n| output heads | " + "; ".join(parts) + "; the first is the default, "
+            "`--head NAME` picks another |")
+
+
 def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = "") -> str:
     """The markdown model card of a bundled model."""
     spec = read_spec(weights)
     info: dict[str, Any] = spec.info
     steps = json.dumps(spec.preprocess)
+    threshold = f"{spec.threshold:.3f} ({info.get('threshold_source', 'stored')})"
+    if spec.heads:
+        threshold = "per head, chosen on validation data: " + "; ".join(
+            f"`{h['name']}` {h['threshold']:.3f}" for h in spec.heads)
     return f"""# Model card: {name}
 
 | field | value |
@@ -44,7 +58,8 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | architecture | `{spec.name}` {json.dumps(spec.params)}, {spec.in_channels} input channel(s) |
 | preprocessing | `{steps}` |
 | modality | {spec.modality} |
-| threshold | {spec.threshold:.3f} ({info.get("threshold_source", "stored")}) |
+| threshold | {threshold} |{_heads_row(spec.heads)}
+| inference | whole image; flip TTA `{info.get("tta", "none")}` by default (`--tta none` turns it off); bfloat16 on CPUs with native bfloat16, else float32 |
 | checkpoint | epoch {info.get("epoch")} chosen by validation Dice |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
 ({info.get("threads")} threads) |
