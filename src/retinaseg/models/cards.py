@@ -59,7 +59,8 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | preprocessing | `{steps}` |
 | modality | {spec.modality} |
 | threshold | {threshold} |{_heads_row(spec.heads)}
-| inference | whole image; flip TTA `{info.get("tta", "none")}` by default (`--tta none` turns it off); bfloat16 on CPUs with native bfloat16, else float32 |
+| inference | whole image; flip TTA `{info.get("tta", "none")}` by default (`--tta none` \
+turns it off); bfloat16 on CPUs with native bfloat16, else float32 |
 | checkpoint | epoch {info.get("epoch")} chosen by validation Dice |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
 ({info.get("threads")} threads) |
