@@ -98,3 +98,13 @@ def test_segmenter_bf16_converts_the_network_to_channels_last(tmp_path: Path) ->
 
     assert layouts(fast) == {True} and layouts(ref) == {False}
     assert np.abs(fast(img) - ref(img)).max() < 0.02
+
+
+def test_batched_tta_equals_one_pass_per_flip() -> None:
+    """Whole-image TTA batches the flipped copies; with too little room it runs them one by
+    one (same whole-image path): both give the same map."""
+    img = np.random.default_rng(6).random((1, 36, 44), dtype=np.float32)
+    net = _net()
+    batched = predict_probability(net, img, tta="flips")
+    one_by_one = predict_probability(net, img, tta="flips", max_whole_pixels=36 * 44 * 2)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)

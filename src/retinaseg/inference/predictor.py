@@ -13,6 +13,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 MAX_WHOLE_PIXELS = 1536 * 1536
+BATCH_TTA_PIXELS = 512 * 512  # smaller images run their TTA copies as one batch
 TTA_FLIPS: dict[str, list[tuple[int, ...]]] = {  # flipped dims of each pass, () = identity
     "none": [()],
     "hflip": [(), (-1,)],
@@ -75,21 +76,29 @@ def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.d
     """Vessel probability ``[H,W]`` float32 in [0,1] for a preprocessed image ``[C,H,W]``.
 
     ``tta`` averages over flips (:data:`TTA_FLIPS`: ``"hflip"``, or ``"flips"``/True for
-    horizontal and vertical); ``channel`` picks the output head of a model with several;
+    horizontal and vertical; whole images up to :data:`BATCH_TTA_PIXELS` run the flipped
+    copies as one batch, which was faster on CPU for 400² OCTA and slower for 584×565 fundus); ``channel`` picks the output head of a model with several;
     ``precision="bf16"`` runs the network under bfloat16 autocast on a channels-last input (see
     :func:`retinaseg.utils.runtime.resolve_precision`; a network converted with
     ``net.to(memory_format=torch.channels_last)`` runs fastest then).
     """
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
-    if precision == "bf16":
-        x = x.contiguous(memory_format=torch.channels_last)
     flips = tta_flips(tta)
     acc = torch.zeros((1, 1, *x.shape[-2:]), device=device)
     dev = torch.device(device).type
-    for dims in flips:
-        xi = torch.flip(x, dims) if dims else x
+    h, w = x.shape[-2:]
+    if tile is None and 1 < len(flips) and h * w <= BATCH_TTA_PIXELS \
+            and h * w * len(flips) <= max_whole_pixels:
+        chunks = [flips]  # whole image: all flipped copies in one batch (faster on CPU)
+    else:
+        chunks = [[d] for d in flips]  # one pass each: bounded memory
+    for chunk in chunks:
+        xb = torch.cat([torch.flip(x, d) if d else x for d in chunk])
+        if precision == "bf16":
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = predict_logits(net, xi, tile, overlap, sw_batch_size, max_whole_pixels)
+            logits = predict_logits(net, xb, tile, overlap, sw_batch_size, max_whole_pixels)
         p = torch.sigmoid(logits[:, channel:channel + 1].float())
-        acc += torch.flip(p, dims) if dims else p
+        for i, d in enumerate(chunk):
+            acc += torch.flip(p[i:i + 1], d) if d else p[i:i + 1]
     return (acc / len(flips))[0, 0].cpu().numpy()

@@ -1,0 +1,60 @@
+"""Inference-time folding of BatchNorm into the convolution before it.
+
+In eval mode a BatchNorm is a per-channel affine map, so ``BN(conv(x))`` equals one convolution
+with rescaled weights and a shifted bias. On CPU the separate BatchNorm pass costs about a fifth
+of a small U-Net's time (measured on ``fundus-vessels``: convolutions 1.7 s, BatchNorm 0.7 s of
+3.9 s over 5 images, cProfile), so :class:`~retinaseg.inference.pipeline.Segmenter` folds them.
+
+Folded pairs: a ``Conv2d``/``ConvTranspose2d`` directly followed by a ``BatchNorm2d`` inside an
+``nn.Sequential`` (our ``unet``), or followed by an ``nn.Sequential`` whose first module is the
+``BatchNorm2d`` (MONAI's ``Convolution`` = conv + ``ADN`` with the norm first). Anything else is
+left as it is. Training is never affected: only a network in eval mode is folded.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def _norm_after(nxt: nn.Module) -> tuple[nn.Module, str] | None:
+    """(container, name) of the BatchNorm that ``nxt`` starts with, or None."""
+    if isinstance(nxt, nn.BatchNorm2d):
+        return None  # handled by the caller (same container)
+    if isinstance(nxt, nn.Sequential) and len(nxt) and isinstance(nxt[0], nn.BatchNorm2d):
+        return nxt, next(iter(nxt._modules))
+    return None
+
+
+def _fusable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (isinstance(conv, CONVS) and isinstance(bn, nn.BatchNorm2d)
+            and bn.track_running_stats and bn.running_mean is not None
+            and conv.out_channels == bn.num_features)
+
+
+def fold_batchnorm(net: nn.Module) -> int:
+    """Fold every eligible BatchNorm of eval-mode ``net`` into its convolution, in place.
+
+    Returns the number of folded pairs. Raises ``ValueError`` for a network in training mode.
+    """
+    if net.training:
+        raise ValueError("fold_batchnorm needs a network in eval mode")
+    count = 0
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, nxt = seq._modules[a], seq._modules[b]
+            if not isinstance(conv, CONVS):
+                continue
+            inner = _norm_after(nxt)
+            holder, key = (seq, b) if inner is None else inner
+            bn = holder._modules[key]
+            if not _fusable(conv, bn):
+                continue
+            seq._modules[a] = fuse_conv_bn_eval(conv, bn,
+                                                transpose=isinstance(conv, nn.ConvTranspose2d))
+            holder._modules[key] = nn.Identity()
+            count += 1
+    return count
