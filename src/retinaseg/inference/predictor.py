@@ -77,7 +77,8 @@ def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.d
 
     ``tta`` averages over flips (:data:`TTA_FLIPS`: ``"hflip"``, or ``"flips"``/True for
     horizontal and vertical; whole images up to :data:`BATCH_TTA_PIXELS` run the flipped
-    copies as one batch, which was faster on CPU for 400² OCTA and slower for 584×565 fundus); ``channel`` picks the output head of a model with several;
+    copies as one batch, which was faster on CPU for 400² OCTA and slower for 584×565
+    fundus); ``channel`` picks the output head of a model with several;
     ``precision="bf16"`` runs the network under bfloat16 autocast on a channels-last input (see
     :func:`retinaseg.utils.runtime.resolve_precision`; a network converted with
     ``net.to(memory_format=torch.channels_last)`` runs fastest then).
