@@ -73,7 +73,8 @@ SPEED_CHILD = """
 import resource, sys, time, json
 import numpy as np
 from retinaseg.inference.pipeline import Segmenter
-seg = Segmenter(sys.argv[1], precision=sys.argv[4])
+tta = None if sys.argv[5] == "model" else sys.argv[5]
+seg = Segmenter(sys.argv[1], precision=sys.argv[4], tta=tta, fuse=sys.argv[6] == "fuse")
 shape = tuple(int(v) for v in sys.argv[2].split("x"))
 img = np.random.default_rng(0).random(shape, dtype=np.float32)
 seg(img)
@@ -82,22 +83,27 @@ for _ in range(int(sys.argv[3])):
     t0 = time.perf_counter(); seg(img); ts.append(time.perf_counter() - t0)
 import torch
 print(json.dumps({"median_s": float(np.median(ts)), "threads": torch.get_num_threads(),
-                  "precision": seg.precision,
+                  "precision": seg.precision, "tta": seg.tta,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-SPEED_CASES = [  # (model, input shape, what, precision)
-    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto"),
-    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32"),
-    ("octa-vessels", "400x400", "400×400 OCTA", "auto"),
-    ("octa-vessels", "400x400", "400×400 OCTA", "fp32"),
-    ("octa-vessels", "304x304", "304×304 OCTA", "auto"),
+SPEED_CASES = [  # (model, input shape, what, precision, tta, fuse): the default first, then
+    # float32 with the same TTA (a CPU without native bfloat16), then the previous default
+    # (float32, one pass, BatchNorm not folded) as the "before" of this optimisation
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "fuse"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "fuse"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "none", "nofuse"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "fuse"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "model", "fuse"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "none", "nofuse"),
+    ("octa-vessels", "304x304", "304×304 OCTA", "auto", "model", "fuse"),
 ]
 
 
-def speed(model: str, shape: str, repeats: int = 21, precision: str = "auto") -> dict:
+def speed(model: str, shape: str, repeats: int = 21, precision: str = "auto",
+          tta: str = "model", fuse: str = "fuse") -> dict:
     """Median inference seconds (preprocessing included) and peak RSS, in a fresh process."""
     out = subprocess.run([sys.executable, "-c", SPEED_CHILD, model, shape, str(repeats),
-                          precision], capture_output=True, text=True, check=True)
+                          precision, tta, fuse], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -213,7 +219,7 @@ def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) ->
             f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |" for r in obs)
     speed = [v for k, v in raw.items() if k.startswith("speed") and v.get("model") == name]
     speed_md = "; ".join(f"{v['what']}: {v['median_s']:.3f} s ({v['threads']} threads, "
-                         f"{v['precision']})" for v in speed if v.get("asked") == "auto")
+                         f"{v['precision']}, TTA {v['tta']})" for v in speed if v.get("default"))
     scores = (f"Thresholds: the model's own. DRIVE inside the FOV mask; OCTA on the whole "
               f"image. OCTA val splits also chose the checkpoint and threshold, so those "
               f"figures are optimistic.\n\n{table}\n\nInference on this 2-core CPU, "
@@ -261,11 +267,14 @@ def main() -> None:
         rows.append([model, f"{label}, pooled", *[s["pooled"][k] for k in KEYS]])
     rows += observer_rows()
     sp_rows = []
-    for model, shape, what, precision in SPEED_CASES:
-        sp = speed(model, shape, precision=precision)
-        key = f"speed {what}" + ("" if precision == "auto" else f" {precision}")
-        raw[key] = {**sp, "model": model, "what": what, "asked": precision}
-        how = f"{sp['precision']} ({'default' if precision == 'auto' else 'forced'})"
+    for model, shape, what, precision, tta, fuse in SPEED_CASES:
+        sp = speed(model, shape, precision=precision, tta=tta, fuse=fuse)
+        default = (precision, tta, fuse) == ("auto", "model", "fuse")
+        key = f"speed {what}" + ("" if default else f" {precision} {tta} {fuse}")
+        raw[key] = {**sp, "model": model, "what": what, "asked": precision, "default": default}
+        how = ("**default**: " if default else "") + (
+            f"{sp['precision']}, TTA {sp['tta']}, BatchNorm "
+            f"{'folded' if fuse == 'fuse' else 'separate'}")
         sp_rows.append([model, what, f"{sp['median_s']:.4f}", how, sp["threads"],
                         f"{sp['peak_rss_mb']:.0f}", f"{total_minutes(model)[0]:.1f}"])
     body = ("Accuracy: thresholds are each model's own (chosen on validation data at training "
@@ -276,10 +285,13 @@ def main() -> None:
             + md_table(["model", "data", *KEYS], rows)
             + "\n\nSpeed: median of 21 runs after one warm-up, whole image, preprocessing "
               "included, default threads, fresh process per row (peak RSS of that process). "
-              "The default precision `auto` runs the network in bfloat16 on CPUs with native "
-              "bfloat16 (this one has AVX512-BF16) and in float32 elsewhere; the float32 rows "
-              "are the same models forced to float32.\n\n"
-            + md_table(["model", "input", "seconds / image", "precision", "threads",
+              "Default inference: the model's own flip TTA (chosen on validation data, "
+              "`bench_tta`), BatchNorm folded into the convolutions, and precision `auto` = "
+              "bfloat16 on CPUs with native bfloat16 (this one has AVX512-BF16), float32 "
+              "elsewhere. The other rows force float32 with the same TTA (what a CPU without "
+              "bfloat16 gets) and the previous default (float32, one pass, BatchNorm "
+              "separate).\n\n"
+            + md_table(["model", "input", "seconds / image", "inference", "threads",
                         "peak RSS MB",
                         "training min (incl. the model it was fine-tuned from)"], sp_rows))
     write_section("default_models", "Bundled default models", body)

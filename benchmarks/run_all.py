@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "octa_topology": (["benchmarks/bench_octa_topology.py"], True),
     "candidates": (["benchmarks/bench_candidates.py"], False),
     "resolution": (["benchmarks/bench_resolution.py"], False),
+    "tta": (["benchmarks/bench_tta.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 

@@ -38,13 +38,14 @@ class Segmenter:
     ``precision="auto"`` runs the network in bfloat16 on CPUs that compute it natively
     (``avx512_bf16``/``amx_bf16``) and in float32 elsewhere; ``head`` picks the output head of a
     model with several (default: its first); ``tta=None`` uses the model's own flip TTA
-    (``info["tta"]``, chosen on validation data at bundling; none when absent).
+    (``info["tta"]``, chosen on validation data at bundling; none when absent); ``fuse``
+    folds BatchNorm into the convolutions (:mod:`retinaseg.inference.fuse`).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
                  tile: int | None = None, overlap: float = 0.25, tta: bool | str | None = None,
                  match_fov: bool = True, head: str | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", fuse: bool = True) -> None:
         from retinaseg.inference.fuse import fold_batchnorm
         from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
@@ -57,7 +58,8 @@ class Segmenter:
         self.head = head
         self.channel = self.spec.head_index(head)  # checks the name
         self.preprocess = build_preprocess(self.spec.preprocess)
-        fold_batchnorm(self.net)  # eval-mode BatchNorm into its convolution: same maps, faster
+        if fuse:  # eval-mode BatchNorm into its convolution: the same maps, faster
+            fold_batchnorm(self.net)
         if self.precision == "bf16":  # oneDNN's bfloat16 convolutions are fastest channels-last
             self.net = self.net.to(memory_format=torch.channels_last)
         self.tile, self.overlap = tile, overlap
