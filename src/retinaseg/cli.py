@@ -131,8 +131,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
               f"{r['dice_mean']:.3f}")
     for r in s["real"]:
         dice = "no labels" if r["dice_mean"] is None else f"Dice {r['dice_mean']:.3f}"
+        head = f" (head {r['head']})" if r.get("head") else ""
         print(f"real   {r['dataset']} at {r['root']}: {len(r['images'])} image(s) with "
-              f"{r['model']}, {dice}")
+              f"{r['model']}{head}, {dice}")
     print(f"figure:  {s['figure']}")
     print(f"outputs: {s['out']}/predictions, summary: {s['out']}/summary.json")
 

@@ -143,8 +143,10 @@ def _run_real(root: str | Path, dataset: str, out: Path, n: int) -> dict[str, An
     from retinaseg.registry import DATASETS
 
     what, samples = _real_samples(root, dataset, n)
+    from retinaseg.models.persistence import read_spec, resolve_model_path
+
     model = DEFAULT_MODELS[DATASETS.get(dataset).modality]
-    seg = Segmenter(model)
+    seg = Segmenter(model, head=read_spec(resolve_model_path(model)).head_for(dataset))
     rows, images = [], []
     for s in samples:
         prob = seg(s["image"], source=str(s["path"]))
@@ -159,8 +161,8 @@ def _run_real(root: str | Path, dataset: str, out: Path, n: int) -> dict[str, An
         title = f"{dataset} {s['id']}" + (f" (Dice {rec['dice']:.3f})" if "dice" in rec else "")
         rows.append((title, s["image"], prob, mask, err))
     dices = [r["dice"] for r in images if "dice" in r]
-    return {"dataset": what, "root": str(root), "model": model, "threshold": seg.threshold,
-            "images": images, "dice_mean": float(np.mean(dices)) if dices else None,
+    return {"dataset": what, "root": str(root), "model": model, "head": seg.head_name,
+            "threshold": seg.threshold, "images": images, "dice_mean": float(np.mean(dices)) if dices else None,
             "rows": rows}
 
 
