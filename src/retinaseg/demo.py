@@ -162,8 +162,8 @@ def _run_real(root: str | Path, dataset: str, out: Path, n: int) -> dict[str, An
         rows.append((title, s["image"], prob, mask, err))
     dices = [r["dice"] for r in images if "dice" in r]
     return {"dataset": what, "root": str(root), "model": model, "head": seg.head_name,
-            "threshold": seg.threshold, "images": images, "dice_mean": float(np.mean(dices)) if dices else None,
-            "rows": rows}
+            "threshold": seg.threshold, "images": images,
+            "dice_mean": float(np.mean(dices)) if dices else None, "rows": rows}
 
 
 def run_demo(out: str | Path = "demo_out", epochs: int | None = None,
