@@ -208,3 +208,25 @@ def test_cli_predict_with_head_and_a_bad_head(tmp_path: Path) -> None:
     assert row["head"] == "b" and float(row["threshold"]) == 0.7
     assert main(["predict", str(tmp_path / "img.png"), "--model", str(path), "--out",
                  str(tmp_path / "o2"), "--head", "zzz"]) == 2
+
+
+def test_evaluate_scores_a_dataset_with_the_head_trained_on_it(tmp_path: Path) -> None:
+    import json
+
+    from retinaseg.evaluation.evaluate import evaluate
+
+    net = build_model("unet", 1, out_channels=2, depth=2, width=4).eval()
+    spec = ModelSpec(name="unet", in_channels=1, params={"depth": 2, "width": 4,
+                                                         "out_channels": 2},
+                     preprocess=[{"name": "grey"}], modality="octa",
+                     heads=[{"name": "a", "threshold": 0.5, "trained_on": ["octa500"]},
+                            {"name": "b", "threshold": 0.6, "trained_on": ["synthetic"]}])
+    path = save_model(tmp_path / "two.safetensors", net, spec)
+    opts = {"kind": "octa", "n": 2, "size": 32}
+    s = evaluate(path, "synthetic", None, "test", tmp_path / "ev", options=opts,
+                 save_maps=False)
+    assert s["head"] == "b" and s["threshold"] == 0.6
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["head"] == "b"
+    forced = evaluate(path, "synthetic", None, "test", tmp_path / "ev2", options=opts,
+                      save_maps=False, head="a")
+    assert forced["head"] == "a" and forced["threshold"] == 0.5
