@@ -81,6 +81,9 @@ CANDIDATES: list[dict[str, str]] = [
              "OCTA-500 labels and `all_vessel` on ROSSA labels (both start as copies of the "
              "one output), warm restart (lr 5e-4), EMA 0.995, per-head thresholds; each split "
              "scored with its own convention's head; 65 min / 1 thread"},
+    {"name": "octa_vessels_2h_s2", "kind": "octa", "config": "configs/octa_vessels_2h_s2.yaml",
+     "what": "stage 4: a second warm restart of octa_vessels_2h (lr 3e-4, EMA 0.998); "
+             "55 min / 1 thread"},
 ]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -210,7 +211,8 @@ def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) ->
     spec = read_spec(weights)
     minutes, how = total_minutes(run)
     val = spec.info.get("threshold_source", "")
-    val_ids = val.split(": ", 1)[1].rstrip(")") if ": " in val else "see threshold"
+    found = re.search(r": ([^)]*)\)", val)
+    val_ids = found.group(1) if found else "see threshold"
     mine = [r[1:] for r in rows if r[0] == name]
     table = md_table(["data", *KEYS], mine)
     obs = [r[1:] for r in rows if r[0].startswith("2nd observer")] if "fundus" in name else []

@@ -8,9 +8,14 @@ The default models' TTA mode is chosen here, on validation data only:
 For each mode (``none``, ``hflip``, ``flips``) the threshold is chosen on those same images for
 that mode (so every mode gets the same, optimistic, treatment) and the per-image-mean Dice and
 AUC are reported, with the inference time of one image (whole image, preprocessing included,
-median of 21 runs, default threads) in float32 and in the default precision. The mode chosen is
-the one with the best validation Dice whose default-precision time meets the issue's target
-(fundus 584×565 ≤ 0.15 s, OCTA 400² ≤ 0.05 s).
+median of 21 runs, default threads, fresh process) in float32 and in the default precision.
+Timing is the median over 3 fresh processes (each the median of 21 runs): on this shared
+2-core machine one such measurement moved by up to ±50 % from minute to minute.
+
+The mode chosen is the cheapest one whose mean validation Dice is within 0.002 of the best mode
+that meets the issue's time target in the default precision (fundus 584×565 ≤ 0.15 s, OCTA 400²
+≤ 0.05 s): differences below that are within the noise of these validation sets (4 DRIVE
+images), and each extra pass costs a full network evaluation.
 
 Usage::
 
@@ -24,21 +29,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
-from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+from common import REPO, RESULTS, md_table, write_section
 
 from retinaseg.evaluation.metrics import choose_threshold, image_metrics, summarise
 from retinaseg.inference.pipeline import Segmenter
-from retinaseg.io import read_image
 from retinaseg.training.config import load_config
 from retinaseg.training.data import load_train_val
 
 MODES = ["none", "hflip", "flips"]
 TARGET_S = {"fundus": 0.15, "octa": 0.05}
-INPUTS = {"fundus": "584×565 colour fundus (DRIVE test 01)", "octa": "400×400 OCTA"}
+TOLERANCE = 0.002  # validation Dice differences below this do not buy an extra pass
+PROCESSES = 3
+INPUTS = {"fundus": "584×565 colour fundus", "octa": "400×400 OCTA"}
 
 
 def _val_scores(seg: Segmenter, items: list, mode: str) -> dict[str, dict[str, float]]:
@@ -60,7 +65,7 @@ def _val_scores(seg: Segmenter, items: list, mode: str) -> dict[str, dict[str, f
 def _split_name(source: str, items: list) -> str:
     size = {it.image.shape[-1] for it in items if it.source == source}
     name = source.split(":", 1)[1]
-    if name == "octa500":
+    if name.startswith("octa500"):
         return f"OCTA-500 val {'6M' if 400 in size else '3M'}"
     return {"rossa": "ROSSA val", "drive": "DRIVE held-out training images"}.get(name, name)
 
@@ -73,34 +78,41 @@ def _by_size(items: list) -> list:
     return items
 
 
-def _time(seg: Segmenter, image: np.ndarray, repeats: int = 21) -> float:
-    seg(image)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        seg(image)
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+def _time(model: str, kind: str, mode: str, precision: str) -> tuple[float, str]:
+    """Median seconds per image in a fresh process, as ``bench_default_models`` measures."""
+    from bench_default_models import speed
+
+    shape = "584x565x3" if kind == "fundus" else "400x400"
+    runs = [speed(model, shape, precision=precision, tta=mode) for _ in range(PROCESSES)]
+    return float(np.median([r["median_s"] for r in runs])), str(runs[0]["precision"])
 
 
 def run(kind: str, model: str, config: str) -> dict:
     cfg = load_config(REPO / config)
     _, val, _ = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
     val = _by_size(val)
-    image = (read_image(SHARED_DATA / "DRIVE" / "test" / "images" / "01_test.tif")
-             if kind == "fundus" else np.random.default_rng(0).random((400, 400), np.float32))
     res: dict = {"model": model, "config": config, "modes": {}}
     for mode in MODES:
-        seg = Segmenter(model, tta=mode)
-        scores = _val_scores(seg, val, mode)
-        fp32 = _time(Segmenter(model, tta=mode, precision="fp32"), image)
+        scores = _val_scores(Segmenter(model, tta=mode), val, mode)
+        default_s, precision = _time(model, kind, mode, "auto")
         res["modes"][mode] = {"val": {_split_name(s, val): v for s, v in scores.items()},
-                              "seconds_default": _time(seg, image), "seconds_fp32": fp32,
-                              "precision": seg.precision}
-    ok = [m for m in MODES if res["modes"][m]["seconds_default"] <= TARGET_S[kind]]
-    res["chosen"] = max(ok, key=lambda m: np.mean(
-        [v["dice"] for v in res["modes"][m]["val"].values()])) if ok else "none"
+                              "seconds_default": default_s,
+                              "seconds_fp32": _time(model, kind, mode, "fp32")[0],
+                              "precision": precision}
+    res["chosen"] = choose_mode(res["modes"], TARGET_S[kind])
     return res
+
+
+def choose_mode(modes: dict[str, dict], target_s: float) -> str:
+    """The cheapest mode (``MODES`` order) within ``TOLERANCE`` of the best one in time."""
+    def dice(m: str) -> float:
+        return float(np.mean([v["dice"] for v in modes[m]["val"].values()]))
+
+    ok = [m for m in MODES if modes[m]["seconds_default"] <= target_s]
+    if not ok:
+        return "none"
+    best = max(dice(m) for m in ok)
+    return next(m for m in ok if dice(m) >= best - TOLERANCE)
 
 
 def report(results: dict[str, dict]) -> str:
@@ -119,10 +131,11 @@ def report(results: dict[str, dict]) -> str:
                      f"timing input: {INPUTS[kind]}; target ≤ {TARGET_S[kind]} s). Chosen: "
                      f"**{r['chosen']}**.\n\n" + md_table(header, rows))
     return ("Validation only: Dice at a threshold chosen on the same images for each mode "
-            "(optimistic, equally for every mode), per-image means; timing is the median of 21 "
-            "whole-image runs with preprocessing, default threads. The chosen mode is the best "
-            "validation Dice among the modes that meet the speed target in the default "
-            "precision.\n\n" + "\n\n".join(parts))
+            "(optimistic, equally for every mode), per-image means. Timing: whole image with "
+            "preprocessing, default threads, the median over 3 fresh processes of the median of "
+            "21 runs (one such figure moved by up to ±50 % on this shared machine). Chosen: the "
+            "cheapest mode within 0.002 mean validation Dice of the best mode that meets the "
+            "time target in the default precision.\n\n" + "\n\n".join(parts))
 
 
 def main() -> None:
@@ -130,7 +143,7 @@ def main() -> None:
     ap.add_argument("--fundus", default="fundus-vessels")
     ap.add_argument("--fundus-config", default="configs/drive_unet_fullres.yaml")
     ap.add_argument("--octa", default="octa-vessels")
-    ap.add_argument("--octa-config", default="configs/octa_vessels_ft.yaml")
+    ap.add_argument("--octa-config", default="configs/octa_vessels_2h.yaml")
     a = ap.parse_args()
     torch.manual_seed(0)
     results = {"fundus": run("fundus", a.fundus, a.fundus_config),
