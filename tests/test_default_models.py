@@ -64,3 +64,22 @@ def test_octa_model_on_a_real_octa500_image(shared_data) -> None:
     s = build_dataset("octa500", shared_data / "OCTA-500", "val", fov="6M")[0]
     seg = Segmenter("octa-vessels")
     assert image_metrics(seg(s["image"]), s["label"], seg.threshold)["dice"] > 0.8
+
+
+def test_octa_model_heads_are_picked_by_name_and_by_dataset(shared_data) -> None:
+    """Each head of octa-vessels segments real images of its own dataset well, and evaluate
+    picks the head trained on the scored dataset."""
+    from retinaseg.data import build_dataset
+    from retinaseg.evaluation.metrics import image_metrics
+    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.models.persistence import read_spec, resolve_model_path
+
+    spec = read_spec(resolve_model_path("octa-vessels"))
+    assert spec.head_for("rossa") == "all_vessel" and spec.head_for("octa500") == "large_vessel"
+    cases = (("rossa", "ROSSA", {}, "all_vessel", 0.88),
+             ("octa500", "OCTA-500", {"fov": "3M"}, "large_vessel", 0.85))
+    for name, folder, opts, head, floor in cases:
+        s = build_dataset(name, shared_data / folder, "val", **opts)[0]
+        seg = Segmenter("octa-vessels", head=head)
+        assert seg.head_name == head
+        assert image_metrics(seg(s["image"]), s["label"], seg.threshold)["dice"] > floor
