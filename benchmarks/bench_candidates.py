@@ -62,6 +62,11 @@ CANDIDATES: list[dict[str, str]] = [
      "config": "configs/drive_unet_fullres_s3.yaml",
      "what": "stage 3: a long warm restart of drive_unet_fullres (lr 1e-3, 240 epochs) with "
              "weight EMA 0.998, stage 1's augmentation, FOV matching; 80 min / 1 thread"},
+    {"name": "drive_unet_fullres_sr", "kind": "fundus",
+     "config": "configs/drive_unet_fullres_sr.yaml",
+     "what": "stage 2, topology-aware: fine-tunes drive_unet_fullres with the skeleton-recall "
+             "loss (BCE + Dice + recall of the tubed label skeleton), lr 5e-4, EMA 0.995; "
+             "33 min / 1 thread"},
     {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
      "model": "runs/baseline/octa-vessels.safetensors",
      "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "
