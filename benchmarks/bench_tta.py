@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--fundus", default="fundus-vessels")
     ap.add_argument("--fundus-config", default="configs/drive_unet_fullres.yaml")
     ap.add_argument("--octa", default="octa-vessels")
-    ap.add_argument("--octa-config", default="configs/octa_vessels_2h.yaml")
+    ap.add_argument("--octa-config", default="configs/octa_vessels_2h_s2.yaml")
     a = ap.parse_args()
     torch.manual_seed(0)
     results = {"fundus": run("fundus", a.fundus, a.fundus_config),
