@@ -83,3 +83,16 @@ def test_octa_model_heads_are_picked_by_name_and_by_dataset(shared_data) -> None
         seg = Segmenter("octa-vessels", head=head)
         assert seg.head_name == head
         assert image_metrics(seg(s["image"]), s["label"], seg.threshold)["dice"] > floor
+
+
+def test_head_applies_only_to_picked_models_that_have_heads(tmp_path) -> None:
+    """`predict --head all_vessel` with no --model: the OCTA image uses that head, the fundus
+    image (fundus-vessels has one output) is segmented as usual instead of failing."""
+    import retinaseg
+
+    write_png(tmp_path / "in" / "f.png", make_fundus_sample(96, 2)["image"])
+    write_png(tmp_path / "in" / "o.png", make_octa_sample(96, 2)["image"])
+    rep = retinaseg.predict(tmp_path / "in", out=tmp_path / "out", head="all_vessel")
+    rows = {r["image"].rsplit("/", 1)[1]: r for r in rep.rows}
+    assert rows["o.png"]["head"] == "all_vessel" and rows["f.png"]["head"] == ""
+    assert not rep.skipped
