@@ -187,34 +187,26 @@ def bundle_weights(run: str, name: str) -> None:
 
 def stamp_tta(name: str, config: str, mode: str) -> None:
     """Give bundled model ``name`` flip TTA ``mode`` by default, with its threshold(s) chosen
-    again on the recipe's validation images with that TTA and the default precision.
+    again on the recipe's validation images with that TTA and the default inference.
 
     Only validation data is used (the DRIVE images held out by the config's seed; OCTA-500 and
-    ROSSA ``val``); each head gets its own threshold.
+    ROSSA ``val``); each head gets its own threshold, as at training time.
     """
-    import torch
-
-    from retinaseg.evaluation.metrics import choose_threshold
+    from retinaseg.inference.pipeline import Segmenter
     from retinaseg.inference.predictor import predict_probability
     from retinaseg.models.persistence import load_model, save_model
     from retinaseg.training.config import load_config
     from retinaseg.training.data import load_train_val
-    from retinaseg.utils.runtime import resolve_precision
+    from retinaseg.training.trainer import head_thresholds
 
     cfg = load_config(REPO / config)
     _, val, _ = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
     dst = WEIGHTS_DIR / f"{name}.safetensors"
-    net, spec = load_model(dst)
-    precision = resolve_precision("auto", torch.device("cpu"))
-    fast = net.to(memory_format=torch.channels_last) if precision == "bf16" else net
-    thresholds = []
-    for h in range(max(1, len(spec.heads))):
-        its = [it for it in val if it.head == h]
-        probs = [predict_probability(fast, it.image, tta=mode, precision=precision,
-                                     channel=h) for it in its]
-        thresholds.append(float(choose_threshold(probs, [it.label for it in its],
-                                                 [it.fov for it in its], metric="dice",
-                                                 groups=[it.source for it in its])))
+    seg = Segmenter(dst, tta=mode)
+    probs = [predict_probability(seg.net, it.image, tta=mode, precision=seg.precision,
+                                 channel=it.head) for it in val]
+    thresholds = head_thresholds(probs, val, max(1, len(seg.spec.heads)))
+    net, spec = load_model(dst)  # the stored (unfolded) weights, saved again unchanged
     for h, thr in zip(spec.heads, thresholds):
         h["threshold"] = thr
     spec.threshold = thresholds[0]

@@ -143,10 +143,8 @@ def _run_real(root: str | Path, dataset: str, out: Path, n: int) -> dict[str, An
     from retinaseg.registry import DATASETS
 
     what, samples = _real_samples(root, dataset, n)
-    from retinaseg.models.persistence import read_spec, resolve_model_path
-
     model = DEFAULT_MODELS[DATASETS.get(dataset).modality]
-    seg = Segmenter(model, head=read_spec(resolve_model_path(model)).head_for(dataset))
+    seg = Segmenter(model, dataset=dataset)
     rows, images = [], []
     for s in samples:
         prob = seg(s["image"], source=str(s["path"]))

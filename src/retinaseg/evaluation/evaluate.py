@@ -125,11 +125,7 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
 
     options = dict(options or {})
     ds = build_dataset(dataset, root, split, **options)
-    if segmenter_kw.get("head") is None:
-        from retinaseg.models.persistence import read_spec, resolve_model_path
-
-        segmenter_kw["head"] = read_spec(resolve_model_path(model)).head_for(dataset)
-    seg = Segmenter(model, **segmenter_kw)
+    seg = Segmenter(model, dataset=dataset, **segmenter_kw)
     out = make_out_dir(out)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
     sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")

@@ -19,10 +19,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-def _norm_after(nxt: nn.Module) -> tuple[nn.Module, str] | None:
-    """(container, name) of the BatchNorm that ``nxt`` starts with, or None."""
+def _norm_slot(seq: nn.Sequential, name: str) -> tuple[nn.Module, str] | None:
+    """(container, key) of the BatchNorm at ``seq[name]``, or first inside it; else None."""
+    nxt = seq._modules[name]
     if isinstance(nxt, nn.BatchNorm2d):
-        return None  # handled by the caller (same container)
+        return seq, name
     if isinstance(nxt, nn.Sequential) and len(nxt) and isinstance(nxt[0], nn.BatchNorm2d):
         return nxt, next(iter(nxt._modules))
     return None
@@ -45,11 +46,10 @@ def fold_batchnorm(net: nn.Module) -> int:
     for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
         for a, b in zip(names, names[1:]):
-            conv, nxt = seq._modules[a], seq._modules[b]
-            if not isinstance(conv, CONVS):
+            conv, slot = seq._modules[a], _norm_slot(seq, b)
+            if slot is None:
                 continue
-            inner = _norm_after(nxt)
-            holder, key = (seq, b) if inner is None else inner
+            holder, key = slot
             bn = holder._modules[key]
             if not _fusable(conv, bn):
                 continue

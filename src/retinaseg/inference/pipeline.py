@@ -37,7 +37,8 @@ class Segmenter:
 
     ``precision="auto"`` runs the network in bfloat16 on CPUs that compute it natively
     (``avx512_bf16``/``amx_bf16``) and in float32 elsewhere; ``head`` picks the output head of a
-    model with several (default: its first); ``tta=None`` uses the model's own flip TTA
+    model with several (default: the head trained on ``dataset`` when given and there is one,
+    else the first); ``tta=None`` uses the model's own flip TTA
     (``info["tta"]``, chosen on validation data at bundling; none when absent); ``fuse``
     folds BatchNorm into the convolutions (:mod:`retinaseg.inference.fuse`).
     """
@@ -45,7 +46,8 @@ class Segmenter:
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
                  tile: int | None = None, overlap: float = 0.25, tta: bool | str | None = None,
                  match_fov: bool = True, head: str | None = None,
-                 precision: str = "auto", fuse: bool = True) -> None:
+                 precision: str = "auto", fuse: bool = True,
+                 dataset: str | None = None) -> None:
         from retinaseg.inference.fuse import fold_batchnorm
         from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
@@ -55,8 +57,8 @@ class Segmenter:
         self.device = select_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.net, self.spec = load_model(model, self.device)
-        self.head = head
-        self.channel = self.spec.head_index(head)  # checks the name
+        self.head = head if head is not None or dataset is None else self.spec.head_for(dataset)
+        self.channel = self.spec.head_index(self.head)  # checks the name
         self.preprocess = build_preprocess(self.spec.preprocess)
         if fuse:  # eval-mode BatchNorm into its convolution: the same maps, faster
             fold_batchnorm(self.net)

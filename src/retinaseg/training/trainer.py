@@ -101,11 +101,10 @@ def _model_params(cfg: RunConfig) -> dict[str, Any]:
     return params
 
 
-def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict,
-          heads: list[dict[str, Any]] | None = None) -> ModelSpec:
+def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
     return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=_model_params(cfg),
                      preprocess=cfg.data.preprocess, threshold=threshold,
-                     modality=_modality(cfg), info=info, heads=heads or [])
+                     modality=_modality(cfg), info=info)
 
 
 def expand_heads(theirs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
@@ -421,6 +420,23 @@ class Trainer:
     _t_start: float = 0.0
 
 
+def head_thresholds(probs: list[np.ndarray], items: list[Item], n_heads: int) -> list[float]:
+    """The Dice-best threshold of each head, on the validation items that head predicts.
+
+    ``probs[i]`` is item ``i``'s probability map from its own head (:attr:`Item.head`); each
+    dataset counts equally within a head. A head without validation items gets 0.5.
+    """
+    from retinaseg.evaluation.metrics import choose_threshold
+
+    out = []
+    for h in range(n_heads):
+        sel = [i for i, it in enumerate(items) if it.head == h]
+        out.append(float(choose_threshold(
+            [probs[i] for i in sel], [items[i].label for i in sel], [items[i].fov for i in sel],
+            metric="dice", groups=[items[i].source for i in sel])) if sel else 0.5)
+    return out
+
+
 def _head_specs(tr: Trainer, thresholds: list[float]) -> list[dict[str, Any]]:
     """One entry per ``model.heads`` name: its threshold and the datasets that trained it."""
     heads = tr.cfg.model.heads or []
@@ -434,7 +450,6 @@ def _head_specs(tr: Trainer, thresholds: list[float]) -> list[dict[str, Any]]:
 def _finish(tr: Trainer) -> dict[str, Any]:
     """Reload the best model, choose the threshold on validation, write predictions and plots."""
     from retinaseg.evaluation.figures import error_map, plot_training_curves
-    from retinaseg.evaluation.metrics import choose_threshold
     from retinaseg.io import write_png
     from retinaseg.models.persistence import load_model
 
@@ -444,13 +459,7 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     net, spec = load_model(best, tr.device)
     tr.net, tr.ema = net, None
     probs = tr.predict_items(tr.val_items)
-    thresholds = []
-    for h in range(len(tr.cfg.model.heads or [None])):
-        sel = [i for i, it in enumerate(tr.val_items) if it.head == h]
-        thresholds.append(float(choose_threshold(
-            [probs[i] for i in sel], [tr.val_items[i].label for i in sel],
-            [tr.val_items[i].fov for i in sel], metric="dice",
-            groups=[tr.val_items[i].source for i in sel])) if sel else 0.5)
+    thresholds = head_thresholds(probs, tr.val_items, len(tr.cfg.model.heads or [None]))
     thr = thresholds[0]
     spec.threshold = thr
     spec.heads = _head_specs(tr, thresholds)
