@@ -89,6 +89,13 @@ CANDIDATES: list[dict[str, str]] = [
     {"name": "octa_vessels_2h_s2", "kind": "octa", "config": "configs/octa_vessels_2h_s2.yaml",
      "what": "stage 4: a second warm restart of octa_vessels_2h (lr 3e-4, EMA 0.998); "
              "55 min / 1 thread"},
+    {"name": "octa_vessels_fr", "kind": "octa", "config": "configs/octa_vessels_fr.yaml",
+     "what": "our U-Net width 8, depth 4, full-resolution first level, two heads, from "
+             "scratch, 128² patches ×4, bce+dice, EMA 0.998; 95 min / 1 thread"},
+    {"name": "octa_vessels_fr_tl", "kind": "octa", "config": "configs/octa_vessels_fr_tl.yaml",
+     "what": "as octa_vessels_fr, but starting from the fundus-vessels weights (same "
+             "architecture) with the OCTA input negated so vessels are dark, lr 1e-3; "
+             "95 min / 1 thread"},
 ]
 
 

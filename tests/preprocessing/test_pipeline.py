@@ -90,8 +90,17 @@ def test_signature_canonical():
 
 def test_registry_names():
     assert set(STEPS) == {
-        "grey", "green", "standardise", "minmax", "clahe", "gamma", "hist_equalise", "resize"
+        "grey", "green", "standardise", "minmax", "clahe", "gamma", "hist_equalise", "resize",
+        "negate",
     }
+
+
+def test_negate_after_standardise_flips_contrast():
+    img = np.array([[0, 0], [0, 255]], np.uint8)
+    out = build_preprocess([{"name": "grey"}, {"name": "standardise"}, {"name": "negate"}])(img)
+    assert out.shape == (1, 2, 2)
+    assert out[0, 1, 1] < 0 < out[0, 0, 0]
+    np.testing.assert_allclose(out.mean(), 0.0, atol=1e-6)
 
 
 def test_bad_image_rank():

@@ -162,6 +162,18 @@ def gamma(img: np.ndarray, gamma: float = 1.2) -> np.ndarray:
     return np.power(img, np.float32(1.0 / gamma)).astype(np.float32)
 
 
+def negate(img: np.ndarray) -> np.ndarray:
+    """``-img``: bright vessels become dark, float32, same shape.
+
+    OCTA shows flow as bright vessels while the fundus green channel shows them dark; negating
+    standardised OCTA lets a fundus model start fine-tuning on OCTA with the contrast it knows.
+
+    >>> negate(np.array([[1.0, -2.0]], np.float32)).tolist()
+    [[-1.0, 2.0]]
+    """
+    return np.negative(_check_image(img).astype(np.float32, copy=False))
+
+
 def hist_equalise(img: np.ndarray) -> np.ndarray:
     """Global histogram equalisation (:func:`skimage.exposure.equalize_hist`), per channel.
 

@@ -6,7 +6,7 @@ A step is a name (``"grey"``) or a mapping ``{"name": "clahe", "clip_limit": 0.0
 callable ``[H, W] | [H, W, C] → [C, H, W]`` float32.
 
 Steps: ``grey``, ``green``, ``standardise``, ``minmax`` (``per_channel``), ``clahe``
-(``clip_limit``, ``kernel_size``), ``gamma`` (``gamma``), ``hist_equalise``, ``resize``
+(``clip_limit``, ``kernel_size``), ``gamma`` (``gamma``), ``hist_equalise``, ``negate``, ``resize``
 (``shape`` required, ``order``). See :mod:`.functions` for what each does.
 """
 
@@ -40,6 +40,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "clahe": F.clahe,
     "gamma": F.gamma,
     "hist_equalise": F.hist_equalise,
+    "negate": F.negate,
     "resize": F.resize,
 }
 """Step name → function ``f(img, **params) -> img``."""
