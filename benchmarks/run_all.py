@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "candidates": (["benchmarks/bench_candidates.py"], False),
     "resolution": (["benchmarks/bench_resolution.py"], False),
     "tta": (["benchmarks/bench_tta.py"], False),
+    "errors": (["benchmarks/bench_errors.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 

@@ -1,0 +1,108 @@
+"""Where the default models go wrong (issue: default models): edge placement or whole pieces.
+
+For each OCTA val split (OCTA-500 6M, 3M, ROSSA) and DRIVE test (inside the FOV), and each
+model, the wrong pixels of the binary mask are counted by their distance to the label edge
+(:func:`retinaseg.evaluation.metrics.error_profile`): at most 1 px (a one-pixel disagreement
+on where a vessel's edge lies), 1-2 px, and beyond 2 px (vessel pieces missed or added). Next
+to Dice it reports the relaxed F1 at 1 px (:func:`~retinaseg.evaluation.metrics.relaxed_f1`),
+the figure a model would reach if every edge within one pixel counted as right, and, with
+several models, the Dice of their averaged probability (an ensemble at the mean of the models'
+thresholds): if errors are shared, no ensemble of these models lifts Dice.
+
+Models are scored as users get them (`Segmenter`, the head trained on the dataset, the
+model's own threshold and TTA); all per-image means. DRIVE test is only reported here.
+
+Usage::
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_errors.py
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_errors.py \
+        --octa-models octa-vessels,runs/octa_vessels_fr_tl/<stamp>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, SHARED_DATA, md_table, write_section
+from tqdm import tqdm
+
+from retinaseg.data import build_dataset
+from retinaseg.evaluation.metrics import (
+    confusion_counts,
+    error_profile,
+    relaxed_f1,
+    threshold_metrics,
+)
+from retinaseg.inference.pipeline import Segmenter
+
+SPLITS = [  # (label, modality, dataset, folder, split, options)
+    ("OCTA-500 val 6M", "octa", "octa500", "OCTA-500", "val", {"fov": "6M"}),
+    ("OCTA-500 val 3M", "octa", "octa500", "OCTA-500", "val", {"fov": "3M"}),
+    ("ROSSA val", "octa", "rossa", "ROSSA", "val", {}),
+    ("DRIVE test (inside FOV)", "fundus", "drive", "DRIVE", "test", {}),
+]
+
+
+def _short(model: str) -> str:
+    p = Path(model)
+    return model if not p.exists() else "/".join(p.resolve().parts[-2:])
+
+
+def score_split(models: list[str], dataset: str, root: Path, split: str,
+                options: dict) -> list[dict]:
+    """One row per model (and one for the ensemble when there are several)."""
+    ds = build_dataset(dataset, root, split, **options)
+    segs = [Segmenter(m, dataset=dataset) for m in models]
+    acc: dict[str, dict[str, list[float]]] = {}
+    for i in tqdm(range(len(ds)), desc=f"{dataset} {options}", unit="img"):
+        item = ds[i]
+        fov = item["fov"] if item["fov"] is not None else np.ones_like(item["label"])
+        gt = item["label"] & fov
+        probs = [seg(item["image"]) * fov for seg in segs]
+        masks = [p > seg.threshold for p, seg in zip(probs, segs)]
+        if len(segs) > 1:
+            thr = float(np.mean([s.threshold for s in segs]))
+            masks.append(np.mean(probs, axis=0) > thr)
+        for name, m in zip([*map(_short, models), "ensemble (mean probability)"], masks):
+            m = m & fov
+            prof = error_profile(m, gt)
+            n_err = max(1, sum(prof.values()))
+            row = acc.setdefault(name, {k: [] for k in ("dice", "rf1", "le1", "le2", "gt2")})
+            row["dice"].append(threshold_metrics(confusion_counts(m, gt, fov))["dice"])
+            row["rf1"].append(relaxed_f1(m, gt, tol=1))
+            for k, v in prof.items():
+                row[k].append(v / n_err)
+    return [{"model": n, **{k: float(np.mean(v)) for k, v in r.items()}} for n, r in acc.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--octa-models", default="octa-vessels",
+                    help="comma-separated OCTA models (bundled names, run folders or files)")
+    ap.add_argument("--fundus-models", default="fundus-vessels",
+                    help="comma-separated fundus models")
+    a = ap.parse_args()
+    rows, raw = [], {}
+    for label, modality, dataset, folder, split, options in SPLITS:
+        models = (a.octa_models if modality == "octa" else a.fundus_models).split(",")
+        raw[label] = score_split(models, dataset, SHARED_DATA / folder, split, options)
+        rows += [[label, r["model"], r["dice"], r["rf1"], f"{100 * r['le1']:.0f} %",
+                  f"{100 * r['le2']:.0f} %", f"{100 * r['gt2']:.0f} %"] for r in raw[label]]
+    body = ("Per-image means; OCTA on the val splits (which also chose each model's checkpoint "
+            "and threshold), DRIVE on its test split inside the FOV. Error shares: wrong pixels "
+            "of the mask by distance to the label edge, as a share of that image's wrong "
+            "pixels. Relaxed F1 (1 px): precision and recall "
+            "with a one-pixel tolerance, i.e. the Dice ceiling if edge placement within one "
+            "pixel did not count.\n\n"
+            + md_table(["split", "model", "Dice", "relaxed F1 (1 px)", "errors ≤ 1 px",
+                        "errors 1-2 px", "errors > 2 px"], rows))
+    write_section("errors", "Where the default models go wrong: edges or pieces", body)
+    (RESULTS / "errors.json").write_text(json.dumps(raw, indent=2))
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
