@@ -67,10 +67,25 @@ def _short(model: str) -> str:
     return model if not p.exists() else "/".join(p.resolve().parts[-2:])
 
 
+def _add(acc: dict, name: str, mask: np.ndarray, gt: np.ndarray, fov: np.ndarray) -> None:
+    """Append one image's figures for ``name`` to ``acc``."""
+    m = mask & fov
+    prof = error_profile(m, gt)
+    n_err = max(1, sum(prof.values()))
+    row = acc.setdefault(name, {k: [] for k in ("dice", "shift1", "rf1", "le1", "le2", "gt2")})
+    row["dice"].append(threshold_metrics(confusion_counts(m, gt, fov))["dice"])
+    row["shift1"].append(_shifted_dice(m, gt, fov))
+    row["rf1"].append(relaxed_f1(m, gt, tol=1))
+    for k, v in prof.items():
+        row[k].append(v / n_err)
+
+
 def score_split(models: list[str], dataset: str, root: Path, split: str,
                 options: dict) -> list[dict]:
-    """One row per model (and one for the ensemble when there are several)."""
+    """One row per model (and one for the ensemble when there are several); on DRIVE test
+    also the 2nd human observer against the 1st."""
     ds = build_dataset(dataset, root, split, **options)
+    observer = build_dataset(dataset, root, split, observer="2") if dataset == "drive" else None
     segs = [Segmenter(m, dataset=dataset) for m in models]
     acc: dict[str, dict[str, list[float]]] = {}
     for i in tqdm(range(len(ds)), desc=f"{dataset} {options}", unit="img"):
@@ -78,21 +93,13 @@ def score_split(models: list[str], dataset: str, root: Path, split: str,
         fov = item["fov"] if item["fov"] is not None else np.ones_like(item["label"])
         gt = item["label"] & fov
         probs = [seg(item["image"]) * fov for seg in segs]
-        masks = [p > seg.threshold for p, seg in zip(probs, segs)]
+        for name, p, seg in zip(map(_short, models), probs, segs):
+            _add(acc, name, p > seg.threshold, gt, fov)
         if len(segs) > 1:
             thr = float(np.mean([s.threshold for s in segs]))
-            masks.append(np.mean(probs, axis=0) > thr)
-        for name, m in zip([*map(_short, models), "ensemble (mean probability)"], masks):
-            m = m & fov
-            prof = error_profile(m, gt)
-            n_err = max(1, sum(prof.values()))
-            row = acc.setdefault(name, {k: [] for k in ("dice", "shift1", "rf1", "le1", "le2",
-                                                       "gt2")})
-            row["dice"].append(threshold_metrics(confusion_counts(m, gt, fov))["dice"])
-            row["shift1"].append(_shifted_dice(m, gt, fov))
-            row["rf1"].append(relaxed_f1(m, gt, tol=1))
-            for k, v in prof.items():
-                row[k].append(v / n_err)
+            _add(acc, "ensemble (mean probability)", np.mean(probs, axis=0) > thr, gt, fov)
+        if observer is not None:
+            _add(acc, "2nd human observer", observer[i]["label"], gt, fov)
     return [{"model": n, **{k: float(np.mean(v)) for k, v in r.items()}} for n, r in acc.items()]
 
 
