@@ -197,7 +197,10 @@ def test_unicode_and_spaces_in_dataset_paths(cli, tmp_path, tiny_model) -> None:
     out = tmp_path / "évaluation é"
     res = evaluate(cli, tiny_model, root, out, "--option", "labels=vérité terrain")
     res.assert_ok()
-    assert [r["id"] for r in per_image(out)] == ["ïmage 1"]
+    rows = per_image(out)
+    assert [r["id"] for r in rows] == ["ïmage 1"]
+    assert 0.0 <= float(rows[0]["relaxed_f1_1px"]) <= 1.0
+    assert "relaxed_f1_1px=" in res.out
     assert (out / "maps" / "ïmage 1_error.png").is_file()
 
 
