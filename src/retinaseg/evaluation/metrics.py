@@ -16,6 +16,8 @@ Conventions
 * AUC / AP are NaN when only one class is present. HD95 is NaN when either mask is empty (§9
   recommends NaN rather than S3-OCTA's score of 0).
 * Betti errors are an addition of this toolkit (§9 marks them *(inferred)*; no seed computes them).
+* The edge-placement figures (:func:`boundary_distance`, :func:`error_profile`,
+  :func:`relaxed_f1`) are additions of this toolkit too; no seed reports them.
 """
 
 from __future__ import annotations
