@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 from common import RESULTS, SHARED_DATA, md_table, write_section
+from scipy import ndimage
 from tqdm import tqdm
 
 from retinaseg.data import build_dataset
 from retinaseg.evaluation.metrics import (
+    choose_threshold,
     confusion_counts,
     error_profile,
     relaxed_f1,
@@ -46,20 +48,15 @@ SPLITS = [  # (label, modality, dataset, folder, split, options)
 ]
 
 
-def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``mask`` moved by (dy, dx) px, zero-filled; same shape."""
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        mask[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
-    return out
-
-
 def _shifted_dice(mask: np.ndarray, gt: np.ndarray, fov: np.ndarray) -> float:
     """Mean Dice of ``mask`` moved by one pixel up, down, left and right."""
-    return float(np.mean([threshold_metrics(confusion_counts(_shift(mask, dy, dx) & fov, gt,
-                                                             fov))["dice"]
-                          for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]))
+    moved = [ndimage.shift(mask, step, order=0, cval=False) & fov
+             for step in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    return float(np.mean([_dice(m, gt, fov) for m in moved]))
+
+
+def _dice(mask: np.ndarray, gt: np.ndarray, fov: np.ndarray) -> float:
+    return threshold_metrics(confusion_counts(mask, gt, fov))["dice"]
 
 
 def _short(model: str) -> str:
@@ -77,7 +74,7 @@ def _add(acc: dict, name: str, mask: np.ndarray, gt: np.ndarray, fov: np.ndarray
     prof = error_profile(m, gt)
     n_err = max(1, sum(prof.values()))
     row = acc.setdefault(name, {k: [] for k in ("dice", "shift1", "rf1", "le1", "le2", "gt2")})
-    row["dice"].append(threshold_metrics(confusion_counts(m, gt, fov))["dice"])
+    row["dice"].append(_dice(m, gt, fov))
     row["shift1"].append(_shifted_dice(m, gt, fov))
     row["rf1"].append(relaxed_f1(m, gt, tol=1))
     for k, v in prof.items():
@@ -92,7 +89,7 @@ def score_split(models: list[str], dataset: str, root: Path, split: str,
     observer = build_dataset(dataset, root, split, observer="2") if dataset == "drive" else None
     segs = [Segmenter(m, dataset=dataset) for m in models]
     acc: dict[str, dict[str, list[float]]] = {}
-    sweep: dict[str, list[np.ndarray]] = {}  # name -> per image, Dice at each GRID threshold
+    kept: dict[str, list[tuple]] = {}  # name -> (prob, gt, fov) per image, for the sweep
     for i in tqdm(range(len(ds)), desc=f"{dataset} {options}", unit="img"):
         item = ds[i]
         fov = item["fov"] if item["fov"] is not None else np.ones_like(item["label"])
@@ -100,8 +97,7 @@ def score_split(models: list[str], dataset: str, root: Path, split: str,
         probs = [seg(item["image"]) * fov for seg in segs]
         for name, p, seg in zip(map(_short, models), probs, segs):
             _add(acc, name, p > seg.threshold, gt, fov)
-            sweep.setdefault(name, []).append(np.array([threshold_metrics(confusion_counts(
-                p > t, gt, fov))["dice"] for t in GRID]))
+            kept.setdefault(name, []).append((p, gt, fov))
         if len(segs) > 1:
             thr = float(np.mean([s.threshold for s in segs]))
             _add(acc, "ensemble (mean probability)", np.mean(probs, axis=0) > thr, gt, fov)
@@ -109,9 +105,17 @@ def score_split(models: list[str], dataset: str, root: Path, split: str,
             _add(acc, "2nd human observer", observer[i]["label"], gt, fov)
     out = [{"model": n, **{k: float(np.mean(v)) for k, v in r.items()}} for n, r in acc.items()]
     for row in out:
-        curve = np.mean(sweep[row["model"]], axis=0) if row["model"] in sweep else None
-        row["oracle"] = float(curve.max()) if curve is not None else float("nan")
+        row["oracle"] = _best_threshold_dice(kept[row["model"]]) if row["model"] in kept \
+            else float("nan")
     return out
+
+
+def _best_threshold_dice(images: list[tuple]) -> float:
+    """Per-image-mean Dice at the one GRID threshold that maximises it on ``images`` themselves
+    (``choose_threshold`` with one group per image averages per-image Dice)."""
+    probs, gts, fovs = zip(*images)
+    t = choose_threshold(probs, gts, fovs, grid=GRID, groups=[str(i) for i in range(len(gts))])
+    return float(np.mean([_dice(p > t, g, f) for p, g, f in images]))
 
 
 def main() -> None:

@@ -663,10 +663,10 @@ def summarise(
 
 __all__ = [
     "DEFAULT_GRID", "METRIC_KEYS", "THRESHOLD_KEYS", "average_precision", "betti_errors",
-    "betti_errors_patches", "betti_numbers", "binarize", "boundary_distance", "error_profile",
-    "relaxed_f1", "centerline_length", "choose_threshold",
-    "cldice", "component_count", "confusion_counts", "hd95", "image_metrics", "pooled_metrics",
-    "pr_curve", "roc_auc", "roc_curve", "summarise", "threshold_metrics",
+    "betti_errors_patches", "betti_numbers", "binarize", "boundary_distance", "centerline_length",
+    "choose_threshold", "cldice", "component_count", "confusion_counts", "error_profile", "hd95",
+    "image_metrics", "pooled_metrics", "pr_curve", "relaxed_f1", "roc_auc", "roc_curve",
+    "summarise", "threshold_metrics",
 ]
 
 
