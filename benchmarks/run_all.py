@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "centerline": (["benchmarks/bench_centerline.py",
                     "--out", "benchmarks/results/centerline.json"], False),
     "dsconv": (["benchmarks/bench_dsconv.py"], False),
+    "train_precision": (["benchmarks/bench_train_precision.py"], False),
     "drive_unet": (["benchmarks/bench_drive_unet.py"], True),
     "huge_images": (["benchmarks/bench_huge_images.py"], False),
     "octa_topology": (["benchmarks/bench_octa_topology.py"], True),

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from retinaseg.training.config import RunConfig, check_paths, dump_config, load_
 from retinaseg.training.data import Item, PatchSampler, load_train_val
 from retinaseg.training.schedule import learning_rate
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
-from retinaseg.utils.runtime import configure_threads, seed_everything, select_device
+from retinaseg.utils.runtime import configure_threads, cpu_has_bf16, seed_everything, select_device
 
 CSV_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "val_auc", "lr", "seconds"]
 
@@ -222,8 +223,10 @@ class Trainer:
         self.opt = _optimizer(cfg, self.net)
         self.augment = _augment(cfg, cfg.seed)
         self.sampler = PatchSampler(self.train_items, cfg.sampling, self.augment)
-        self.amp = self.device.type == "cuda" and cfg.train.amp is not False
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp, self.amp_dtype = _amp_mode(self.device, cfg.train.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        if self.amp_dtype == torch.bfloat16:  # oneDNN's bfloat16 convolutions are fastest NHWC
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = _ema_model(self.net, cfg.train.ema)
         self.fov_diameter = _fov_diameter(cfg, self.train_items)
         self.state = State()
@@ -313,8 +316,11 @@ class Trainer:
         if head is None:
             head = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            loss = self.loss_fn(select_heads(self.net(x), head), y)
+        if self.amp_dtype == torch.bfloat16 and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            logits = self.net(x)
+        loss = self.loss_fn(select_heads(logits.float(), head), y)  # the loss in float32
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at epoch {self.state.epoch + 1}; "
                                 f"stopped, the last good checkpoint is kept in '{self.run}'")
@@ -420,6 +426,29 @@ class Trainer:
     _t_start: float = 0.0
 
 
+def _amp_mode(device: torch.device, amp: bool | None) -> tuple[bool, torch.dtype | None]:
+    """``(enabled, dtype)`` of mixed precision for training.
+
+    CUDA: float16 with loss scaling unless ``amp`` is False. CPU: bfloat16 only when ``amp`` is
+    True and the CPU computes it natively (about twice the steps per second there; emulated
+    bfloat16 would be slower than float32, so it falls back to float32 with a warning).
+    """
+    if device.type == "cuda":
+        return amp is not False, torch.float16
+    if device.type == "cpu" and amp:
+        if cpu_has_bf16():
+            return True, torch.bfloat16
+        warnings.warn("train.amp: this CPU has no native bfloat16; training in float32",
+                      stacklevel=2)
+    return False, None
+
+
+def _precision_name(tr: Trainer) -> str:
+    """``bf16``/``fp16`` when training ran under autocast, else ``fp32``."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(tr.amp_dtype, "fp32") \
+        if tr.amp else "fp32"
+
+
 def head_thresholds(probs: list[np.ndarray], items: list[Item], n_heads: int) -> list[float]:
     """The Dice-best threshold of each head, on the validation items that head predicts.
 
@@ -465,7 +494,7 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     spec.heads = _head_specs(tr, thresholds)
     spec.info.update({"threshold_source": f"chosen on validation ({tr.val_source})",
                       "train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
-                      "device": str(tr.device)})
+                      "device": str(tr.device), "train_precision": _precision_name(tr)})
     if tr.cfg.model.init:  # fine-tuned: also record what the starting model cost
         spec.info.update({"init": str(tr.cfg.model.init),
                           "total_train_seconds": round(tr.state.elapsed + _init_seconds(tr.cfg),
