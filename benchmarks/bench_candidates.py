@@ -67,6 +67,12 @@ CANDIDATES: list[dict[str, str]] = [
      "what": "stage 2, topology-aware: fine-tunes drive_unet_fullres with the skeleton-recall "
              "loss (BCE + Dice + recall of the tubed label skeleton), lr 5e-4, EMA 0.995; "
              "33 min / 1 thread"},
+    {"name": "drive_unet_w16", "kind": "fundus", "config": "configs/drive_unet_w16.yaml",
+     "what": "our U-Net width 16 (4× the width-8 FLOPs), depth 4, full-resolution first "
+             "level, 128² patches, bce+dice, EMA 0.998, bfloat16 mixed precision (`train.amp`); "
+             "100 min / 1 thread on a CPU with native bfloat16"},
+    {"name": "drive_unet_w12", "kind": "fundus", "config": "configs/drive_unet_w12.yaml",
+     "what": "as drive_unet_w16 with width 12; 100 min / 1 thread, bfloat16"},
     {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
      "model": "runs/baseline/octa-vessels.safetensors",
      "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "
@@ -105,6 +111,13 @@ ABANDONED = [  # runs stopped early, with what they showed (not in the tables)
     "lr still 5.8e-4) with validation Dice 0.780 (EMA weights, threshold 0.5) against stage 1's "
     "0.794; the stronger augmentation cost DRIVE accuracy in this budget, so the remaining time "
     "went to `drive_unet_fullres_ft`.",
+    "`drive_unet_w16` (`configs/drive_unet_w16.yaml`, width 16, bfloat16, EMA 0.998, 520 "
+    "epochs planned): stopped by hand at epoch 294 (56 min). Its validation Dice (EMA "
+    "weights, threshold 0.5) peaked at 0.786 at epoch 52 and fell to 0.778 by epoch 288, while "
+    "the validation loss rose from 0.146 (epoch 40) to 0.165 and the training loss kept "
+    "falling: the wider network overfits the 16 training images. The width-8 bundle scores "
+    "0.794 on the same images at threshold 0.5, and averaging its probabilities with this "
+    "run's best checkpoint gave 0.794 (no gain), so the thread went to `octa_vessels_2h_s3`.",
 ]
 
 
