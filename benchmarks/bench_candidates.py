@@ -95,6 +95,10 @@ CANDIDATES: list[dict[str, str]] = [
     {"name": "octa_vessels_2h_s2", "kind": "octa", "config": "configs/octa_vessels_2h_s2.yaml",
      "what": "stage 4: a second warm restart of octa_vessels_2h (lr 3e-4, EMA 0.998); "
              "55 min / 1 thread"},
+    {"name": "octa_vessels_2h_s3", "kind": "octa", "config": "configs/octa_vessels_2h_s3.yaml",
+     "what": "stage 5: a third warm restart, from the bundled octa-vessels (= stage 4), lr "
+             "2e-4, EMA 0.998, bfloat16 mixed precision (`train.amp`); 50 min / 1 thread on a "
+             "CPU with native bfloat16"},
     {"name": "octa_vessels_fr", "kind": "octa", "config": "configs/octa_vessels_fr.yaml",
      "what": "our U-Net width 8, depth 4, full-resolution first level, two heads, from "
              "scratch, 128² patches ×4, bce+dice, EMA 0.998; 95 min / 1 thread"},

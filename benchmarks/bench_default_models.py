@@ -58,7 +58,7 @@ DATA_TERMS = {
         "`large_vessel` learns\nfrom OCTA-500 labels only and `all_vessel` from ROSSA labels "
         "only (every other layer is\nshared); each split below is scored with its own "
         "convention's head. Measured on the val splits,\nthe two heads' masks agree at Dice "
-        "0.975 and each head scores 0.002-0.003 higher on its own\ndataset than the other "
+        "0.975-0.977 and each head scores 0.002-0.004 higher on its own\ndataset than the other "
         "head (`benchmarks/RESULTS.md`): the network tells the two kinds of scan\napart by "
         "itself, so the heads add little."),
 }
@@ -233,7 +233,10 @@ def total_minutes(run: str) -> tuple[float, str]:
             total = own + float(before.get("total_train_seconds", before.get("train_seconds")))
     if total is None:
         return own / 60, ""
-    return float(total) / 60, (f"{own / 60:.0f} min fine-tuning from `{Path(init).name}` plus "
+    start = f"`{Path(init).name}`"
+    if Path(init).name in DATA_TERMS:  # a bundled name: the bundle it was, not the one it becomes
+        start = f"the previous {start} bundle (see the config's header)"
+    return float(total) / 60, (f"{own / 60:.0f} min fine-tuning from {start} plus "
                                f"{(float(total) - own) / 60:.0f} min for that model")
 
 
