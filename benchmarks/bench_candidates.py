@@ -99,6 +99,9 @@ CANDIDATES: list[dict[str, str]] = [
      "what": "stage 5: a third warm restart, from the bundled octa-vessels (= stage 4), lr "
              "2e-4, EMA 0.998, bfloat16 mixed precision (`train.amp`); 50 min / 1 thread on a "
              "CPU with native bfloat16"},
+    {"name": "octa_vessels_2h_s4", "kind": "octa", "config": "configs/octa_vessels_2h_s4.yaml",
+     "what": "stage 6: a fourth warm restart, from stage 5, lr 1.5e-4, EMA 0.998, bfloat16; "
+             "25 min / 2 threads"},
     {"name": "octa_vessels_fr", "kind": "octa", "config": "configs/octa_vessels_fr.yaml",
      "what": "our U-Net width 8, depth 4, full-resolution first level, two heads, from "
              "scratch, 128² patches ×4, bce+dice, EMA 0.998; 95 min / 1 thread"},

@@ -63,7 +63,7 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 turns it off); bfloat16 on CPUs with native bfloat16, else float32 |
 | checkpoint | epoch {info.get("epoch")} chosen by validation Dice |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
-({info.get("threads")} threads) |
+({info.get("threads")} threads, {info.get("train_precision", "fp32")}) |
 
 ## Training data and terms
 {data}
