@@ -434,7 +434,7 @@ def _amp_mode(device: torch.device, amp: bool | None) -> tuple[bool, torch.dtype
     bfloat16 would be slower than float32, so it falls back to float32 with a warning).
     """
     if device.type == "cuda":
-        return amp is not False, torch.float16
+        return (False, None) if amp is False else (True, torch.float16)
     if device.type == "cpu" and amp:
         if cpu_has_bf16():
             return True, torch.bfloat16
@@ -445,8 +445,7 @@ def _amp_mode(device: torch.device, amp: bool | None) -> tuple[bool, torch.dtype
 
 def _precision_name(tr: Trainer) -> str:
     """``bf16``/``fp16`` when training ran under autocast, else ``fp32``."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(tr.amp_dtype, "fp32") \
-        if tr.amp else "fp32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(tr.amp_dtype, "fp32")
 
 
 def head_thresholds(probs: list[np.ndarray], items: list[Item], n_heads: int) -> list[float]:
