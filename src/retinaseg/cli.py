@@ -44,6 +44,15 @@ def cmd_train(a: argparse.Namespace) -> None:
           f"val {s['monitor']} {s['best_score']:.4f}, threshold {s['threshold']:.3f})")
 
 
+def cmd_ensemble(a: argparse.Namespace) -> None:
+    from retinaseg.api import build_ensemble
+
+    r = build_ensemble(a.runs, a.out, tta=a.tta)
+    print(f"ensemble of {len(r['members'])} models: {r['path']} (threshold {r['threshold']:.3f} "
+          f"chosen on {r['n_images']} out-of-fold images, their mean Dice "
+          f"{r['oof_dice_mean']:.4f})")
+
+
 def cmd_predict(a: argparse.Namespace) -> None:
     from retinaseg.api import predict
 
@@ -177,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set train.epochs=5")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("ensemble", help="average the models of k-fold runs into one file")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run folders of one recipe with disjoint validation folds")
+    p.add_argument("--out", required=True, help="the ensemble's .safetensors file")
+    p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"],
+                   help="flip TTA for the out-of-fold threshold and the model's default")
+    p.set_defaults(func=cmd_ensemble)
     p = sub.add_parser("predict", help="segment images or folders")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--model", default=None,

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from retinaseg.models import dscnet, monai_nets, s3octa, unet  # noqa: F401  (registration)
+from retinaseg.models import dscnet, ensemble, monai_nets, s3octa, unet  # noqa: F401 (registration)
 from retinaseg.registry import MODELS
 
 

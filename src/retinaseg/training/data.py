@@ -53,14 +53,25 @@ def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "") -
     return items
 
 
-def carve_validation(items: list[Item], fraction: float,
-                     seed: int) -> tuple[list[Item], list[Item]]:
-    """Split ``items`` into (train, val) with ``ceil(fraction·n)`` validation images (seeded)."""
+def carve_validation(items: list[Item], fraction: float, seed: int,
+                     folds: int | None = None, fold: int = 0) -> tuple[list[Item], list[Item]]:
+    """Split ``items`` into (train, val) with a seeded shuffle.
+
+    Without ``folds``: ``ceil(fraction·n)`` validation images. With ``folds``: the shuffled
+    order is cut into ``folds`` near-equal parts (``numpy.array_split``) and part ``fold`` is
+    the validation set, so the folds of one seed cover every image exactly once.
+    """
     if len(items) < 2:
         raise ConfigError("need at least 2 training images to carve a validation split")
     order = np.random.default_rng(seed).permutation(len(items))
-    n_val = min(len(items) - 1, max(1, math.ceil(fraction * len(items))))
-    val_idx = set(order[:n_val].tolist())
+    if folds is not None:
+        if folds > len(items):
+            raise ConfigError(f"data.folds is {folds} but there are only {len(items)} "
+                              "training images")
+        val_idx = set(np.array_split(order, folds)[fold].tolist())
+    else:
+        n_val = min(len(items) - 1, max(1, math.ceil(fraction * len(items))))
+        val_idx = set(order[:n_val].tolist())
     train = [it for i, it in enumerate(items) if i not in val_idx]
     val = [it for i, it in enumerate(items) if i in val_idx]
     return train, val
@@ -73,12 +84,14 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig,
     name = src.dataset
     train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train")
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
-    if val_split and val_split != src.train_split:
+    if val_split and val_split != src.train_split and cfg.folds is None:
         val = load_items(src, val_split, cfg.preprocess, f"loading {name} val")
         return train, val, f"{name} split '{val_split}'"
-    train, val = carve_validation(train, cfg.val_fraction, seed)
+    train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
     ids = ", ".join(it.id for it in val)
-    return train, val, f"{name} images carved from '{src.train_split}' (seed {seed}): {ids}"
+    how = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
+    return train, val, (f"{name} images carved from '{src.train_split}' ({how}seed {seed}): "
+                        f"{ids}")
 
 
 def load_train_val(cfg: DataConfig, seed: int,

@@ -1,0 +1,55 @@
+"""Ensemble: several trained networks of one architecture, averaged in probability space.
+
+Reference: no seed method ships one; this is the cross-validated ensemble of the default fundus
+model (``configs/drive_unet_kfold.yaml``, README "Default models"). The members are usually the
+``k`` models of a ``k``-fold cross-validation (:mod:`retinaseg.training.ensemble` builds the
+file and chooses its threshold on out-of-fold predictions). The ensemble is an ordinary model:
+it maps ``[B, C, H, W]`` to logits ``[B, K, H, W]`` and saves to one safetensors file, so the
+whole toolkit (predict, evaluate, BatchNorm folding, bfloat16) uses it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from retinaseg.registry import MODELS
+
+EPS = 1e-6  # probabilities are clamped to [EPS, 1 - EPS] before the logit
+
+
+@MODELS.register("ensemble")
+class Ensemble(nn.Module):
+    """Mean of the members' sigmoid probabilities, returned as a logit.
+
+    Args:
+        in_channels, out_channels: passed to every member (``member_params`` may hold
+            ``out_channels`` instead, as a model with several heads stores it).
+        member: registered name of the members' architecture.
+        n_members: number of members (≥ 2).
+        member_params: the members' parameters (as in ``model.params`` of their config).
+
+    ``forward``: ``[B, C, H, W]`` → ``logit(mean_i sigmoid(member_i(x)))``, ``[B, K, H, W]``,
+    float32 (also under bfloat16 autocast, so the average is not rounded).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, member: str = "unet",
+                 n_members: int = 2, member_params: dict[str, Any] | None = None) -> None:
+        from retinaseg.errors import ConfigError
+        from retinaseg.models import build_model
+
+        super().__init__()
+        if member == "ensemble":
+            raise ConfigError("an ensemble's members cannot themselves be ensembles")
+        if n_members < 2:
+            raise ConfigError(f"an ensemble needs at least 2 members, not {n_members}")
+        params = {"out_channels": out_channels, **(member_params or {})}
+        self.members = nn.ModuleList(build_model(member, in_channels, **params)
+                                     for _ in range(n_members))
+        self.size_multiple = int(getattr(self.members[0], "size_multiple", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(0)
+        return torch.logit(prob.clamp(EPS, 1 - EPS))

@@ -1,0 +1,162 @@
+"""Build an ensemble model file from the runs of a k-fold cross-validation.
+
+Reference: the default fundus model's recipe (README "Default models", ``configs/
+drive_unet_kfold.yaml``); the model itself is :class:`retinaseg.models.ensemble.Ensemble`.
+
+Each run chose its checkpoint on its own held-out fold. The ensemble's decision threshold is
+chosen on the **out-of-fold** probabilities: every validation image is predicted by the one
+member that never saw it, and the threshold maximises Dice over all of them (each dataset
+counting equally, as in training). Those images were seen by the other members, so the
+ensemble itself has no held-out score; its out-of-fold figure describes one member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from retinaseg.errors import ConfigError
+from retinaseg.models.persistence import ModelSpec, load_model, resolve_model_path, save_model
+from retinaseg.training.config import RunConfig, load_config
+from retinaseg.training.data import Item
+
+SAME_KEYS = ("name", "in_channels", "params", "preprocess", "modality")
+
+
+@dataclass
+class Member:
+    """One trained run: its network, spec, config and validation items."""
+
+    run: Path
+    net: nn.Module
+    spec: ModelSpec
+    cfg: RunConfig
+    val: list[Item]
+    val_source: str
+
+
+def load_member(run: str | Path) -> Member:
+    from retinaseg.training.data import load_train_val
+
+    run = Path(run)
+    cfg_path = run / "config.yaml"
+    if not run.is_dir() or not cfg_path.is_file():
+        raise ConfigError(f"'{run}' is not a training run folder (it needs config.yaml and "
+                          "best.safetensors)")
+    net, spec = load_model(resolve_model_path(run))
+    cfg = load_config(cfg_path)
+    _, val, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
+    return Member(run, net, spec, cfg, val, where)
+
+
+def _check_compatible(members: list[Member]) -> None:
+    """Same architecture, input and preprocessing; disjoint validation images."""
+    first, seen = members[0], {}
+    for m in members:
+        for key in SAME_KEYS:
+            if getattr(m.spec, key) != getattr(first.spec, key):
+                raise ConfigError(f"runs '{first.run}' and '{m.run}' differ in {key}; an "
+                                  "ensemble needs members of one recipe")
+        for it in m.val:
+            if it.id in seen:
+                raise ConfigError(f"runs '{seen[it.id]}' and '{m.run}' both validate on "
+                                  f"'{it.id}'; the out-of-fold threshold needs disjoint "
+                                  "validation folds (data.folds, one run per data.fold)")
+            seen[it.id] = m.run
+
+
+def out_of_fold(members: list[Member], tta: str = "none",
+                progress: bool = True) -> tuple[list[np.ndarray], list[Item]]:
+    """Each member's probabilities ``[H,W]`` on its own validation items, and those items."""
+    from retinaseg.inference import predict_probability
+
+    probs, items = [], []
+    jobs = [(m, it) for m in members for it in m.val]
+    for m, it in tqdm(jobs, desc="out-of-fold predictions", disable=not progress, leave=False):
+        probs.append(predict_probability(m.net, it.image, tta=tta, channel=it.head))
+        items.append(it)
+    return probs, items
+
+
+def _per_image_dice(probs: list[np.ndarray], items: list[Item],
+                    thresholds: list[float]) -> list[float]:
+    from retinaseg.evaluation.metrics import confusion_counts, threshold_metrics
+
+    return [threshold_metrics(confusion_counts(p > thresholds[it.head], it.label,
+                                               it.fov))["dice"]
+            for p, it in zip(probs, items)]
+
+
+def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, Any]:
+    """Provenance: members, where the threshold came from, total training time."""
+    runs = []
+    for m in members:
+        runs.append({"run": str(m.run), "epoch": m.spec.info.get("epoch"),
+                     "validation": m.val_source,
+                     "val_dice": m.spec.info.get("val", {}).get("val_dice")})
+    first = members[0].spec.info
+    info: dict[str, Any] = {
+        "members": runs, "tta": tta,
+        "threshold_source": (f"chosen on out-of-fold validation predictions: each of the "
+                             f"{len(oof_dice)} held-out images by the member that never saw "
+                             f"it ({len(members)} folds)"),
+        "oof_dice_mean": float(np.mean(oof_dice)),
+        "train_seconds": round(sum(float(m.spec.info.get("total_train_seconds")
+                                         or m.spec.info.get("train_seconds") or 0)
+                                   for m in members), 1),
+        "threads": first.get("threads"), "device": first.get("device"),
+        "train_precision": first.get("train_precision"),
+    }
+    diam = [float(m.spec.info["fov_diameter"]) for m in members
+            if m.spec.info.get("fov_diameter")]
+    if diam:
+        info["fov_diameter"] = median(diam)
+    return info
+
+
+def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none",
+                   progress: bool = True) -> dict[str, Any]:
+    """Average the best models of ``runs`` into one safetensors file at ``out``.
+
+    Args:
+        runs: training run folders of one recipe with disjoint validation images (the folds
+            of ``data.folds``), at least two.
+        out: the ensemble's ``.safetensors`` path (written atomically).
+        tta: flip TTA used for the out-of-fold predictions and stored as the model's default
+            (``none``, ``hflip`` or ``flips``).
+
+    Returns:
+        ``{"path", "threshold", "thresholds", "oof_dice_mean", "n_images", "members"}``.
+    """
+    from retinaseg.models.ensemble import Ensemble
+    from retinaseg.training.trainer import head_thresholds
+
+    if len(runs) < 2:
+        raise ConfigError("an ensemble needs at least two run folders")
+    members = [load_member(r) for r in runs]
+    _check_compatible(members)
+    probs, items = out_of_fold(members, tta, progress)
+    first = members[0].spec
+    thresholds = head_thresholds(probs, items, max(1, len(first.heads)))
+    oof = _per_image_dice(probs, items, thresholds)
+    net = Ensemble(first.in_channels, member=first.name, n_members=len(members),
+                   member_params=first.params)
+    for slot, m in zip(net.members, members):
+        slot.load_state_dict(m.net.state_dict())
+    heads = [{**h, "threshold": t} for h, t in zip(first.heads, thresholds)]
+    spec = ModelSpec(name="ensemble", in_channels=first.in_channels,
+                     params={"member": first.name, "n_members": len(members),
+                             "member_params": first.params},
+                     preprocess=first.preprocess, threshold=thresholds[0],
+                     modality=first.modality, info=_info(members, tta, oof), heads=heads)
+    path = save_model(out, net.eval(), spec)
+    return {"path": str(path), "threshold": thresholds[0], "thresholds": thresholds,
+            "oof_dice_mean": float(np.mean(oof)), "n_images": len(items),
+            "members": [str(m.run) for m in members]}

@@ -1,0 +1,108 @@
+"""k-fold validation folds, the ensemble model and the out-of-fold ensemble builder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from retinaseg.errors import ConfigError
+from retinaseg.training import train
+from retinaseg.training.data import Item, carve_validation
+from tests.training.test_trainer import _config
+
+
+def _items(n: int) -> list[Item]:
+    z = np.zeros((1, 4, 4), np.float32)
+    return [Item(f"im{i}", z, z[0] > 0, None) for i in range(n)]
+
+
+def test_folds_cover_every_image_once() -> None:
+    items = _items(20)
+    vals = [carve_validation(items, 0.2, 0, folds=5, fold=k)[1] for k in range(5)]
+    ids = [it.id for v in vals for it in v]
+    assert sorted(ids) == sorted(it.id for it in items)  # each image held out exactly once
+    assert [len(v) for v in vals] == [4] * 5
+    train, val = carve_validation(items, 0.2, 0, folds=5, fold=2)
+    assert not {it.id for it in train} & {it.id for it in val} and len(train) == 16
+    # fold 0 of 5 is the 0.2 carve of the same seed (the bundle's validation images)
+    assert [it.id for it in vals[0]] == [it.id for it in carve_validation(items, 0.2, 0)[1]]
+    assert [len(carve_validation(_items(7), 0.2, 1, folds=3, fold=k)[1])
+            for k in range(3)] == [3, 2, 2]
+
+
+def test_fold_errors(tmp_path: Path) -> None:
+    from retinaseg.training.config import load_config
+
+    with pytest.raises(ConfigError, match="only 3 training images"):
+        carve_validation(_items(3), 0.2, 0, folds=5, fold=0)
+    with pytest.raises(ConfigError, match="fold must be below"):
+        load_config(_config(tmp_path), overrides=["data.folds=3", "data.fold=3"])
+
+
+def test_ensemble_averages_probabilities() -> None:
+    from retinaseg.models import build_model
+
+    torch.manual_seed(0)
+    ens = build_model("ensemble", 1, member="unet", n_members=3,
+                      member_params={"depth": 2, "width": 4}).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        want = torch.stack([torch.sigmoid(m(x)) for m in ens.members]).mean(0)
+        got = torch.sigmoid(ens(x))
+    assert got.shape == (2, 1, 16, 16) and ens.size_multiple == ens.members[0].size_multiple
+    assert torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(ConfigError, match="at least 2 members"):
+        build_model("ensemble", 1, member="unet", n_members=1)
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("folds")
+    cfg = _config(tmp, epochs=2)
+    return [train(cfg, overrides=["data.folds=2", f"data.fold={k}", f"name=tiny_f{k}"])
+            for k in range(2)]
+
+
+def test_build_ensemble_out_of_fold(folds: list[dict], tmp_path: Path) -> None:
+    from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.inference import predict_probability
+    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.models.persistence import load_model, read_spec
+    from retinaseg.training.ensemble import build_ensemble
+
+    runs = [f["run_dir"] for f in folds]
+    held = [read_spec(Path(r) / "best.safetensors") for r in runs]
+    assert all("fold" in h.info["threshold_source"] for h in held)
+    res = build_ensemble(runs, tmp_path / "ens.safetensors", progress=False)
+    assert res["n_images"] == 6  # synthetic train split (n=6) cut into two folds of 3
+    spec = read_spec(res["path"])
+    assert spec.name == "ensemble" and spec.params["n_members"] == 2
+    assert spec.threshold == pytest.approx(res["threshold"])
+    assert "out-of-fold" in spec.info["threshold_source"]
+    image = make_octa_sample(64, seed=5)["image"]
+    seg = Segmenter(res["path"], precision="fp32", fuse=False)
+    x = seg.prepare(image)
+    want = np.mean([predict_probability(load_model(r)[0], x) for r in runs], axis=0)
+    np.testing.assert_allclose(seg(image), want, atol=1e-5)
+    with pytest.raises(ConfigError, match="both validate on"):
+        build_ensemble([runs[0], runs[0]], tmp_path / "bad.safetensors", progress=False)
+
+
+def test_ensemble_cli(folds: list[dict], tmp_path: Path, capsys) -> None:
+    from retinaseg.cli import main
+
+    out = tmp_path / "cli.safetensors"
+    assert main(["ensemble", *[f["run_dir"] for f in folds], "--out", str(out),
+                 "--tta", "hflip"]) == 0
+    assert "ensemble of 2 models" in capsys.readouterr().out and out.is_file()
+    from retinaseg.models.persistence import read_spec
+
+    assert read_spec(out).info["tta"] == "hflip"
+    for argv, msg in ([[folds[0]["run_dir"]], "at least two run folders"],
+                      [[str(tmp_path), folds[0]["run_dir"]], "not a training run folder"]):
+        assert main(["ensemble", *argv, "--out", str(tmp_path / "x.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
