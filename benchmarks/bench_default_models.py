@@ -44,6 +44,14 @@ DATA_TERMS = {
         "4 of them\n(seeded: {val}) were held out to choose the checkpoint and the threshold. "
         "The DRIVE\ntest images were used only for the scores below. Research use only; cite "
         "the paper."),
+    "fundus-vessels ensemble": (
+        "DRIVE (Staal et al., \"Ridge-based vessel segmentation in color images of the retina\",\n"
+        "IEEE TMI 23(4):501-509, 2004): the 20 training images with the 1st observer's labels, "
+        "cut into\n{folds} folds of 4 (seeded). The {members} members are the runs of folds "
+        "{fold_list}: each was trained\non 16 images and chose its checkpoint on the 4 it held "
+        "out. The threshold was chosen on the\nout-of-fold probabilities ({n_oof} images, each "
+        "from the member that never saw it). The DRIVE\ntest images were used only for the "
+        "scores below. Research use only; cite the paper."),
     "octa-vessels": (
         "- OCTA-500 (Li et al., \"OCTA-500: A retinal dataset for optical coherence tomography\n"
         "  angiography study\", Medical Image Analysis 93:103092, 2024): official train split, "
@@ -240,6 +248,16 @@ def total_minutes(run: str) -> tuple[float, str]:
                                f"{(float(total) - own) / 60:.0f} min for that model")
 
 
+def _fold_facts(members: list[dict]) -> dict[str, object]:
+    """Folds, member count, their fold numbers and out-of-fold images of an ensemble."""
+    found = [re.search(r"fold (\d+) of (\d+)", m["validation"]) for m in members]
+    folds = [int(f.group(1)) for f in found if f]
+    total = next((int(f.group(2)) for f in found if f), len(members))
+    n_oof = sum(len(m["validation"].split(": ", 1)[-1].split(", ")) for m in members)
+    return {"folds": total, "members": len(members), "n_oof": n_oof,
+            "fold_list": ", ".join(map(str, folds)) or "?"}
+
+
 def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) -> None:
     """Rewrite the model card of ``name`` with the scores just measured."""
     weights = WEIGHTS_DIR / f"{name}.safetensors"
@@ -263,9 +281,20 @@ def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) ->
               f"median of 21 runs, preprocessing included: {speed_md}.\n\nTargets: "
               f"{TARGETS[name]}. Measured by `benchmarks/bench_default_models.py`; candidates "
               f"tried are compared in `benchmarks/RESULTS.md` (bench_candidates).")
-    data = DATA_TERMS[name].format(val=val_ids) + (
-        f"\nReproduce: `retinaseg train {config}` (see the config's header for the stage it "
-        f"starts from). Total training: {minutes:.0f} min on a 2-core CPU"
+    if spec.name == "ensemble":
+        terms = DATA_TERMS[f"{name} ensemble"].format(**_fold_facts(spec.info["members"]))
+    else:
+        terms = DATA_TERMS[name].format(val=val_ids)
+    if spec.name == "ensemble":
+        folds = _fold_facts(spec.info["members"])["fold_list"]
+        how_to = (f"`retinaseg train {config} --set data.fold=K --set name=NAME_fK` for K in "
+                  f"{folds}, then `retinaseg ensemble` over those run folders (the config's "
+                  "header has the commands)")
+    else:
+        how_to = (f"`retinaseg train {config}` (see the config's header for the stage it "
+                  "starts from)")
+    data = terms + (
+        f"\nReproduce: {how_to}. Total training: {minutes:.0f} min on a 2-core CPU"
         + (f" ({how})." if how else "."))
     write_text_atomic(WEIGHTS_DIR / f"{name}.md", card_text(name, weights, data, scores))
     print(f"wrote the model card of {name}")

@@ -50,11 +50,25 @@ def _val_scores(seg: Segmenter, items: list, mode: str) -> dict[str, dict[str, f
     """Per-source per-image-mean Dice (threshold chosen here for this mode) and AUC."""
     from retinaseg.inference.predictor import predict_probability
 
+    probs = [predict_probability(seg.net, it.image, tta=mode, precision=seg.precision,
+                                 channel=it.head) for it in items]
+    return _scores(probs, items)
+
+
+def _oof_scores(members: list, mode: str) -> tuple[dict[str, dict[str, float]], list]:
+    """As :func:`_val_scores` for an ensemble: each member on the fold it held out."""
+    from retinaseg.training.ensemble import out_of_fold
+
+    probs, items = out_of_fold(members, tta=mode, progress=False)
+    return _scores(probs, items), items
+
+
+def _scores(all_probs: list, items: list) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for src in sorted({it.source for it in items}):
-        its = [it for it in items if it.source == src]
-        probs = [predict_probability(seg.net, it.image, tta=mode, precision=seg.precision,
-                                     channel=it.head) for it in its]
+        sel = [k for k, it in enumerate(items) if it.source == src]
+        its = [items[k] for k in sel]
+        probs = [all_probs[k] for k in sel]
         thr = float(choose_threshold(probs, [it.label for it in its], [it.fov for it in its],
                                      metric="dice"))
         m = summarise([image_metrics(p, it.label, thr, it.fov) for p, it in zip(probs, its)])[0]
@@ -88,12 +102,30 @@ def _time(model: str, kind: str, mode: str, precision: str) -> tuple[float, str]
 
 
 def run(kind: str, model: str, config: str) -> dict:
-    cfg = load_config(REPO / config)
-    _, val, _ = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
-    val = _by_size(val)
-    res: dict = {"model": model, "config": config, "modes": {}}
+    """Every TTA mode of ``model``: validation scores and timing, and the mode chosen.
+
+    An ensemble's members together saw every training image, so it is scored out of fold:
+    each member on the fold it held out (the accuracy of one member under each mode); the
+    timing is the whole ensemble's.
+    """
+    from retinaseg.models.persistence import read_spec, resolve_model_path
+    from retinaseg.training.ensemble import load_member
+
+    spec = read_spec(resolve_model_path(model))
+    members = ([load_member(REPO / m["run"]) for m in spec.info["members"]]
+               if spec.name == "ensemble" else None)
+    if members is None:
+        cfg = load_config(REPO / config)
+        _, val, _ = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
+        val = _by_size(val)
+    res: dict = {"model": model, "config": config, "modes": {},
+                 "out_of_fold": members is not None,
+                 "members": [str(m.run) for m in members or []]}
     for mode in MODES:
-        scores = _val_scores(Segmenter(model, tta=mode), val, mode)
+        if members is None:
+            scores = _val_scores(Segmenter(model, tta=mode), val, mode)
+        else:
+            scores, val = _oof_scores(members, mode)
         default_s, precision = _time(model, kind, mode, "auto")
         res["modes"][mode] = {"val": {_split_name(s, val): v for s, v in scores.items()},
                               "seconds_default": default_s,
@@ -127,7 +159,9 @@ def report(results: dict[str, dict]) -> str:
                          f"{m['seconds_fp32']:.4f}"])
         header = ["TTA", *[f"{s} Dice" for s in splits], *[f"{s} AUC" for s in splits],
                   "s / image, default precision", "s / image, fp32"]
-        parts.append(f"**{kind}** (`{r['model']}`, validation images of `{r['config']}`; "
+        where = (f"out of fold: each of the {len(r['members'])} members on the images it held "
+                 "out" if r.get("out_of_fold") else f"validation images of `{r['config']}`")
+        parts.append(f"**{kind}** (`{r['model']}`, {where}; "
                      f"timing input: {INPUTS[kind]}; target ≤ {TARGET_S[kind]} s). Chosen: "
                      f"**{r['chosen']}**.\n\n" + md_table(header, rows))
     return ("Validation only: Dice at a threshold chosen on the same images for each mode "

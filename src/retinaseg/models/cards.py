@@ -39,6 +39,16 @@ def _heads_row(heads: list[dict[str, Any]]) -> str:
             "`--head NAME` picks another |")
 
 
+def _checkpoint(info: dict[str, Any]) -> str:
+    """Which checkpoint(s): the epoch, or one per member of an ensemble."""
+    members = info.get("members")
+    if members:
+        epochs = ", ".join(str(m.get("epoch")) for m in members)
+        return (f"one per member, each chosen by Dice on the fold it held out: epochs "
+                f"{epochs}")
+    return f"epoch {info.get('epoch')} chosen by validation Dice"
+
+
 def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = "") -> str:
     """The markdown model card of a bundled model."""
     spec = read_spec(weights)
@@ -61,7 +71,7 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | threshold | {threshold} |{_heads_row(spec.heads)}
 | inference | whole image; flip TTA `{info.get("tta", "none")}` by default (`--tta none` \
 turns it off); bfloat16 on CPUs with native bfloat16, else float32 |
-| checkpoint | epoch {info.get("epoch")} chosen by validation Dice |
+| checkpoint | {_checkpoint(info)} |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
 ({info.get("threads")} threads, {info.get("train_precision", "fp32")}) |
 
