@@ -135,6 +135,15 @@ def run(kind: str, model: str, config: str) -> dict:
     return res
 
 
+def _missing_members(model: str) -> list[str]:
+    """Member run folders of an ensemble ``model`` that are not on this machine."""
+    from retinaseg.models.persistence import read_spec, resolve_model_path
+
+    spec = read_spec(resolve_model_path(model))
+    runs = [m["run"] for m in spec.info.get("members", [])] if spec.name == "ensemble" else []
+    return [r for r in runs if not (REPO / r / "config.yaml").is_file()]
+
+
 def choose_mode(modes: dict[str, dict], target_s: float) -> str:
     """The cheapest mode (``MODES`` order) within ``TOLERANCE`` of the best one in time."""
     def dice(m: str) -> float:
@@ -180,9 +189,22 @@ def main() -> None:
     ap.add_argument("--octa-config", default="configs/octa_vessels_2h_s2.yaml")
     a = ap.parse_args()
     torch.manual_seed(0)
-    results = {"fundus": run("fundus", a.fundus, a.fundus_config),
-               "octa": run("octa", a.octa, a.octa_config)}
-    (RESULTS / "tta.json").write_text(json.dumps(results, indent=2, default=float))
+    cache = RESULTS / "tta.json"
+    before = json.loads(cache.read_text()) if cache.is_file() else {}
+    results = {}
+    for kind, model, config in (("fundus", a.fundus, a.fundus_config),
+                                ("octa", a.octa, a.octa_config)):
+        missing = _missing_members(model)
+        if missing and kind in before:
+            print(f"[keep] {kind}: member runs of {model} are not here ({missing[0]}); "
+                  "keeping its previous result")
+            results[kind] = before[kind]
+        elif missing:
+            raise SystemExit(f"{model} is an ensemble and its member run {missing[0]} is not "
+                             "on this machine; train it first (see the recipe's header)")
+        else:
+            results[kind] = run(kind, model, config)
+    cache.write_text(json.dumps(results, indent=2, default=float))
     body = report(results)
     write_section("tta", "Flip TTA and precision: validation accuracy against time", body)
     print(body)

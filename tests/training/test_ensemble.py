@@ -106,3 +106,16 @@ def test_ensemble_cli(folds: list[dict], tmp_path: Path, capsys) -> None:
         assert main(["ensemble", *argv, "--out", str(tmp_path / "x.safetensors")]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_ensemble_model_card(folds: list[dict], tmp_path: Path) -> None:
+    from retinaseg.models.cards import card_text
+    from retinaseg.models.persistence import read_spec
+    from retinaseg.training.ensemble import build_ensemble
+
+    res = build_ensemble([f["run_dir"] for f in folds], tmp_path / "e.safetensors",
+                         progress=False)
+    card = card_text("e", Path(res["path"]), "data", "scores")
+    epochs = ", ".join(str(m["epoch"]) for m in read_spec(res["path"]).info["members"])
+    assert f"one per member, each chosen by Dice on the fold it held out: epochs {epochs}" in card
+    assert "one pass by default" in card and "`ensemble`" in card

@@ -39,6 +39,14 @@ def _heads_row(heads: list[dict[str, Any]]) -> str:
             "`--head NAME` picks another |")
 
 
+def _tta(info: dict[str, Any]) -> str:
+    """The default flip TTA, and how to change it."""
+    mode = info.get("tta", "none")
+    if mode == "none":
+        return "one pass by default (`--tta hflip` adds a flipped pass)"
+    return f"flip TTA `{mode}` by default (`--tta none` turns it off)"
+
+
 def _checkpoint(info: dict[str, Any]) -> str:
     """Which checkpoint(s): the epoch, or one per member of an ensemble."""
     members = info.get("members")
@@ -69,8 +77,8 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | preprocessing | `{steps}` |
 | modality | {spec.modality} |
 | threshold | {threshold} |{_heads_row(spec.heads)}
-| inference | whole image; flip TTA `{info.get("tta", "none")}` by default (`--tta none` \
-turns it off); bfloat16 on CPUs with native bfloat16, else float32 |
+| inference | whole image; {_tta(info)}; bfloat16 on CPUs with native bfloat16, else \
+float32 |
 | checkpoint | {_checkpoint(info)} |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
 ({info.get("threads")} threads, {info.get("train_precision", "fp32")}) |

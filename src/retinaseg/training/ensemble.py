@@ -106,7 +106,7 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
         "members": runs, "tta": tta,
         "threshold_source": (f"chosen on out-of-fold validation predictions: each of the "
                              f"{len(oof_dice)} held-out images by the member that never saw "
-                             f"it ({len(members)} folds)"),
+                             f"it ({len(members)} members)"),
         "oof_dice_mean": float(np.mean(oof_dice)),
         "train_seconds": round(sum(float(m.spec.info.get("total_train_seconds")
                                          or m.spec.info.get("train_seconds") or 0)
