@@ -13,7 +13,7 @@ from typing import Any
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.pipeline import PredictReport, Segmenter, predict_files
 from retinaseg.models.persistence import load_model
-from retinaseg.training.ensemble import build_ensemble
+from retinaseg.training.ensemble import build_ensemble, train_folds
 from retinaseg.training.trainer import train
 
 
@@ -41,5 +41,5 @@ def list_models() -> list[tuple[str, str]]:
     return [(n, (MODELS.get(n).__doc__ or "").strip().splitlines()[0]) for n in MODELS.names()]
 
 
-__all__ = ["train", "build_ensemble", "predict", "evaluate", "load_model", "Segmenter",
-           "list_datasets", "list_models"]
+__all__ = ["train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
+           "Segmenter", "list_datasets", "list_models"]

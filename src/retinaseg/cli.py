@@ -37,8 +37,17 @@ def _threshold(text: str | None) -> float | str | None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from retinaseg.api import train
+    from retinaseg.api import train, train_folds
 
+    if a.all_folds:
+        if a.resume or not a.config:
+            raise RetinasegError("--all-folds takes a config and resumes killed folds by "
+                                 "itself; do not give --resume")
+        r = train_folds(a.config, overrides=a.set)
+        print(f"ensemble of {len(r['members'])} fold models: {r['path']} (threshold "
+              f"{r['threshold']:.3f} chosen on {r['n_images']} out-of-fold images, their "
+              f"mean Dice {r['oof_dice_mean']:.4f})")
+        return
     s = train(a.config, overrides=a.set, resume=a.resume)
     print(f"best model: {Path(s['run_dir']) / 'best.safetensors'} (epoch {s['best_epoch']}, "
           f"val {s['monitor']} {s['best_score']:.4f}, threshold {s['threshold']:.3f})")
@@ -185,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=5")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
+    p.add_argument("--all-folds", action="store_true",
+                   help="train every fold of data.folds (reusing finished folds, resuming "
+                        "killed ones), then average them into runs/<name>/ensemble.safetensors")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("ensemble", help="average the models of k-fold runs into one file")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",

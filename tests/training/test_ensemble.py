@@ -119,3 +119,29 @@ def test_ensemble_model_card(folds: list[dict], tmp_path: Path) -> None:
     epochs = ", ".join(str(m["epoch"]) for m in read_spec(res["path"]).info["members"])
     assert f"one per member, each chosen by Dice on the fold it held out: epochs {epochs}" in card
     assert "one pass by default" in card and "`ensemble`" in card
+
+
+def test_train_folds_reuses_and_resumes(tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from retinaseg.cli import main
+    from retinaseg.training.ensemble import train_folds
+
+    cfg = _config(tmp_path, epochs=1)
+    over = ["data.folds=2", "name=kf"]
+    first = train_folds(cfg, over, progress=False)
+    runs = tmp_path / "runs"
+    assert first["reused"] == [] and len(first["members"]) == 2
+    assert (runs / "kf" / "ensemble.safetensors").is_file()
+    # a killed fold (no summary.json) is resumed in place; a finished one is reused
+    (Path(first["runs"][1]) / "summary.json").unlink()
+    again = train_folds(cfg, over, progress=False)
+    assert again["runs"] == first["runs"] and again["reused"] == [0]
+    assert len(list((runs / "kf_f1").iterdir())) == 1
+    assert (Path(first["runs"][1]) / "summary.json").is_file()
+    # a folder of another fold under a fold's name is refused, not silently reused
+    shutil.copytree(first["runs"][0], runs / "kf_f1" / "99999999-999999")
+    with pytest.raises(ConfigError, match="holds out fold 0 of 2, not fold 1"):
+        train_folds(cfg, over, progress=False)
+    assert main(["train", str(cfg), "--all-folds"]) == 2
+    assert "needs data.folds" in capsys.readouterr().err

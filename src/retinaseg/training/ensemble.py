@@ -160,3 +160,60 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
     return {"path": str(path), "threshold": thresholds[0], "thresholds": thresholds,
             "oof_dice_mean": float(np.mean(oof)), "n_images": len(items),
             "members": [str(m.run) for m in members]}
+
+
+def _fold_run(base: Path) -> tuple[Path | None, bool]:
+    """The newest run folder under ``base`` and whether it finished (has ``summary.json``)."""
+    runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) \
+        if base.is_dir() else []
+    if not runs:
+        return None, False
+    return runs[-1], (runs[-1] / "summary.json").is_file()
+
+
+def _check_fold(run: Path, fold: int, folds: int) -> None:
+    """A reused or resumed run must hold out the fold it is reused for."""
+    data = load_config(run / "config.yaml").data
+    if (data.folds, data.fold) != (folds, fold):
+        raise ConfigError(f"'{run}' holds out fold {data.fold} of {data.folds}, not fold {fold} "
+                          f"of {folds}; move it away to train this fold afresh")
+
+
+def train_folds(config: str | Path, overrides: list[str] | None = None,
+                out: str | Path | None = None, tta: str = "none",
+                progress: bool = True) -> dict[str, Any]:
+    """Train every fold of a ``data.folds`` config, then build their ensemble.
+
+    Fold ``k`` runs as ``<name>_f<k>`` (``runs_dir/<name>_f<k>/<stamp>``). Rerunning the same
+    command is safe: a fold whose newest run finished is reused, and one that was killed is
+    resumed from its ``last.pt``, so a long k-fold job survives interruptions.
+
+    Returns:
+        ``{"runs": [run folders], "reused": [fold numbers], **build_ensemble(...)}``; the
+        ensemble goes to ``out`` (default ``runs_dir/<name>/ensemble.safetensors``).
+    """
+    from retinaseg.training.trainer import train
+
+    overrides = list(overrides or [])
+    cfg = load_config(config, overrides)
+    if cfg.data.folds is None:
+        raise ConfigError("training every fold needs data.folds in the config (for example "
+                          "--set data.folds=5)")
+    runs, reused = [], []
+    for k in range(cfg.data.folds):
+        name = f"{cfg.name}_f{k}"
+        run, finished = _fold_run(Path(cfg.runs_dir) / name)
+        if run is not None:
+            _check_fold(run, k, cfg.data.folds)
+        if run is not None and finished:
+            tqdm.write(f"fold {k}: reusing the finished run {run}")
+            reused.append(k)
+        elif run is not None:
+            tqdm.write(f"fold {k}: resuming {run}")
+            train(None, resume=run)
+        else:
+            run = Path(train(config, overrides + [f"data.fold={k}", f"name={name}"])["run_dir"])
+        runs.append(run)
+    out = Path(out) if out else Path(cfg.runs_dir) / cfg.name / "ensemble.safetensors"
+    res = build_ensemble(runs, out, tta=tta, progress=progress)
+    return {"runs": [str(r) for r in runs], "reused": reused, **res}
