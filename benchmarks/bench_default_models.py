@@ -359,7 +359,8 @@ def main() -> None:
               "separate).\n\n"
             + md_table(["model", "input", "seconds / image", "inference", "threads",
                         "peak RSS MB",
-                        "training min (incl. the model it was fine-tuned from)"], sp_rows)
+                        "training min (all members of an ensemble; incl. the model it "
+                        "was fine-tuned from)"], sp_rows)
             + head_agreement())
     write_section("default_models", "Bundled default models", body)
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
