@@ -90,7 +90,8 @@ def hwm_mb():  # VmHWM: this process's own peak (ru_maxrss would include the par
 import numpy as np
 from retinaseg.inference.pipeline import Segmenter
 tta = None if sys.argv[5] == "model" else sys.argv[5]
-seg = Segmenter(sys.argv[1], precision=sys.argv[4], tta=tta, fuse=sys.argv[6] == "fuse")
+seg = Segmenter(sys.argv[1], precision=sys.argv[4], tta=tta, fuse=sys.argv[6] != "nofuse",
+                jit=sys.argv[6] == "jit")
 shape = tuple(int(v) for v in sys.argv[2].split("x"))
 img = np.random.default_rng(0).random(shape, dtype=np.float32)
 seg(img)
@@ -104,11 +105,14 @@ print(json.dumps({"median_s": float(np.median(ts)), "threads": torch.get_num_thr
 """
 SPEED_CASES = [  # (model, input shape, what, precision, tta, fuse): the default first, then
     # float32 with the same TTA (a CPU without native bfloat16), then the previous default
-    # (float32, one pass, BatchNorm not folded) as the "before" of this optimisation
+    # (float32, one pass, BatchNorm not folded) as the "before" of this optimisation; "jit":
+    # folded and TorchScript-frozen (`--jit`, opt-in)
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "fuse"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "jit"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "fuse"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "none", "nofuse"),
     ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "fuse"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "jit"),
     ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "model", "fuse"),
     ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "none", "nofuse"),
     ("octa-vessels", "304x304", "304×304 OCTA", "auto", "model", "fuse"),
@@ -340,7 +344,8 @@ def main() -> None:
         raw[key] = {**sp, "model": model, "what": what, "asked": precision, "default": default}
         how = ("**default**: " if default else "") + (
             f"{sp['precision']}, TTA {sp['tta']}, BatchNorm "
-            f"{'folded' if fuse == 'fuse' else 'separate'}")
+            f"{'separate' if fuse == 'nofuse' else 'folded'}"
+            + (", TorchScript-frozen (`--jit`)" if fuse == "jit" else ""))
         sp_rows.append([model, what, f"{sp['median_s']:.4f}", how, sp["threads"],
                         f"{sp['peak_rss_mb']:.0f}", f"{total_minutes(model)[0]:.1f}"])
     body = ("Accuracy: thresholds are each model's own (chosen on validation data at training "
@@ -354,9 +359,10 @@ def main() -> None:
               "Default inference: the model's own flip TTA (chosen on validation data, "
               "`bench_tta`), BatchNorm folded into the convolutions, and precision `auto` = "
               "bfloat16 on CPUs with native bfloat16 (this one has AVX512-BF16), float32 "
-              "elsewhere. The other rows force float32 with the same TTA (what a CPU without "
-              "bfloat16 gets) and the previous default (float32, one pass, BatchNorm "
-              "separate).\n\n"
+              "elsewhere. The other rows: the default plus TorchScript freezing (`--jit`, "
+              "opt-in because tracing costs 0.5-3 s once per model, which the median after a "
+              "warm-up leaves out), float32 with the same TTA (what a CPU without bfloat16 "
+              "gets), and the previous default (float32, one pass, BatchNorm separate).\n\n"
             + md_table(["model", "input", "seconds / image", "inference", "threads",
                         "peak RSS MB",
                         "training min (all members of an ensemble; incl. the model it "

@@ -68,7 +68,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
                   tta=a.tta, tile=a.tile, device=a.device, threads=a.threads,
                   match_fov=not a.native_scale, head=a.head,
-                  precision=a.precision)
+                  precision=a.precision, jit=a.jit)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
@@ -82,7 +82,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                  threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
                  tile=a.tile, device=a.device, threads=a.threads,
                  match_fov=not a.native_scale, head=a.head,
-                 precision=a.precision)
+                 precision=a.precision, jit=a.jit)
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
     head = f"head {s['head']}, " if s.get("head") else ""
     print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, {head}threshold "
@@ -181,6 +181,9 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default=None,
                    help="output head of a model with several label conventions, e.g. "
                         "large_vessel or all_vessel for octa-vessels (default: its first)")
+    p.add_argument("--jit", action="store_true",
+                   help="trace and freeze the network with TorchScript first: about 1.6x "
+                        "faster per image in bfloat16, 0.5-3 s to build, so for batches")
 
 
 def build_parser() -> argparse.ArgumentParser:

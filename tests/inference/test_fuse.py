@@ -43,3 +43,41 @@ def test_only_conv_then_batchnorm_is_folded_and_training_mode_is_refused() -> No
     assert fold_batchnorm(_randomise_bn(seq)) == 0  # BN before conv; ReLU between conv and BN
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train())
+
+
+@pytest.mark.parametrize("name, params", [
+    ("unet", {"depth": 2, "width": 4}),
+    ("monai_unet", {"channels": [4, 8, 16], "num_res_units": 1}),
+    ("ensemble", {"member": "unet", "n_members": 2, "member_params": {"depth": 2, "width": 4}}),
+])
+def test_frozen_graph_matches_the_network_at_any_size(name, params) -> None:
+    from retinaseg.inference.fuse import Frozen
+
+    torch.manual_seed(0)
+    net = build_model(name, 1, **params).eval()
+    frozen = Frozen(net, 1, bf16=False)
+    assert frozen.size_multiple == net.size_multiple
+    for shape in [(1, 1, 32, 48), (2, 1, 64, 64)]:  # traced at another size
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            want = net(x)
+            got = frozen(x)
+        assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-5)
+
+
+def test_segmenter_jit_gives_the_same_maps(tmp_path) -> None:
+    import numpy as np
+
+    from retinaseg.cli import main
+    from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.io import write_png
+
+    img = make_octa_sample(96, seed=3)["image"]
+    plain = Segmenter("octa-vessels", precision="fp32")(img)
+    frozen = Segmenter("octa-vessels", precision="fp32", jit=True)
+    assert frozen.net.__class__.__name__ == "Frozen"
+    np.testing.assert_allclose(frozen(img), plain, atol=1e-5)
+    write_png(tmp_path / "in" / "o.png", img)
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--jit"]) == 0
+    assert (tmp_path / "out" / "o_mask.png").is_file()

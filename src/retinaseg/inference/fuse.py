@@ -58,3 +58,39 @@ def fold_batchnorm(net: nn.Module) -> int:
             holder._modules[key] = nn.Identity()
             count += 1
     return count
+
+
+class Frozen(nn.Module):
+    """A network traced and frozen with TorchScript, in float32 or bfloat16 weights.
+
+    Freezing lets oneDNN fuse each convolution with the ReLU after it and drop the Python
+    overhead between layers. Measured on ``fundus-vessels`` (3 members, 592×576, 2 threads):
+    0.106 s eager bfloat16 autocast → 0.066 s frozen bfloat16; float32 0.36 → 0.28 s. Tracing
+    costs 0.5-3 s once, so it pays off over a batch of images, not for one.
+
+    ``forward``: ``[B, C, H, W]`` float32 (any size the network accepts) → float32 logits; the
+    input is cast to the frozen dtype inside.
+    """
+
+    def __init__(self, net: nn.Module, in_channels: int, bf16: bool) -> None:
+        import warnings
+
+        import torch
+
+        super().__init__()
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.size_multiple = int(getattr(net, "size_multiple", 1))
+        side = max(self.size_multiple, 16) * 2
+        example = torch.zeros(1, in_channels, side, side, dtype=self.dtype)
+        if bf16:
+            net = net.to(memory_format=torch.channels_last)
+            example = example.contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python
+            self.graph = torch.jit.freeze(torch.jit.trace(net.to(self.dtype).eval(), example))
+
+    def forward(self, x):  # noqa: ANN001, ANN201 (torch.Tensor, kept light for tracing)
+        import torch
+
+        with torch.autocast(x.device.type, enabled=False):
+            return self.graph(x.to(self.dtype)).float()
