@@ -1,4 +1,5 @@
-"""Inference-time folding of BatchNorm into the convolution before it.
+"""Inference-time graph work: BatchNorm folded into the convolution before it, and
+TorchScript freezing (:class:`Frozen`, opt-in).
 
 In eval mode a BatchNorm is a per-channel affine map, so ``BN(conv(x))`` equals one convolution
 with rescaled weights and a shifted bias. On CPU the separate BatchNorm pass costs about a fifth
@@ -13,6 +14,7 @@ left as it is. Training is never affected: only a network in eval mode is folded
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -75,8 +77,6 @@ class Frozen(nn.Module):
     def __init__(self, net: nn.Module, in_channels: int, bf16: bool) -> None:
         import warnings
 
-        import torch
-
         super().__init__()
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.size_multiple = int(getattr(net, "size_multiple", 1))
@@ -89,8 +89,6 @@ class Frozen(nn.Module):
             warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python
             self.graph = torch.jit.freeze(torch.jit.trace(net.to(self.dtype).eval(), example))
 
-    def forward(self, x):  # noqa: ANN001, ANN201 (torch.Tensor, kept light for tracing)
-        import torch
-
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return self.graph(x.to(self.dtype)).float()
