@@ -145,3 +145,11 @@ def test_train_folds_reuses_and_resumes(tmp_path: Path, capsys) -> None:
         train_folds(cfg, over, progress=False)
     assert main(["train", str(cfg), "--all-folds"]) == 2
     assert "needs data.folds" in capsys.readouterr().err
+
+
+def test_top_level_api_exports_the_ensemble_functions() -> None:
+    import retinaseg
+    from retinaseg.training import ensemble
+
+    assert retinaseg.train_folds is ensemble.train_folds
+    assert retinaseg.build_ensemble is ensemble.build_ensemble
