@@ -78,6 +78,11 @@ def test_segmenter_jit_gives_the_same_maps(tmp_path) -> None:
     frozen = Segmenter("octa-vessels", precision="fp32", jit=True)
     assert frozen.net.__class__.__name__ == "Frozen"
     np.testing.assert_allclose(frozen(img), plain, atol=1e-5)
+    # bfloat16: the frozen graph holds bfloat16 weights instead of autocasting; same masks
+    eager16 = Segmenter("octa-vessels", precision="bf16")
+    frozen16 = Segmenter("octa-vessels", precision="bf16", jit=True)
+    agree = ((eager16(img) > eager16.threshold) == (frozen16(img) > frozen16.threshold)).mean()
+    assert agree > 0.999
     write_png(tmp_path / "in" / "o.png", img)
     assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--jit"]) == 0
     assert (tmp_path / "out" / "o_mask.png").is_file()

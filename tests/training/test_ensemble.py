@@ -40,6 +40,8 @@ def test_fold_errors(tmp_path: Path) -> None:
         carve_validation(_items(3), 0.2, 0, folds=5, fold=0)
     with pytest.raises(ConfigError, match="fold must be below"):
         load_config(_config(tmp_path), overrides=["data.folds=3", "data.fold=3"])
+    with pytest.raises(ConfigError, match="data.fold needs data.folds"):
+        load_config(_config(tmp_path), overrides=["data.fold=1"])
 
 
 def test_ensemble_averages_probabilities() -> None:
@@ -139,6 +141,9 @@ def test_train_folds_reuses_and_resumes(tmp_path: Path, capsys) -> None:
     assert again["runs"] == first["runs"] and again["reused"] == [0]
     assert len(list((runs / "kf_f1").iterdir())) == 1
     assert (Path(first["runs"][1]) / "summary.json").is_file()
+    # finished folds of another recipe are refused, not silently reused
+    with pytest.raises(ConfigError, match=r"other settings \(train\)"):
+        train_folds(cfg, [*over, "train.epochs=2"], progress=False)
     # a folder of another fold under a fold's name is refused, not silently reused
     shutil.copytree(first["runs"][0], runs / "kf_f1" / "99999999-999999")
     with pytest.raises(ConfigError, match="holds out fold 0 of 2, not fold 1"):

@@ -66,9 +66,11 @@ class Frozen(nn.Module):
     """A network traced and frozen with TorchScript, in float32 or bfloat16 weights.
 
     Freezing lets oneDNN fuse each convolution with the ReLU after it and drop the Python
-    overhead between layers. Measured on ``fundus-vessels`` (3 members, 592×576, 2 threads):
-    0.106 s eager bfloat16 autocast → 0.066 s frozen bfloat16; float32 0.36 → 0.28 s. Tracing
-    costs 0.5-3 s once, so it pays off over a batch of images, not for one.
+    overhead between layers. ``bench_default_models`` (584×565 fundus, 2 threads, bfloat16):
+    ``fundus-vessels`` 0.127 → 0.081 s per image, ``octa-vessels`` (400², hflip) 0.021 →
+    0.018 s. Tracing costs 0.5-3 s once, so it pays off over a batch of images, not for one.
+    ``net`` itself is converted in place (dtype, and channels-last for bfloat16); tracing
+    failures raise :class:`~retinaseg.errors.ModelLoadError`.
 
     ``forward``: ``[B, C, H, W]`` float32 (any size the network accepts) → float32 logits; the
     input is cast to the frozen dtype inside.
@@ -80,14 +82,23 @@ class Frozen(nn.Module):
         super().__init__()
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.size_multiple = int(getattr(net, "size_multiple", 1))
+        from retinaseg.errors import ModelLoadError
+
         side = max(self.size_multiple, 16) * 2
-        example = torch.zeros(1, in_channels, side, side, dtype=self.dtype)
+        device = next(net.parameters()).device
+        example = torch.zeros(1, in_channels, side, side, dtype=self.dtype, device=device)
         if bf16:
             net = net.to(memory_format=torch.channels_last)
             example = example.contiguous(memory_format=torch.channels_last)
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python
-            self.graph = torch.jit.freeze(torch.jit.trace(net.to(self.dtype).eval(), example))
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python
+                self.graph = torch.jit.freeze(torch.jit.trace(net.to(self.dtype).eval(),
+                                                              example))
+        except (RuntimeError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(f"this model cannot be frozen with TorchScript (--jit): "
+                                 f"{first}") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):

@@ -47,6 +47,8 @@ class DataConfig(SourceConfig):
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:
+        if self.folds is None and self.fold:
+            raise ValueError("data.fold needs data.folds (the number of folds)")
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"data.fold must be below data.folds ({self.folds}), "
                              f"not {self.fold}")

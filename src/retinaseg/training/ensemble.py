@@ -65,11 +65,12 @@ def _check_compatible(members: list[Member]) -> None:
                 raise ConfigError(f"runs '{first.run}' and '{m.run}' differ in {key}; an "
                                   "ensemble needs members of one recipe")
         for it in m.val:
-            if it.id in seen:
-                raise ConfigError(f"runs '{seen[it.id]}' and '{m.run}' both validate on "
+            key = (it.source, it.id)
+            if key in seen:
+                raise ConfigError(f"runs '{seen[key]}' and '{m.run}' both validate on "
                                   f"'{it.id}'; the out-of-fold threshold needs disjoint "
                                   "validation folds (data.folds, one run per data.fold)")
-            seen[it.id] = m.run
+            seen[key] = m.run
 
 
 def out_of_fold(members: list[Member], tta: str = "none",
@@ -171,12 +172,20 @@ def _fold_run(base: Path) -> tuple[Path | None, bool]:
     return runs[-1], (runs[-1] / "summary.json").is_file()
 
 
-def _check_fold(run: Path, fold: int, folds: int) -> None:
-    """A reused or resumed run must hold out the fold it is reused for."""
-    data = load_config(run / "config.yaml").data
-    if (data.folds, data.fold) != (folds, fold):
-        raise ConfigError(f"'{run}' holds out fold {data.fold} of {data.folds}, not fold {fold} "
-                          f"of {folds}; move it away to train this fold afresh")
+def _check_fold(run: Path, fold: int, cfg: RunConfig) -> None:
+    """A reused or resumed run must hold out that fold and follow the same recipe."""
+    saved = load_config(run / "config.yaml")
+    folds = cfg.data.folds
+    if (saved.data.folds, saved.data.fold) != (folds, fold):
+        raise ConfigError(f"'{run}' holds out fold {saved.data.fold} of {saved.data.folds}, not "
+                          f"fold {fold} of {folds}; move it away to train this fold afresh")
+    theirs, mine = saved.model_dump(), cfg.model_dump()
+    for d in (theirs, mine):
+        d["name"], d["data"]["fold"] = "", fold
+    differ = [k for k in mine if mine[k] != theirs[k]]
+    if differ:
+        raise ConfigError(f"'{run}' was trained with other settings ({', '.join(differ)}); "
+                          "move it away to train this fold with the current config")
 
 
 def train_folds(config: str | Path, overrides: list[str] | None = None,
@@ -204,7 +213,7 @@ def train_folds(config: str | Path, overrides: list[str] | None = None,
         name = f"{cfg.name}_f{k}"
         run, finished = _fold_run(Path(cfg.runs_dir) / name)
         if run is not None:
-            _check_fold(run, k, cfg.data.folds)
+            _check_fold(run, k, cfg)
         if run is not None and finished:
             tqdm.write(f"fold {k}: reusing the finished run {run}")
             reused.append(k)
