@@ -110,6 +110,7 @@ SPEED_CASES = [  # (model, input shape, what, precision, tta, fuse): the default
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "fuse"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "jit"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "fuse"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "jit"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "none", "nofuse"),
     ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "fuse"),
     ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "jit"),

@@ -185,7 +185,7 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                         "large_vessel or all_vessel for octa-vessels (default: its first)")
     p.add_argument("--jit", action="store_true",
                    help="trace and freeze the network with TorchScript first: faster per "
-                        "image (fundus-vessels 1.6x in bfloat16), 0.5-3 s to build, so for "
+                        "image (fundus-vessels 1.4-1.6x in bfloat16), 0.5-3 s to build, so for "
                         "batches")
 
 
