@@ -176,10 +176,10 @@ def kfold_validation(path: Path) -> dict[str, float]:
     Each training image is scored by the member that held it out, at the ensemble's
     threshold; the ensemble itself saw every image through its other members.
     """
-    from retinaseg.training.ensemble import load_member, out_of_fold
+    from retinaseg.training.ensemble import ensemble_members, out_of_fold
 
     spec = read_spec(path)
-    members = [load_member(REPO / m["run"]) for m in spec.info["members"]]
+    members = ensemble_members(path, REPO)
     probs, items = out_of_fold(members, tta=spec.info.get("tta", "none"), progress=False)
     rows = [image_metrics(p, it.label, spec.threshold, it.fov) for p, it in zip(probs, items)]
     return summarise(rows)[0]

@@ -254,13 +254,11 @@ def total_minutes(run: str) -> tuple[float, str]:
 
 
 def _fold_facts(members: list[dict]) -> dict[str, object]:
-    """Folds, member count, their fold numbers and out-of-fold images of an ensemble."""
-    found = [re.search(r"fold (\d+) of (\d+)", m["validation"]) for m in members]
-    folds = [int(f.group(1)) for f in found if f]
-    total = next((int(f.group(2)) for f in found if f), len(members))
-    n_oof = sum(len(m["validation"].split(": ", 1)[-1].split(", ")) for m in members)
-    return {"folds": total, "members": len(members), "n_oof": n_oof,
-            "fold_list": ", ".join(map(str, folds)) or "?"}
+    """Folds, member count, their fold numbers and out-of-fold images of an ensemble
+    (the member records ``retinaseg ensemble`` writes)."""
+    return {"folds": members[0].get("folds") or len(members), "members": len(members),
+            "n_oof": sum(m["n_val"] for m in members),
+            "fold_list": ", ".join(str(m["fold"]) for m in members)}
 
 
 def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) -> None:
@@ -287,15 +285,13 @@ def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) ->
               f"{TARGETS[name]}. Measured by `benchmarks/bench_default_models.py`; candidates "
               f"tried are compared in `benchmarks/RESULTS.md` (bench_candidates).")
     if spec.name == "ensemble":
-        terms = DATA_TERMS[f"{name} ensemble"].format(**_fold_facts(spec.info["members"]))
+        facts = _fold_facts(spec.info["members"])
+        terms = DATA_TERMS[f"{name} ensemble"].format(**facts)
+        how_to = (f"`retinaseg train {config} --set data.fold=K --set name=NAME_fK` for K in "
+                  f"{facts['fold_list']}, then `retinaseg ensemble` over those run folders "
+                  "(the config's header has the commands)")
     else:
         terms = DATA_TERMS[name].format(val=val_ids)
-    if spec.name == "ensemble":
-        folds = _fold_facts(spec.info["members"])["fold_list"]
-        how_to = (f"`retinaseg train {config} --set data.fold=K --set name=NAME_fK` for K in "
-                  f"{folds}, then `retinaseg ensemble` over those run folders (the config's "
-                  "header has the commands)")
-    else:
         how_to = (f"`retinaseg train {config}` (see the config's header for the stage it "
                   "starts from)")
     data = terms + (

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from common import REPO, RESULTS, md_table, write_section
 
+from retinaseg.errors import ConfigError
 from retinaseg.evaluation.metrics import choose_threshold, image_metrics, summarise
 from retinaseg.inference.pipeline import Segmenter
 from retinaseg.training.config import load_config
@@ -101,19 +102,13 @@ def _time(model: str, kind: str, mode: str, precision: str) -> tuple[float, str]
     return float(np.median([r["median_s"] for r in runs])), str(runs[0]["precision"])
 
 
-def run(kind: str, model: str, config: str) -> dict:
+def run(kind: str, model: str, config: str, members: list | None = None) -> dict:
     """Every TTA mode of ``model``: validation scores and timing, and the mode chosen.
 
-    An ensemble's members together saw every training image, so it is scored out of fold:
-    each member on the fold it held out (the accuracy of one member under each mode); the
-    timing is the whole ensemble's.
+    An ensemble's members (``members``, from :func:`_ensemble_members`) together saw every
+    training image, so it is scored out of fold: each member on the fold it held out (the
+    accuracy of one member under each mode); the timing is the whole ensemble's.
     """
-    from retinaseg.models.persistence import read_spec, resolve_model_path
-    from retinaseg.training.ensemble import load_member
-
-    spec = read_spec(resolve_model_path(model))
-    members = ([load_member(REPO / m["run"]) for m in spec.info["members"]]
-               if spec.name == "ensemble" else None)
     if members is None:
         cfg = load_config(REPO / config)
         _, val, _ = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
@@ -135,13 +130,17 @@ def run(kind: str, model: str, config: str) -> dict:
     return res
 
 
-def _missing_members(model: str) -> list[str]:
-    """Member run folders of an ensemble ``model`` that are not on this machine."""
-    from retinaseg.models.persistence import read_spec, resolve_model_path
+def _ensemble_members(model: str) -> list | None:
+    """The loaded member runs of an ensemble ``model``; None for any other model.
 
-    spec = read_spec(resolve_model_path(model))
-    runs = [m["run"] for m in spec.info.get("members", [])] if spec.name == "ensemble" else []
-    return [r for r in runs if not (REPO / r / "config.yaml").is_file()]
+    Raises ``ConfigError`` when a member run folder is not on this machine.
+    """
+    from retinaseg.models.persistence import read_spec, resolve_model_path
+    from retinaseg.training.ensemble import ensemble_members
+
+    if read_spec(resolve_model_path(model)).name != "ensemble":
+        return None
+    return ensemble_members(model, REPO)
 
 
 def choose_mode(modes: dict[str, dict], target_s: float) -> str:
@@ -194,16 +193,16 @@ def main() -> None:
     results = {}
     for kind, model, config in (("fundus", a.fundus, a.fundus_config),
                                 ("octa", a.octa, a.octa_config)):
-        missing = _missing_members(model)
-        if missing and kind in before:
-            print(f"[keep] {kind}: member runs of {model} are not here ({missing[0]}); "
-                  "keeping its previous result")
+        try:
+            members = _ensemble_members(model)
+        except ConfigError as err:  # an ensemble whose member runs are not on this machine
+            if kind not in before:
+                raise SystemExit(f"{model}: {err}; train its members first (see the "
+                                 "recipe's header)") from None
+            print(f"[keep] {kind}: {err}; keeping the previous result")
             results[kind] = before[kind]
-        elif missing:
-            raise SystemExit(f"{model} is an ensemble and its member run {missing[0]} is not "
-                             "on this machine; train it first (see the recipe's header)")
-        else:
-            results[kind] = run(kind, model, config)
+            continue
+        results[kind] = run(kind, model, config, members)
     cache.write_text(json.dumps(results, indent=2, default=float))
     body = report(results)
     write_section("tta", "Flip TTA and precision: validation accuracy against time", body)

@@ -84,6 +84,9 @@ def test_build_ensemble_out_of_fold(folds: list[dict], tmp_path: Path) -> None:
     assert spec.name == "ensemble" and spec.params["n_members"] == 2
     assert spec.threshold == pytest.approx(res["threshold"])
     assert "out-of-fold" in spec.info["threshold_source"]
+    recs = spec.info["members"]
+    assert [r["fold"] for r in recs] == [0, 1] and [r["folds"] for r in recs] == [2, 2]
+    assert sum(r["n_val"] for r in recs) == 6
     image = make_octa_sample(64, seed=5)["image"]
     seg = Segmenter(res["path"], precision="fp32", fuse=False)
     x = seg.prepare(image)
@@ -158,3 +161,16 @@ def test_top_level_api_exports_the_ensemble_functions() -> None:
 
     assert retinaseg.train_folds is ensemble.train_folds
     assert retinaseg.build_ensemble is ensemble.build_ensemble
+
+
+def test_members_read_the_shared_training_data_once(folds: list[dict], monkeypatch) -> None:
+    from retinaseg.training import data
+    from retinaseg.training.ensemble import load_members
+
+    calls = []
+    real = data._read_items
+    monkeypatch.setattr(data, "_read_items", lambda *a: calls.append(a[1]) or real(*a))
+    members = load_members([f["run_dir"] for f in folds])
+    assert calls == ["train"]  # one read of the split both folds are carved from
+    ids = [{it.id for it in m.val} for m in members]
+    assert len(ids[0]) == 3 and not ids[0] & ids[1]  # still each run's own fold

@@ -68,7 +68,7 @@ class Frozen(nn.Module):
     Freezing lets oneDNN fuse each convolution with the ReLU after it and drop the Python
     overhead between layers. ``bench_default_models`` (584×565 fundus, 2 threads, bfloat16):
     ``fundus-vessels`` 0.12-0.13 → 0.08-0.09 s per image, ``octa-vessels`` (400², hflip)
-    0.021 → 0.018-0.020 s; float32 gains nothing measurable. Tracing costs 0.5-3 s once, so
+    0.021 → 0.018-0.020 s; in float32 it does not help. Tracing costs 0.5-3 s once, so
     it pays off over a batch of images, not for one.
     ``net`` itself is converted in place (dtype, and channels-last for bfloat16); tracing
     failures raise :class:`~retinaseg.errors.ModelLoadError`.

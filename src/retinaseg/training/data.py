@@ -7,9 +7,10 @@ of centres on vessel pixels, and augmented with the MONAI dictionary transforms 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,28 @@ class Item:
     """The output channel (``model.heads``) that this item's label supervises."""
 
 
-def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "") -> list[Item]:
-    """Read and preprocess every labelled sample of ``split`` of one source into memory."""
+LoadCache = dict[str, list["Item"]]
+"""Loaded items by source, split and preprocessing, shared by several loads (see
+:func:`load_items`)."""
+
+
+def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "",
+               cache: LoadCache | None = None) -> list[Item]:
+    """Read and preprocess every labelled sample of ``split`` of one source into memory.
+
+    With ``cache``, a source/split/preprocessing read before is not read again: its items come
+    back as fresh copies that share the (read-only) arrays, so callers may retag them.
+    """
+    key = json.dumps([src.model_dump(), split, preprocess], sort_keys=True, default=str)
+    if cache is not None and key in cache:
+        return [replace(it) for it in cache[key]]
+    items = _read_items(src, split, preprocess, desc)
+    if cache is not None:
+        cache[key] = [replace(it) for it in items]
+    return items
+
+
+def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str) -> list[Item]:
     from retinaseg.data import build_dataset
     from retinaseg.preprocessing.pipeline import build_preprocess
 
@@ -77,15 +98,15 @@ def carve_validation(items: list[Item], fraction: float, seed: int,
     return train, val
 
 
-def _source_train_val(src: SourceConfig, cfg: DataConfig,
-                      seed: int) -> tuple[list[Item], list[Item], str]:
+def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
+                      cache: LoadCache | None) -> tuple[list[Item], list[Item], str]:
     from retinaseg.registry import DATASETS
 
     name = src.dataset
-    train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train")
+    train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train", cache)
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
     if val_split and val_split != src.train_split and cfg.folds is None:
-        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val")
+        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache)
         return train, val, f"{name} split '{val_split}'"
     train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
     ids = ", ".join(it.id for it in val)
@@ -94,17 +115,18 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig,
                         f"{ids}")
 
 
-def load_train_val(cfg: DataConfig, seed: int,
-                   heads: list[str] | None = None) -> tuple[list[Item], list[Item], str]:
+def load_train_val(cfg: DataConfig, seed: int, heads: list[str] | None = None,
+                   cache: LoadCache | None = None) -> tuple[list[Item], list[Item], str]:
     """Training and validation items of every source, and where the validation set came from.
 
     Each source uses its own validation split, or a seeded fraction of its training images
     when it has none. With ``heads`` (``model.heads``) each item records the index of the head
-    its source trains (``head`` key; default the first).
+    its source trains (``head`` key; default the first). ``cache`` (a dict kept by the caller)
+    reads each source once over several calls, e.g. the folds of one cross-validation.
     """
     train, val, where = [], [], []
     for k, src in enumerate(cfg.sources()):
-        t, v, w = _source_train_val(src, cfg, seed)
+        t, v, w = _source_train_val(src, cfg, seed, cache)
         head = heads.index(src.head) if heads and src.head else 0
         for it in t + v:
             it.source, it.head = f"{k}:{src.dataset}", head

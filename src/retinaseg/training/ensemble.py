@@ -25,7 +25,7 @@ from tqdm import tqdm
 from retinaseg.errors import ConfigError
 from retinaseg.models.persistence import ModelSpec, load_model, resolve_model_path, save_model
 from retinaseg.training.config import RunConfig, load_config
-from retinaseg.training.data import Item
+from retinaseg.training.data import Item, LoadCache
 
 SAME_KEYS = ("name", "in_channels", "params", "preprocess", "modality")
 
@@ -42,7 +42,8 @@ class Member:
     val_source: str
 
 
-def load_member(run: str | Path) -> Member:
+def load_member(run: str | Path, cache: LoadCache | None = None) -> Member:
+    """A run's best model, config and validation items (``cache``: see ``load_train_val``)."""
     from retinaseg.training.data import load_train_val
 
     run = Path(run)
@@ -52,8 +53,24 @@ def load_member(run: str | Path) -> Member:
                           "best.safetensors)")
     net, spec = load_model(resolve_model_path(run))
     cfg = load_config(cfg_path)
-    _, val, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
+    _, val, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads, cache)
     return Member(run, net, spec, cfg, val, where)
+
+
+def load_members(runs: Sequence[str | Path]) -> list[Member]:
+    """:func:`load_member` for each run, reading the shared training data only once."""
+    cache: LoadCache = {}
+    return [load_member(r, cache) for r in runs]
+
+
+def ensemble_members(model: str | Path, root: str | Path = ".") -> list[Member]:
+    """The member runs recorded in an ensemble model file (paths relative to ``root``)."""
+    from retinaseg.models.persistence import read_spec
+
+    spec = read_spec(resolve_model_path(model))
+    if spec.name != "ensemble":
+        raise ConfigError(f"'{model}' is a '{spec.name}' model, not an ensemble")
+    return load_members([Path(root) / m["run"] for m in spec.info["members"]])
 
 
 def _check_compatible(members: list[Member]) -> None:
@@ -100,6 +117,8 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
     runs = []
     for m in members:
         runs.append({"run": str(m.run), "epoch": m.spec.info.get("epoch"),
+                     "fold": m.cfg.data.fold if m.cfg.data.folds else None,
+                     "folds": m.cfg.data.folds, "n_val": len(m.val),
                      "validation": m.val_source,
                      "val_dice": m.spec.info.get("val", {}).get("val_dice")})
     first = members[0].spec.info
@@ -141,7 +160,7 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
 
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two run folders")
-    members = [load_member(r) for r in runs]
+    members = load_members(runs)
     _check_compatible(members)
     probs, items = out_of_fold(members, tta, progress)
     first = members[0].spec
