@@ -77,18 +77,22 @@ CANDIDATES: list[dict[str, str]] = [
      "model": "runs/drive_unet_kfold/ensemble.safetensors", "kfold": "yes",
      "what": "drive_unet_fullres's recipe (bfloat16) trained once per fold of a 5-fold "
              "split of the 20 DRIVE training images (4 held out each), averaged by `retinaseg "
-             "ensemble` (threshold on the out-of-fold probabilities); the members of folds 0-2 "
-             "(3 passes fit the 0.15 s target, 4 do not), 3 × 22 min / 1 thread. "
-             "Its val columns are out of fold: the 12 training images its members hold out, "
+             "ensemble` (threshold on the out-of-fold probabilities); the members of folds 0-3 "
+             "(the largest count whose default inference met the 0.15 s target in every "
+             "repeated measurement: with TorchScript freezing on the 2-core AMD EPYC, 4 "
+             "members 0.099-0.113 s, 5 members 0.123-0.158 s in six runs); folds 0-2 22 min "
+             "each on an Intel Xeon with AMX, fold 3 19 min on the EPYC, 1 thread. "
+             "Its val columns are out of fold: the 16 training images its members hold out, "
              "each scored by the member that never saw it (one member's quality, not the "
              "ensemble's); its fold-0 member scores 0.7918 on the 4 images that "
              "drive_unet_fullres holds out (threshold 0.5, training log), that model 0.794. "
-             "With folds 3 and 4 also trained, the recipe's 5-fold estimate is 0.8114 "
-             "(all 20 images out of fold, threshold 0.46 chosen on them). Folds 0-4 (training "
+             "With fold 4 also trained, the recipe's 5-fold estimate is 0.8115 "
+             "(all 20 images out of fold, threshold 0.48 chosen on them). Folds 0-4 (training "
              "logs, `summary.json`): best held-out Dice at threshold 0.5 0.792, 0.796, 0.825, "
-             "0.819, 0.825; each fold's own best threshold 0.47, 0.28, 0.64, 0.43, 0.44. "
-             "Speed of the default inference (bf16, 2 threads, fresh process, median of 21): "
-             "3 members 0.126-0.143 s in four runs, 4 members 0.161-0.163 s in two"},
+             "0.819, 0.825; each fold's own best threshold 0.47, 0.28, 0.64, 0.53, 0.42 "
+             "(folds 3-4 retrained on the EPYC: 0.8192 and 0.8254, as on the Xeon). The "
+             "previous bundle had folds 0-2 (3 members fitted the target on the Xeon without "
+             "freezing, 4 did not)"},
     {"name": "baseline_octa", "kind": "octa", "config": "configs/octa_vessels.yaml",
      "model": "runs/baseline/octa-vessels.safetensors",
      "what": "MONAI UNet 16-256, 128² patches ×4, bce+dice, 26 min / 2 threads "

@@ -90,8 +90,9 @@ def hwm_mb():  # VmHWM: this process's own peak (ru_maxrss would include the par
 import numpy as np
 from retinaseg.inference.pipeline import Segmenter
 tta = None if sys.argv[5] == "model" else sys.argv[5]
-seg = Segmenter(sys.argv[1], precision=sys.argv[4], tta=tta, fuse=sys.argv[6] != "nofuse",
-                jit=sys.argv[6] == "jit")
+graph = sys.argv[6]
+seg = Segmenter(sys.argv[1], precision=sys.argv[4], tta=tta, fuse=graph != "nofuse",
+                jit=None if graph == "default" else False)
 shape = tuple(int(v) for v in sys.argv[2].split("x"))
 img = np.random.default_rng(0).random(shape, dtype=np.float32)
 seg(img)
@@ -100,31 +101,31 @@ for _ in range(int(sys.argv[3])):
     t0 = time.perf_counter(); seg(img); ts.append(time.perf_counter() - t0)
 import torch
 print(json.dumps({"median_s": float(np.median(ts)), "threads": torch.get_num_threads(),
-                  "precision": seg.precision, "tta": seg.tta,
+                  "precision": seg.precision, "tta": seg.tta, "jit": seg.jit,
                   "peak_rss_mb": hwm_mb()}))
 """
-SPEED_CASES = [  # (model, input shape, what, precision, tta, fuse): the default first, then
-    # float32 with the same TTA (a CPU without native bfloat16), then the previous default
-    # (float32, one pass, BatchNorm not folded) as the "before" of this optimisation; "jit":
-    # folded and TorchScript-frozen (`--jit`, opt-in)
-    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "fuse"),
-    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "jit"),
-    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "fuse"),
-    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "jit"),
+SPEED_CASES = [  # (model, input shape, what, precision, tta, graph): the default first
+    # (BatchNorm folded, TorchScript-frozen where it can be), then "eager" (folded, not
+    # frozen: `--no-jit`), float32 with the same TTA (a CPU without native bfloat16), and
+    # "nofuse" (float32, one pass, BatchNorm separate, not frozen: the first default)
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "default"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "eager"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "default"),
+    ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "eager"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "none", "nofuse"),
-    ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "fuse"),
-    ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "jit"),
-    ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "model", "fuse"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "default"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "auto", "model", "eager"),
+    ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "model", "default"),
     ("octa-vessels", "400x400", "400×400 OCTA", "fp32", "none", "nofuse"),
-    ("octa-vessels", "304x304", "304×304 OCTA", "auto", "model", "fuse"),
+    ("octa-vessels", "304x304", "304×304 OCTA", "auto", "model", "default"),
 ]
 
 
 def speed(model: str, shape: str, repeats: int = 21, precision: str = "auto",
-          tta: str = "model", fuse: str = "fuse") -> dict:
+          tta: str = "model", graph: str = "default") -> dict:
     """Median inference seconds (preprocessing included) and peak RSS, in a fresh process."""
     out = subprocess.run([sys.executable, "-c", SPEED_CHILD, model, shape, str(repeats),
-                          precision, tta, fuse], capture_output=True, text=True, check=True)
+                          precision, tta, graph], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -334,15 +335,15 @@ def main() -> None:
         rows.append([model, f"{label}, pooled", *[s["pooled"][k] for k in KEYS]])
     rows += observer_rows()
     sp_rows = []
-    for model, shape, what, precision, tta, fuse in SPEED_CASES:
-        sp = speed(model, shape, precision=precision, tta=tta, fuse=fuse)
-        default = (precision, tta, fuse) == ("auto", "model", "fuse")
-        key = f"speed {what}" + ("" if default else f" {precision} {tta} {fuse}")
+    for model, shape, what, precision, tta, graph in SPEED_CASES:
+        sp = speed(model, shape, precision=precision, tta=tta, graph=graph)
+        default = (precision, tta, graph) == ("auto", "model", "default")
+        key = f"speed {what}" + ("" if default else f" {precision} {tta} {graph}")
         raw[key] = {**sp, "model": model, "what": what, "asked": precision, "default": default}
         how = ("**default**: " if default else "") + (
             f"{sp['precision']}, TTA {sp['tta']}, BatchNorm "
-            f"{'separate' if fuse == 'nofuse' else 'folded'}"
-            + (", TorchScript-frozen (`--jit`)" if fuse == "jit" else ""))
+            f"{'separate' if graph == 'nofuse' else 'folded'}, "
+            + ("TorchScript-frozen" if sp["jit"] else "not frozen"))
         sp_rows.append([model, what, f"{sp['median_s']:.4f}", how, sp["threads"],
                         f"{sp['peak_rss_mb']:.0f}", f"{total_minutes(model)[0]:.1f}"])
     body = ("Accuracy: thresholds are each model's own (chosen on validation data at training "
@@ -356,10 +357,10 @@ def main() -> None:
               "Default inference: the model's own flip TTA (chosen on validation data, "
               "`bench_tta`), BatchNorm folded into the convolutions, and precision `auto` = "
               "bfloat16 on CPUs with native bfloat16 (this one has AVX512-BF16), float32 "
-              "elsewhere. The other rows: the default plus TorchScript freezing (`--jit`, "
-              "opt-in because tracing costs 0.5-3 s once per model, which the median after a "
-              "warm-up leaves out), float32 with the same TTA (what a CPU without bfloat16 "
-              "gets), and the previous default (float32, one pass, BatchNorm separate).\n\n"
+              "elsewhere, and the network TorchScript-frozen (tracing costs 0.5-3 s once per "
+              "model, which the median after a warm-up leaves out). The other rows: the same "
+              "without freezing (`--no-jit`), float32 (what a CPU without bfloat16 gets), and "
+              "the first default (float32, one pass, BatchNorm separate, not frozen).\n\n"
             + md_table(["model", "input", "seconds / image", "inference", "threads",
                         "peak RSS MB",
                         "training min (all members of an ensemble; incl. the model it "

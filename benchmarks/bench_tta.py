@@ -183,9 +183,9 @@ def report(results: dict[str, dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fundus", default="fundus-vessels")
-    ap.add_argument("--fundus-config", default="configs/drive_unet_fullres.yaml")
+    ap.add_argument("--fundus-config", default="configs/drive_unet_kfold.yaml")
     ap.add_argument("--octa", default="octa-vessels")
-    ap.add_argument("--octa-config", default="configs/octa_vessels_2h_s2.yaml")
+    ap.add_argument("--octa-config", default="configs/octa_vessels_2h_s4.yaml")
     a = ap.parse_args()
     torch.manual_seed(0)
     cache = RESULTS / "tta.json"

@@ -183,10 +183,11 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default=None,
                    help="output head of a model with several label conventions, e.g. "
                         "large_vessel or all_vessel for octa-vessels (default: its first)")
-    p.add_argument("--jit", action="store_true",
-                   help="trace and freeze the network with TorchScript first: faster per "
-                        "image (fundus-vessels 1.4-1.6x in bfloat16), 0.5-3 s to build, so for "
-                        "batches")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="trace and freeze the network with TorchScript (default on CPU: "
+                        "fundus-vessels 1.1-1.6x faster per image in bfloat16, 0.5-3 s to "
+                        "build once; the plain network where freezing fails); --jit insists, "
+                        "--no-jit never freezes")
 
 
 def build_parser() -> argparse.ArgumentParser:

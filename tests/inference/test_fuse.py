@@ -86,3 +86,50 @@ def test_segmenter_jit_gives_the_same_maps(tmp_path) -> None:
     write_png(tmp_path / "in" / "o.png", img)
     assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--jit"]) == 0
     assert (tmp_path / "out" / "o_mask.png").is_file()
+
+
+class _SizeBaked(nn.Module):
+    """Upsamples to a size read with int(): tracing turns it into a constant."""
+
+    size_multiple = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        return nn.functional.interpolate(self.conv(x)[..., ::2, ::2], size=(h, w))
+
+
+def test_frozen_refuses_a_graph_that_baked_in_the_traced_size() -> None:
+    from retinaseg.errors import ModelLoadError
+    from retinaseg.inference.fuse import Frozen
+
+    with pytest.raises(ModelLoadError, match="another input size"):
+        Frozen(_SizeBaked().eval(), 1, bf16=False)
+
+
+def test_segmenter_freezes_by_default_and_falls_back_when_it_cannot(monkeypatch) -> None:
+    import numpy as np
+
+    from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.errors import ModelLoadError
+    from retinaseg.inference import fuse
+    from retinaseg.inference.pipeline import Segmenter
+
+    img = make_octa_sample(64, seed=1)["image"]
+    auto = Segmenter("octa-vessels", precision="fp32")
+    assert auto.jit and auto.net.__class__.__name__ == "Frozen"
+    plain = Segmenter("octa-vessels", precision="fp32", jit=False)
+    assert not plain.jit and plain.jit_note == "not asked"
+
+    def broken(*args, **kwargs):
+        raise ModelLoadError("this model cannot be frozen with TorchScript (--jit): test")
+
+    monkeypatch.setattr(fuse, "Frozen", broken)
+    fallback = Segmenter("octa-vessels", precision="fp32")  # default: keeps the plain network
+    assert not fallback.jit and "test" in fallback.jit_note
+    np.testing.assert_allclose(fallback(img), plain(img), atol=1e-6)
+    with pytest.raises(ModelLoadError, match="cannot be frozen"):
+        Segmenter("octa-vessels", precision="fp32", jit=True)  # asked for: the error stands

@@ -91,7 +91,8 @@ def test_segmenter_bf16_converts_the_network_to_channels_last(tmp_path: Path) ->
                      preprocess=[{"name": "grey"}])
     path = save_model(tmp_path / "m.safetensors", _net(), spec)
     img = np.random.default_rng(5).random((40, 40)).astype(np.float32)
-    fast, ref = Segmenter(path, precision="bf16"), Segmenter(path, precision="fp32")
+    fast = Segmenter(path, precision="bf16", jit=False)  # the plain (eager) network
+    ref = Segmenter(path, precision="fp32", jit=False)
     def layouts(seg: Segmenter) -> set[bool]:
         return {p.is_contiguous(memory_format=torch.channels_last)
                 for p in seg.net.parameters() if p.dim() == 4 and min(p.shape[1:]) > 1}

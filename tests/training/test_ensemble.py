@@ -174,3 +174,34 @@ def test_members_read_the_shared_training_data_once(folds: list[dict], monkeypat
     assert calls == ["train"]  # one read of the split both folds are carved from
     ids = [{it.id for it in m.val} for m in members]
     assert len(ids[0]) == 3 and not ids[0] & ids[1]  # still each run's own fold
+
+
+def test_unpacked_members_rebuild_the_same_ensemble(folds: list[dict], tmp_path: Path) -> None:
+    """Members written back as run folders give the same ensemble: weights, threshold and
+    out-of-fold Dice; existing folders are refused."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from retinaseg.training.ensemble import build_ensemble, unpack_ensemble
+
+    runs = [Path(f["run_dir"]) for f in folds]
+    first = build_ensemble(runs, tmp_path / "a.safetensors", progress=False)
+    with pytest.raises(ConfigError, match="exists already"):
+        unpack_ensemble(first["path"], runs[0] / "config.yaml")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for i, r in enumerate(runs):  # the original folders go away, as on another machine
+        shutil.move(r, saved / str(i))
+    config = saved / "1" / "config.yaml"
+    assert unpack_ensemble(first["path"], config) == runs
+    again = build_ensemble(runs, tmp_path / "b.safetensors", progress=False)
+    assert again["threshold"] == pytest.approx(first["threshold"])
+    assert again["oof_dice_mean"] == pytest.approx(first["oof_dice_mean"])
+    a, b = load_file(first["path"]), load_file(again["path"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for i, r in enumerate(runs):  # put the originals back for the other tests of the module
+        shutil.rmtree(r)
+        shutil.move(saved / str(i), r)
+    with pytest.raises(ConfigError, match="not an ensemble"):
+        unpack_ensemble(runs[0], config)

@@ -1,5 +1,5 @@
 """Inference-time graph work: BatchNorm folded into the convolution before it, and
-TorchScript freezing (:class:`Frozen`, opt-in).
+TorchScript freezing (:class:`Frozen`).
 
 In eval mode a BatchNorm is a per-channel affine map, so ``BN(conv(x))`` equals one convolution
 with rescaled weights and a shifted bias. On CPU the separate BatchNorm pass costs about a fifth
@@ -66,41 +66,78 @@ class Frozen(nn.Module):
     """A network traced and frozen with TorchScript, in float32 or bfloat16 weights.
 
     Freezing lets oneDNN fuse each convolution with the ReLU after it and drop the Python
-    overhead between layers. ``bench_default_models`` (584×565 fundus, 2 threads, bfloat16):
-    ``fundus-vessels`` 0.12-0.13 → 0.08-0.09 s per image, ``octa-vessels`` (400², hflip)
-    0.021 → 0.018-0.020 s; in float32 it does not help. Tracing costs 0.5-3 s once, so
-    it pays off over a batch of images, not for one.
-    ``net`` itself is converted in place (dtype, and channels-last for bfloat16); tracing
-    failures raise :class:`~retinaseg.errors.ModelLoadError`.
+    overhead between layers. Per image, ``fundus-vessels`` in bfloat16 ran 1.1-1.3x faster on
+    a 2-core AMD EPYC and 1.4-1.6x on an Intel Xeon with AMX; in float32 the gain was within
+    run-to-run noise, and the smaller ``octa-vessels`` is about the same either way
+    (``bench_default_models``, ``benchmarks/RESULTS.md``). Tracing costs 0.5-3 s once per model.
+
+    Tracing records one run, so a network whose Python code turns the input's size into
+    constants would be wrong at other sizes. The frozen graph is therefore checked once against
+    the network on a non-square input of another size than the traced one; a mismatch raises
+    :class:`~retinaseg.errors.ModelLoadError`, as does a tracing failure.
+    ``net`` itself is converted in place (dtype, and channels-last for bfloat16).
 
     ``forward``: ``[B, C, H, W]`` float32 (any size the network accepts) → float32 logits; the
     input is cast to the frozen dtype inside.
     """
 
     def __init__(self, net: nn.Module, in_channels: int, bf16: bool) -> None:
-        import warnings
-
         super().__init__()
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.size_multiple = int(getattr(net, "size_multiple", 1))
-        from retinaseg.errors import ModelLoadError
-
         side = max(self.size_multiple, 16) * 2
         device = next(net.parameters()).device
         example = torch.zeros(1, in_channels, side, side, dtype=self.dtype, device=device)
         if bf16:
             net = net.to(memory_format=torch.channels_last)
             example = example.contiguous(memory_format=torch.channels_last)
-        try:
-            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-                warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python
-                self.graph = torch.jit.freeze(torch.jit.trace(net.to(self.dtype).eval(),
-                                                              example))
-        except (RuntimeError, TypeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelLoadError(f"this model cannot be frozen with TorchScript (--jit): "
-                                 f"{first}") from None
+        net = net.to(self.dtype).eval()
+        self.graph = _trace(net, example)
+        _verify(net, self, (in_channels, side, side + max(self.size_multiple, 8)), device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return self.graph(x.to(self.dtype)).float()
+
+
+def _cannot(reason: str) -> Exception:
+    from retinaseg.errors import ModelLoadError
+
+    return ModelLoadError(f"this model cannot be frozen with TorchScript (--jit): {reason}")
+
+
+def _trace(net: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """``torch.jit.freeze(torch.jit.trace(net, example))``, failures as ModelLoadError."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python
+            return torch.jit.freeze(torch.jit.trace(net, example))
+    except (RuntimeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _cannot(first) from None
+
+
+def _verify(net: nn.Module, frozen: Frozen, chw: tuple[int, int, int],
+            device: torch.device) -> None:
+    """Raise unless ``frozen`` matches ``net`` on a seeded random input of shape ``chw``.
+
+    Float32 must agree to 1e-4 in probability; bfloat16 (other rounding order after fusion)
+    to 0.01 in mean and 0.25 at worst.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, *chw, generator=gen).to(device)
+    try:
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            want = torch.sigmoid(net(x.to(frozen.dtype)).float())
+            got = torch.sigmoid(frozen(x))
+    except RuntimeError as err:
+        raise _cannot(f"the traced graph fails at another input size "
+                      f"({str(err).strip().splitlines()[0]})") from None
+    diff = (got - want).abs() if got.shape == want.shape else None
+    fp32 = frozen.dtype == torch.float32
+    if diff is None or (diff.max() > 1e-4 if fp32 else
+                        (diff.mean() > 0.01 or diff.max() > 0.25)):
+        raise _cannot("the traced graph gives other maps than the network at another input "
+                      "size (shape-dependent Python code)")

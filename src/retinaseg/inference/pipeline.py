@@ -5,8 +5,10 @@ Bad files in a batch are skipped and reported at the end; every good result is s
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from retinaseg.errors import ModelLoadError, RetinasegError
 from retinaseg.models.persistence import ModelSpec, load_model
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, select_device
+
+log = logging.getLogger(__name__)
 
 
 def adapt_channels(image: np.ndarray, in_channels: int, source: str = "image") -> np.ndarray:
@@ -42,14 +46,17 @@ class Segmenter:
     (``info["tta"]``, chosen on validation data at bundling; none when absent); ``fuse``
     folds BatchNorm into the convolutions (:mod:`retinaseg.inference.fuse`); ``jit`` traces and
     freezes the network with TorchScript (:class:`retinaseg.inference.fuse.Frozen`), which is
-    faster per image but costs 0.5-3 s once, so it suits batches.
+    faster per image and costs 0.5-3 s once per model. ``jit=None`` (the default) freezes on
+    CPU and keeps the plain network where freezing fails or its check does not match
+    (``self.jit`` says which ran, ``self.jit_note`` why not); ``True`` insists (a failure
+    raises :class:`~retinaseg.errors.ModelLoadError`), ``False`` never freezes.
     """
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
                  tile: int | None = None, overlap: float = 0.25, tta: bool | str | None = None,
                  match_fov: bool = True, head: str | None = None,
                  precision: str = "auto", fuse: bool = True,
-                 dataset: str | None = None, jit: bool = False) -> None:
+                 dataset: str | None = None, jit: bool | None = None) -> None:
         from retinaseg.inference.fuse import fold_batchnorm
         from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
@@ -66,15 +73,30 @@ class Segmenter:
             fold_batchnorm(self.net)
         if self.precision == "bf16":  # oneDNN's bfloat16 convolutions are fastest channels-last
             self.net = self.net.to(memory_format=torch.channels_last)
-        if jit:  # TorchScript-frozen graph: faster per image, 0.5-3 s to build once
-            from retinaseg.inference.fuse import Frozen
-
-            self.net = Frozen(self.net, self.spec.in_channels, self.precision == "bf16")
+        self.jit, self.jit_note = self._freeze(jit)
         self.tile, self.overlap = tile, overlap
         self.tta = self.spec.info.get("tta", "none") if tta is None else tta
         tta_flips(self.tta)  # checks the mode
         self.match_fov = match_fov
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
+
+    def _freeze(self, jit: bool | None) -> tuple[bool, str]:
+        """Replace ``self.net`` by its TorchScript-frozen graph when asked or by default on
+        CPU; returns (frozen, why not)."""
+        from retinaseg.inference.fuse import Frozen
+
+        if jit is False or (jit is None and self.device.type != "cpu"):
+            return False, "not asked" if jit is False else "by default only on CPU"
+        eager = copy.deepcopy(self.net) if jit is None else None
+        try:
+            self.net = Frozen(self.net, self.spec.in_channels, self.precision == "bf16")
+        except ModelLoadError as err:
+            if jit:
+                raise
+            self.net = eager  # Frozen converted the original in place
+            log.info("running the plain network: %s", err)
+            return False, str(err)
+        return True, ""
 
     @property
     def head_name(self) -> str:

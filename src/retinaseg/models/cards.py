@@ -57,6 +57,10 @@ def _checkpoint(info: dict[str, Any]) -> str:
     return f"epoch {info.get('epoch')} chosen by validation Dice"
 
 
+def _threads(n: object) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = "") -> str:
     """The markdown model card of a bundled model."""
     spec = read_spec(weights)
@@ -78,10 +82,10 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | modality | {spec.modality} |
 | threshold | {threshold} |{_heads_row(spec.heads)}
 | inference | whole image; {_tta(info)}; bfloat16 on CPUs with native bfloat16, else \
-float32 |
+float32; TorchScript-frozen on CPU (`--no-jit` turns it off) |
 | checkpoint | {_checkpoint(info)} |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
-({info.get("threads")} threads, {info.get("train_precision", "fp32")}) |
+({_threads(info.get("threads"))}, {info.get("train_precision", "fp32")}) |
 
 ## Training data and terms
 {data}

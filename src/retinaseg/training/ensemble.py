@@ -245,3 +245,59 @@ def train_folds(config: str | Path, overrides: list[str] | None = None,
     out = Path(out) if out else Path(cfg.runs_dir) / cfg.name / "ensemble.safetensors"
     res = build_ensemble(runs, out, tta=tta, progress=progress)
     return {"runs": [str(r) for r in runs], "reused": reused, **res}
+
+
+MEMBER_FACTS = ("threads", "device", "train_precision")  # fov_diameter: stamped at bundling
+
+
+def _member_spec(ens: ModelSpec, member: dict[str, Any], seconds: float) -> ModelSpec:
+    """The spec of an unpacked member's ``best.safetensors``: the ensemble's input,
+    preprocessing and modality, the member's architecture and its recorded facts."""
+    info = {"epoch": member.get("epoch"), "val": {"val_dice": member.get("val_dice")},
+            "train_seconds": seconds, "unpacked_from": "ensemble file"}
+    info.update({k: ens.info[k] for k in MEMBER_FACTS if k in ens.info})
+    return ModelSpec(name=ens.params["member"], in_channels=ens.in_channels,
+                     params=ens.params["member_params"], preprocess=ens.preprocess,
+                     threshold=ens.threshold, modality=ens.modality, info=info)
+
+
+def unpack_ensemble(model: str | Path, config: str | Path,
+                    root: str | Path = ".") -> list[Path]:
+    """Write each member of ensemble ``model`` back as the run folder it records.
+
+    An ensemble file keeps its members' weights and provenance but not their run folders, which
+    live on the machine that trained them. Each member's recorded folder (relative to ``root``)
+    gets ``best.safetensors`` (its weights, epoch and held-out Dice) and ``config.yaml``:
+    ``config`` (a run config of the same recipe, for example another fold's) with the member's
+    ``name`` and fold. :func:`build_ensemble` then treats them like any run, so new folds can
+    join a bundled ensemble. The file keeps only the total training time, so each member gets
+    an equal share. Existing folders are refused, never overwritten.
+
+    Returns:
+        The run folders written, in member order.
+    """
+    import yaml
+
+    from retinaseg.models import build_model
+    from retinaseg.utils.atomic import write_text_atomic
+
+    net, ens = load_model(resolve_model_path(model))
+    if ens.name != "ensemble":
+        raise ConfigError(f"'{model}' is a '{ens.name}' model, not an ensemble")
+    members = ens.info["members"]
+    runs = [Path(root) / m["run"] for m in members]
+    for run in runs:
+        if run.exists():
+            raise ConfigError(f"'{run}' exists already; move it away to unpack the ensemble")
+    template = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    seconds = round(float(ens.info.get("train_seconds") or 0) / len(members), 1)
+    for slot, m, run in zip(net.members, members, runs):
+        cfg = {**template, "name": Path(m["run"]).parent.name,
+               "data": {**template["data"], "fold": m["fold"], "folds": m["folds"]}}
+        member = build_model(ens.params["member"], ens.in_channels,
+                             **ens.params["member_params"])
+        member.load_state_dict(slot.state_dict())
+        run.mkdir(parents=True)
+        save_model(run / "best.safetensors", member.eval(), _member_spec(ens, m, seconds))
+        write_text_atomic(run / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    return runs
