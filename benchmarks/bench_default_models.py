@@ -92,7 +92,7 @@ from retinaseg.inference.pipeline import Segmenter
 tta = None if sys.argv[5] == "model" else sys.argv[5]
 graph = sys.argv[6]
 seg = Segmenter(sys.argv[1], precision=sys.argv[4], tta=tta, fuse=graph != "nofuse",
-                jit=None if graph == "default" else False)
+                jit={"default": None, "jit": True}.get(graph, False))
 shape = tuple(int(v) for v in sys.argv[2].split("x"))
 img = np.random.default_rng(0).random(shape, dtype=np.float32)
 seg(img)
@@ -105,9 +105,10 @@ print(json.dumps({"median_s": float(np.median(ts)), "threads": torch.get_num_thr
                   "peak_rss_mb": hwm_mb()}))
 """
 SPEED_CASES = [  # (model, input shape, what, precision, tta, graph): the default first
-    # (BatchNorm folded, TorchScript-frozen where it can be), then "eager" (folded, not
-    # frozen: `--no-jit`), float32 with the same TTA (a CPU without native bfloat16), and
-    # "nofuse" (float32, one pass, BatchNorm separate, not frozen: the first default)
+    # (BatchNorm folded; TorchScript-frozen in bfloat16), then "eager" (folded, not frozen:
+    # `--no-jit`), float32 with the same TTA (a CPU without native bfloat16; not frozen by
+    # default), and "nofuse" (float32, one pass, BatchNorm separate, not frozen: the first
+    # default)
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "default"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "auto", "model", "eager"),
     ("fundus-vessels", "584x565x3", "584×565 colour fundus", "fp32", "model", "default"),
@@ -127,6 +128,30 @@ def speed(model: str, shape: str, repeats: int = 21, precision: str = "auto",
     out = subprocess.run([sys.executable, "-c", SPEED_CHILD, model, shape, str(repeats),
                           precision, tta, graph], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def freeze_ab(rounds: int = 3, model: str = "fundus-vessels") -> str:
+    """Frozen against plain, interleaved: ``rounds`` rounds of the four settings (bfloat16 and
+    float32, each frozen and not), so that a slow minute on the shared machine hits all four."""
+    settings = [("auto", "default"), ("auto", "eager"), ("fp32", "jit"), ("fp32", "eager")]
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in settings}
+    for _ in range(rounds):
+        for prec, graph in settings:
+            times[(prec, graph)].append(speed(model, "584x565x3", precision=prec,
+                                              graph=graph)["median_s"])
+    rows = []
+    for prec in ("auto", "fp32"):
+        frozen = times[(prec, "default" if prec == "auto" else "jit")]
+        plain = times[(prec, "eager")]
+        ratio = [p / f for f, p in zip(frozen, plain)]
+        rows.append([f"{model}, 584×565, {'bfloat16' if prec == 'auto' else 'float32'}",
+                     ", ".join(f"{t:.3f}" for t in frozen), ", ".join(f"{t:.3f}" for t in plain),
+                     f"{min(ratio):.2f}-{max(ratio):.2f}×"])
+    return ("\n\nTorchScript freezing, frozen against plain (BatchNorm folded in both), "
+            f"{rounds} interleaved rounds of fresh processes, each the median of 21 runs; the "
+            "default freezes in bfloat16 only:\n\n"
+            + md_table(["model, input, precision", "frozen s / image", "plain s / image",
+                        "plain / frozen, per round"], rows))
 
 
 def head_agreement(model: str = "octa-vessels") -> str:
@@ -357,15 +382,16 @@ def main() -> None:
               "Default inference: the model's own flip TTA (chosen on validation data, "
               "`bench_tta`), BatchNorm folded into the convolutions, and precision `auto` = "
               "bfloat16 on CPUs with native bfloat16 (this one has AVX512-BF16), float32 "
-              "elsewhere, and the network TorchScript-frozen (tracing costs 0.5-3 s once per "
-              "model, which the median after a warm-up leaves out). The other rows: the same "
-              "without freezing (`--no-jit`), float32 (what a CPU without bfloat16 gets), and "
-              "the first default (float32, one pass, BatchNorm separate, not frozen).\n\n"
+              "elsewhere, and in bfloat16 the network TorchScript-frozen (tracing costs "
+              "0.5-3 s once per model, which the median after a warm-up leaves out; see the "
+              "interleaved comparison below). The other rows: the same without "
+              "freezing (`--no-jit`), float32 (what a CPU without bfloat16 gets), and the first "
+              "default (float32, one pass, BatchNorm separate, not frozen).\n\n"
             + md_table(["model", "input", "seconds / image", "inference", "threads",
                         "peak RSS MB",
                         "training min (all members of an ensemble; incl. the model it "
                         "was fine-tuned from)"], sp_rows)
-            + head_agreement())
+            + freeze_ab() + head_agreement())
     write_section("default_models", "Bundled default models", body)
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
     for name, (run, config) in bundles.items():

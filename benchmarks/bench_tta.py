@@ -183,7 +183,7 @@ def report(results: dict[str, dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fundus", default="fundus-vessels")
-    ap.add_argument("--fundus-config", default="configs/drive_unet_kfold.yaml")
+    ap.add_argument("--fundus-config", default="configs/drive_unet_kfold_bce.yaml")
     ap.add_argument("--octa", default="octa-vessels")
     ap.add_argument("--octa-config", default="configs/octa_vessels_2h_s4.yaml")
     a = ap.parse_args()

@@ -184,10 +184,10 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                    help="output head of a model with several label conventions, e.g. "
                         "large_vessel or all_vessel for octa-vessels (default: its first)")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="trace and freeze the network with TorchScript (default on CPU: "
-                        "fundus-vessels 1.1-1.6x faster per image in bfloat16, 0.5-3 s to "
-                        "build once; the plain network where freezing fails); --jit insists, "
-                        "--no-jit never freezes")
+                   help="trace and freeze the network with TorchScript (default: when it runs "
+                        "in bfloat16 on CPU, where fundus-vessels is 1.1-1.6x faster per "
+                        "image; 0.5-3 s to build once, so --no-jit is quicker for a single "
+                        "image); --jit insists, also in float32; --no-jit never freezes")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -181,6 +181,7 @@ def test_unpacked_members_rebuild_the_same_ensemble(folds: list[dict], tmp_path:
     out-of-fold Dice; existing folders are refused."""
     import shutil
 
+    import yaml
     from safetensors.torch import load_file
 
     from retinaseg.training.ensemble import build_ensemble, unpack_ensemble
@@ -194,14 +195,24 @@ def test_unpacked_members_rebuild_the_same_ensemble(folds: list[dict], tmp_path:
     for i, r in enumerate(runs):  # the original folders go away, as on another machine
         shutil.move(r, saved / str(i))
     config = saved / "1" / "config.yaml"
-    assert unpack_ensemble(first["path"], config) == runs
-    again = build_ensemble(runs, tmp_path / "b.safetensors", progress=False)
+    try:
+        assert unpack_ensemble(first["path"], config) == runs
+        assert all((r / "summary.json").is_file() for r in runs)  # finished: never retrained
+        again = build_ensemble(runs, tmp_path / "b.safetensors", progress=False)
+    finally:  # put the originals back for the other tests of the module
+        for i, r in enumerate(runs):
+            shutil.rmtree(r, ignore_errors=True)
+            shutil.move(saved / str(i), r)
     assert again["threshold"] == pytest.approx(first["threshold"])
     assert again["oof_dice_mean"] == pytest.approx(first["oof_dice_mean"])
     a, b = load_file(first["path"]), load_file(again["path"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for i, r in enumerate(runs):  # put the originals back for the other tests of the module
-        shutil.rmtree(r)
-        shutil.move(saved / str(i), r)
     with pytest.raises(ConfigError, match="not an ensemble"):
-        unpack_ensemble(runs[0], config)
+        unpack_ensemble(runs[0], runs[1] / "config.yaml")
+    other = tmp_path / "seed1.yaml"  # another seed cuts other folds: refused before writing
+    text = (runs[1] / "config.yaml").read_text()
+    seed = yaml.safe_load(text)["seed"]
+    other.write_text(text.replace(f"seed: {seed}", f"seed: {seed + 1}"))
+    with pytest.raises(ConfigError, match="holds out other images"):
+        unpack_ensemble(first["path"], other, root=tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()

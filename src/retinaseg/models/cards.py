@@ -82,7 +82,7 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | modality | {spec.modality} |
 | threshold | {threshold} |{_heads_row(spec.heads)}
 | inference | whole image; {_tta(info)}; bfloat16 on CPUs with native bfloat16, else \
-float32; TorchScript-frozen on CPU (`--no-jit` turns it off) |
+float32; the bfloat16 network TorchScript-frozen on CPU (`--no-jit` turns it off) |
 | checkpoint | {_checkpoint(info)} |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
 ({_threads(info.get("threads"))}, {info.get("train_precision", "fp32")}) |

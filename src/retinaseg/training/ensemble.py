@@ -252,13 +252,33 @@ MEMBER_FACTS = ("threads", "device", "train_precision")  # fov_diameter: stamped
 
 def _member_spec(ens: ModelSpec, member: dict[str, Any], seconds: float) -> ModelSpec:
     """The spec of an unpacked member's ``best.safetensors``: the ensemble's input,
-    preprocessing and modality, the member's architecture and its recorded facts."""
+    preprocessing, modality and heads, the member's architecture and its recorded facts (the
+    threshold is the ensemble's; :func:`build_ensemble` chooses its own again)."""
     info = {"epoch": member.get("epoch"), "val": {"val_dice": member.get("val_dice")},
-            "train_seconds": seconds, "unpacked_from": "ensemble file"}
+            "train_seconds": seconds, "unpacked_from": "ensemble file",
+            "threshold_source": "the ensemble's, copied when unpacked"}
     info.update({k: ens.info[k] for k in MEMBER_FACTS if k in ens.info})
     return ModelSpec(name=ens.params["member"], in_channels=ens.in_channels,
                      params=ens.params["member_params"], preprocess=ens.preprocess,
-                     threshold=ens.threshold, modality=ens.modality, info=info)
+                     threshold=ens.threshold, modality=ens.modality, info=info,
+                     heads=ens.heads)
+
+
+def _member_config(config: str | Path, member: dict[str, Any]) -> RunConfig:
+    """``config`` with the member's name and fold, checked to hold out the member's images."""
+    from retinaseg.training.data import load_train_val
+
+    if member.get("fold") is None or member.get("folds") is None or "run" not in member:
+        raise ConfigError("the ensemble file does not record its members' folds (it predates "
+                          "k-fold ensembles), so they cannot be unpacked")
+    cfg = load_config(config, [f"name={Path(member['run']).parent.name}",
+                               f"data.folds={member['folds']}", f"data.fold={member['fold']}"])
+    _, _, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
+    if where != member.get("validation"):
+        raise ConfigError(f"the config holds out other images than member '{member['run']}' "
+                          f"did ({where!r} against {member.get('validation')!r}); use a run "
+                          "config of the members' recipe")
+    return cfg
 
 
 def unpack_ensemble(model: str | Path, config: str | Path,
@@ -267,37 +287,42 @@ def unpack_ensemble(model: str | Path, config: str | Path,
 
     An ensemble file keeps its members' weights and provenance but not their run folders, which
     live on the machine that trained them. Each member's recorded folder (relative to ``root``)
-    gets ``best.safetensors`` (its weights, epoch and held-out Dice) and ``config.yaml``:
-    ``config`` (a run config of the same recipe, for example another fold's) with the member's
-    ``name`` and fold. :func:`build_ensemble` then treats them like any run, so new folds can
-    join a bundled ensemble. The file keeps only the total training time, so each member gets
-    an equal share. Existing folders are refused, never overwritten.
+    gets ``best.safetensors`` (its weights, epoch and held-out Dice), ``config.yaml`` (the run
+    config ``config`` of the same recipe with the member's ``name`` and fold; it must hold out
+    exactly the images the member recorded) and ``summary.json``, which marks the run finished
+    so that ``train --all-folds`` reuses it instead of training it again.
+    :func:`build_ensemble` then treats them like any run, so new folds can join a bundled
+    ensemble. The file keeps only the total training time, so each member gets an equal share.
+    Existing folders are refused, never overwritten.
 
     Returns:
         The run folders written, in member order.
     """
-    import yaml
+    import json
 
     from retinaseg.models import build_model
+    from retinaseg.training.config import dump_config
     from retinaseg.utils.atomic import write_text_atomic
 
     net, ens = load_model(resolve_model_path(model))
     if ens.name != "ensemble":
         raise ConfigError(f"'{model}' is a '{ens.name}' model, not an ensemble")
-    members = ens.info["members"]
+    members = ens.info.get("members") or []
+    cfgs = [_member_config(config, m) for m in members]
     runs = [Path(root) / m["run"] for m in members]
     for run in runs:
         if run.exists():
             raise ConfigError(f"'{run}' exists already; move it away to unpack the ensemble")
-    template = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
     seconds = round(float(ens.info.get("train_seconds") or 0) / len(members), 1)
-    for slot, m, run in zip(net.members, members, runs):
-        cfg = {**template, "name": Path(m["run"]).parent.name,
-               "data": {**template["data"], "fold": m["fold"], "folds": m["folds"]}}
+    for slot, m, cfg, run in zip(net.members, members, cfgs, runs):
         member = build_model(ens.params["member"], ens.in_channels,
                              **ens.params["member_params"])
         member.load_state_dict(slot.state_dict())
         run.mkdir(parents=True)
         save_model(run / "best.safetensors", member.eval(), _member_spec(ens, m, seconds))
-        write_text_atomic(run / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text_atomic(run / "config.yaml", dump_config(cfg))
+        write_text_atomic(run / "summary.json", json.dumps(
+            {"run_dir": str(run), "best_epoch": m.get("epoch"), "best_score": m.get("val_dice"),
+             "monitor": "dice", "validation": m.get("validation"),
+             "unpacked_from": str(model), "train_seconds": seconds}, indent=2))
     return runs
