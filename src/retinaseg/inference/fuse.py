@@ -14,6 +14,8 @@ left as it is. Training is never affected: only a network in eval mode is folded
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -74,8 +76,8 @@ class Frozen(nn.Module):
     Tracing records one run, so a network whose Python code turns the input's size into
     constants would be wrong at other sizes. The frozen graph is therefore checked once against
     the network on a non-square input of another size than the traced one; a mismatch raises
-    :class:`~retinaseg.errors.ModelLoadError`, as does a tracing failure.
-    ``net`` itself is converted in place (dtype, and channels-last for bfloat16).
+    :class:`~retinaseg.errors.ModelLoadError`, as does a tracing failure. ``net`` itself is
+    left as it was (a copy is converted and traced), so a caller can fall back to it.
 
     ``forward``: ``[B, C, H, W]`` float32 (any size the network accepts) → float32 logits; the
     input is cast to the frozen dtype inside.
@@ -88,10 +90,10 @@ class Frozen(nn.Module):
         side = max(self.size_multiple, 16) * 2
         device = next(net.parameters()).device
         example = torch.zeros(1, in_channels, side, side, dtype=self.dtype, device=device)
+        net = copy.deepcopy(net).to(self.dtype).eval()
         if bf16:
             net = net.to(memory_format=torch.channels_last)
             example = example.contiguous(memory_format=torch.channels_last)
-        net = net.to(self.dtype).eval()
         self.graph = _trace(net, example)
         _verify(net, self, (in_channels, side, side + max(self.size_multiple, 8)), device)
 

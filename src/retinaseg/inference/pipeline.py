@@ -5,7 +5,6 @@ Bad files in a batch are skipped and reported at the end; every good result is s
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import logging
@@ -90,14 +89,12 @@ class Segmenter:
             return False, "not asked"
         if jit is None and (self.device.type != "cpu" or self.precision != "bf16"):
             return False, "by default only for bfloat16 on CPU"
-        eager = copy.deepcopy(self.net) if jit is None else None
         try:
             self.net = Frozen(self.net, self.spec.in_channels, self.precision == "bf16")
         except ModelLoadError as err:
             if jit:
                 raise
-            self.net = eager  # Frozen converted the original in place
-            log.info("running the plain network: %s", err)
+            log.info("running the plain network: %s", err)  # Frozen left self.net as it was
             return False, str(err)
         return True, ""
 

@@ -264,8 +264,9 @@ def _member_spec(ens: ModelSpec, member: dict[str, Any], seconds: float) -> Mode
                      heads=ens.heads)
 
 
-def _member_config(config: str | Path, member: dict[str, Any]) -> RunConfig:
-    """``config`` with the member's name and fold, checked to hold out the member's images."""
+def _member_config(config: str | Path, member: dict[str, Any], cache: LoadCache) -> RunConfig:
+    """``config`` with the member's name and fold, checked to hold out the member's images
+    (``cache``: the training data is read once for all members)."""
     from retinaseg.training.data import load_train_val
 
     if member.get("fold") is None or member.get("folds") is None or "run" not in member:
@@ -273,7 +274,7 @@ def _member_config(config: str | Path, member: dict[str, Any]) -> RunConfig:
                           "k-fold ensembles), so they cannot be unpacked")
     cfg = load_config(config, [f"name={Path(member['run']).parent.name}",
                                f"data.folds={member['folds']}", f"data.fold={member['fold']}"])
-    _, _, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads)
+    _, _, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads, cache)
     if where != member.get("validation"):
         raise ConfigError(f"the config holds out other images than member '{member['run']}' "
                           f"did ({where!r} against {member.get('validation')!r}); use a run "
@@ -300,7 +301,6 @@ def unpack_ensemble(model: str | Path, config: str | Path,
     """
     import json
 
-    from retinaseg.models import build_model
     from retinaseg.training.config import dump_config
     from retinaseg.utils.atomic import write_text_atomic
 
@@ -308,16 +308,14 @@ def unpack_ensemble(model: str | Path, config: str | Path,
     if ens.name != "ensemble":
         raise ConfigError(f"'{model}' is a '{ens.name}' model, not an ensemble")
     members = ens.info.get("members") or []
-    cfgs = [_member_config(config, m) for m in members]
+    cache: LoadCache = {}
+    cfgs = [_member_config(config, m, cache) for m in members]
     runs = [Path(root) / m["run"] for m in members]
     for run in runs:
         if run.exists():
             raise ConfigError(f"'{run}' exists already; move it away to unpack the ensemble")
     seconds = round(float(ens.info.get("train_seconds") or 0) / len(members), 1)
-    for slot, m, cfg, run in zip(net.members, members, cfgs, runs):
-        member = build_model(ens.params["member"], ens.in_channels,
-                             **ens.params["member_params"])
-        member.load_state_dict(slot.state_dict())
+    for member, m, cfg, run in zip(net.members, members, cfgs, runs):
         run.mkdir(parents=True)
         save_model(run / "best.safetensors", member.eval(), _member_spec(ens, m, seconds))
         write_text_atomic(run / "config.yaml", dump_config(cfg))
