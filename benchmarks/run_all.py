@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "huge_images": (["benchmarks/bench_huge_images.py"], False),
     "octa_topology": (["benchmarks/bench_octa_topology.py"], True),
     "candidates": (["benchmarks/bench_candidates.py"], False),
+    "distill": (["benchmarks/bench_distill.py"], False),
     "resolution": (["benchmarks/bench_resolution.py"], False),
     "tta": (["benchmarks/bench_tta.py"], False),
     "errors": (["benchmarks/bench_errors.py"], False),

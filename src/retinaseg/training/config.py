@@ -143,6 +143,17 @@ class InferenceConfig(_Strict):
         "of other resolutions are rescaled to it at inference"))
 
 
+class DistillConfig(_Strict):
+    teachers: list[str] = Field(default_factory=list, description=(
+        "training run folders (or folders of runs: the newest finished one is used) whose "
+        "models teach this run; '{fold}' is replaced by data.fold. Each teacher must hold out "
+        "every validation image of this run. Empty = no distillation"))
+    weight: float = Field(0.5, ge=0, le=1, description=(
+        "the teachers' share of the training target: (1 - weight)·label + weight·teacher"))
+    tta: Literal["none", "hflip", "flips"] = Field("flips", description=(
+        "flip TTA of the teachers' predictions"))
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = 0
@@ -156,6 +167,7 @@ class RunConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> RunConfig:

@@ -33,6 +33,9 @@ class Item:
     """The dataset the item came from (validation scores are averaged per source)."""
     head: int = 0
     """The output channel (``model.heads``) that this item's label supervises."""
+    target: np.ndarray | None = None
+    """Soft training target ``[H,W]`` float32 in [0,1] that replaces ``label`` in the loss
+    (knowledge distillation, :mod:`retinaseg.training.distill`); None: the label."""
 
 
 LoadCache = dict[str, list["Item"]]
@@ -143,7 +146,8 @@ class PatchSampler:
 
     ``mode="patch"``: ``patches_per_image`` square patches per image per epoch, centres inside the
     FOV; ``mode="whole"``: each image once per epoch, batched with images of the same shape.
-    Yields ``(image [B,C,P,P], label [B,1,P,P], fov [B,1,P,P], head [B])``: float tensors and
+    Yields ``(image [B,C,P,P], label [B,1,P,P], fov [B,1,P,P], head [B])``: float tensors (the
+    label is the item's soft ``target`` where it has one) and
     the int64 head index of each sample (:attr:`Item.head`).
     """
 
@@ -158,12 +162,13 @@ class PatchSampler:
         self._vessels = [np.flatnonzero(it.label & it.fov) for it in items]
 
     def _pad(self, it: Item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lab = it.label if it.target is None else it.target
         if not self.pad:
-            return it.image, it.label, it.fov
+            return it.image, lab, it.fov
         q = self.pad
         mode = "reflect" if min(it.image.shape[-2:]) > q else "edge"
         img = np.pad(it.image, ((0, 0), (q, q), (q, q)), mode=mode)
-        lab = np.pad(it.label, q)
+        lab = np.pad(lab, q)
         fov = np.pad(it.fov, q)
         return img, lab, fov
 

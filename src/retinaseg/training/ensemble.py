@@ -182,7 +182,7 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
             "members": [str(m.run) for m in members]}
 
 
-def _fold_run(base: Path) -> tuple[Path | None, bool]:
+def newest_run(base: Path) -> tuple[Path | None, bool]:
     """The newest run folder under ``base`` and whether it finished (has ``summary.json``)."""
     runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) \
         if base.is_dir() else []
@@ -230,7 +230,7 @@ def train_folds(config: str | Path, overrides: list[str] | None = None,
     runs, reused = [], []
     for k in range(cfg.data.folds):
         name = f"{cfg.name}_f{k}"
-        run, finished = _fold_run(Path(cfg.runs_dir) / name)
+        run, finished = newest_run(Path(cfg.runs_dir) / name)
         if run is not None:
             _check_fold(run, k, cfg)
         if run is not None and finished:

@@ -160,12 +160,19 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
     net.load_state_dict(state)
 
 
-def _init_seconds(cfg: RunConfig) -> float:
-    """Training seconds of the ``model.init`` model, including its own starting model."""
+def _model_seconds(model: str | Path) -> float:
+    """Training seconds of a saved model, including any model it was fine-tuned or distilled
+    from."""
     from retinaseg.models.persistence import read_spec, resolve_model_path
 
-    info = read_spec(resolve_model_path(str(cfg.model.init))).info
+    info = read_spec(resolve_model_path(str(model))).info
     return float(info.get("total_train_seconds", info.get("train_seconds", 0.0)))
+
+
+def _prior_seconds(tr: Trainer) -> float:
+    """Training seconds this run built on: its ``model.init`` model and its teachers."""
+    models = ([str(tr.cfg.model.init)] if tr.cfg.model.init else []) + tr.teachers
+    return sum(_model_seconds(m) for m in models)
 
 
 def _fov_diameter(cfg: RunConfig, items: list[Item]) -> float | None:
@@ -213,6 +220,9 @@ class Trainer:
         seed_everything(cfg.seed)
         self.train_items, self.val_items, self.val_source = load_train_val(
             cfg.data, cfg.seed, cfg.model.heads)
+        from retinaseg.training.distill import attach_targets
+
+        self.teachers = attach_targets(cfg, self.train_items, self.val_items)
         self.in_channels = int(self.train_items[0].image.shape[0])
         self._check_channels()
         self.net = build_model(cfg.model.name, self.in_channels,
@@ -494,10 +504,13 @@ def _finish(tr: Trainer) -> dict[str, Any]:
     spec.info.update({"threshold_source": f"chosen on validation ({tr.val_source})",
                       "train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
                       "device": str(tr.device), "train_precision": _precision_name(tr)})
-    if tr.cfg.model.init:  # fine-tuned: also record what the starting model cost
-        spec.info.update({"init": str(tr.cfg.model.init),
-                          "total_train_seconds": round(tr.state.elapsed + _init_seconds(tr.cfg),
-                                                       1)})
+    if tr.cfg.model.init:
+        spec.info["init"] = str(tr.cfg.model.init)
+    if tr.cfg.model.init or tr.teachers:  # also record what the starting model/teachers cost
+        spec.info["total_train_seconds"] = round(tr.state.elapsed + _prior_seconds(tr), 1)
+    if tr.teachers:
+        spec.info["distilled_from"] = {"teachers": tr.teachers, "weight": tr.cfg.distill.weight,
+                                       "tta": tr.cfg.distill.tta}
     save_model(best, net, spec)
     out = tr.run / "val_predictions"
     for p, it in zip(probs, tr.val_items):
@@ -508,6 +521,8 @@ def _finish(tr: Trainer) -> dict[str, Any]:
                "best_score": tr.state.best, "monitor": tr.cfg.train.monitor, "threshold": thr,
                "validation": tr.val_source, "epochs_run": tr.state.epoch,
                "train_seconds": round(tr.state.elapsed, 1)}
+    if tr.teachers:
+        summary["teachers"] = tr.teachers
     write_text_atomic(tr.run / "summary.json", json.dumps(summary, indent=2))
     return summary
 

@@ -1,0 +1,106 @@
+"""Distillation of the fundus k-fold members: out-of-fold accuracy of teachers and students.
+
+Every row scores the same held-out DRIVE training images (the validation folds of the k-fold
+recipes), each image by models of its own fold only, so none of them saw it: the bundled
+members (plain BCE), their teachers (the plain-BCE and the BCE + Dice members of the fold,
+averaged with flip TTA) and the students distilled from them (``configs/drive_unet_kfold_kd.yaml``,
+:mod:`retinaseg.training.distill`). One threshold per row, chosen on the scored images themselves
+(optimistic, equally for every row); the student rows also give the Dice at the threshold
+their training runs chose on their own folds. DRIVE test is not used.
+
+Usage::
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_distill.py            # folds 0-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import REPO, RESULTS, md_table, write_section
+from tqdm import tqdm
+
+from retinaseg.evaluation.metrics import confusion_counts, roc_auc, threshold_metrics
+from retinaseg.inference import predict_probability
+from retinaseg.inference.predictor import tta_flips
+from retinaseg.training.data import LoadCache
+from retinaseg.training.ensemble import Member, load_member, newest_run
+from retinaseg.training.trainer import head_thresholds
+
+MEMBER, PARTNER, STUDENT = ("runs/drive_unet_kfold_bce_f{k}", "runs/drive_unet_kfold_f{k}",
+                            "runs/drive_unet_kfold_kd_f{k}")
+ROWS = [  # (label, run-folder patterns averaged, flip TTA)
+    ("bundled member (plain BCE)", [MEMBER], "none"),
+    ("bundled member, hflip", [MEMBER], "hflip"),
+    ("teacher: plain-BCE + BCE+Dice members, flips", [MEMBER, PARTNER], "flips"),
+    ("student (distilled)", [STUDENT], "none"),
+    ("student, hflip", [STUDENT], "hflip"),
+]
+
+
+def _run(pattern: str, k: int) -> Path:
+    base = REPO / pattern.format(k=k)
+    return base if (base / "config.yaml").is_file() else newest_run(base)[0] or base
+
+
+def _fold_members(folds: list[int]) -> dict[tuple[str, int], Member]:
+    cache: LoadCache = {}
+    return {(p, k): load_member(_run(p, k), cache)
+            for p in {p for _, ps, _ in ROWS for p in ps} for k in folds}
+
+
+def _score(label: str, patterns: list[str], tta: str, folds: list[int],
+           members: dict[tuple[str, int], Member]) -> dict:
+    probs, items, own = [], [], []
+    for k in folds:
+        models = [members[p, k] for p in patterns]
+        for it in tqdm(models[0].val, desc=f"{label}, fold {k}", leave=False):
+            probs.append(np.mean([predict_probability(m.net, it.image, tta=tta)
+                                  for m in models], axis=0))
+            items.append(it)
+            own.append(models[0].spec.threshold)
+    thr = head_thresholds(probs, items, 1)[0]
+    dice = [threshold_metrics(confusion_counts(p > thr, it.label, it.fov))["dice"]
+            for p, it in zip(probs, items)]
+    dice_own = [threshold_metrics(confusion_counts(p > t, it.label, it.fov))["dice"]
+                for p, it, t in zip(probs, items, own)]
+    auc = [roc_auc(p, it.label, it.fov) for p, it in zip(probs, items)]
+    return {"row": label, "passes": len(patterns) * len(tta_flips(tta)), "threshold": thr,
+            "dice": float(np.mean(dice)), "dice_own": float(np.mean(dice_own)),
+            "auc": float(np.mean(auc)), "n": len(items),
+            "per_image": {it.id: d for it, d in zip(items, dice)}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
+    args = ap.parse_args()
+    missing = [p.format(k=k) for _, ps, _ in ROWS for p in ps for k in args.folds
+               if not (_run(p, k) / "best.safetensors").is_file()]
+    if missing:
+        print(f"[skip] distill: no trained run in {', '.join(sorted(set(missing)))} "
+              "(train configs/drive_unet_kfold_kd.yaml per fold first)")
+        return
+    members = _fold_members(args.folds)
+    out = [_score(label, ps, tta, args.folds, members) for label, ps, tta in ROWS]
+    (RESULTS / "distill.json").write_text(json.dumps(out, indent=2))
+    table = md_table(["model (per fold)", "network passes / image", "Dice (mean)",
+                      "AUC (mean)", "threshold (chosen here)",
+                      "Dice at each run's own threshold"],
+                     [[r["row"], r["passes"], r["dice"], r["auc"], r["threshold"],
+                       r["dice_own"]] for r in out])
+    student = [m.spec.info.get("train_seconds", 0) / 60 for (p, _), m in members.items()
+               if p == STUDENT]
+    body = (f"{__doc__.split(chr(10) + chr(10))[1]}\n\nFolds {args.folds}, {out[0]['n']} "
+            f"held-out images; per-image means. Student training: "
+            f"{', '.join(f'{s:.1f}' for s in student)} min per fold (1 thread, bfloat16), "
+            "after its teachers.\n\n" + table)
+    print(write_section("distill", "Fundus distillation: out-of-fold students and teachers",
+                        body).read_text())
+
+
+if __name__ == "__main__":
+    main()
