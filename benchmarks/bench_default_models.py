@@ -270,6 +270,12 @@ def total_minutes(run: str) -> tuple[float, str]:
         if init:
             before = read_spec(resolve_model_path(init)).info
             total = own + float(before.get("total_train_seconds", before.get("train_seconds")))
+    members = spec.info.get("members") or []
+    if total is None and any(m.get("distilled_from") for m in members):
+        mine = sum(float(m.get("train_seconds") or 0) for m in members)
+        return own / 60, (f"{mine / 60:.0f} min for the {len(members)} members plus "
+                          f"{(own - mine) / 60:.0f} min for the teachers they were distilled "
+                          "from")
     if total is None:
         return own / 60, ""
     start = f"`{Path(init).name}`"
@@ -285,6 +291,18 @@ def _fold_facts(members: list[dict]) -> dict[str, object]:
     return {"folds": members[0].get("folds") or len(members), "members": len(members),
             "n_oof": sum(m["n_val"] for m in members),
             "fold_list": ", ".join(str(m["fold"]) for m in members)}
+
+
+def _distilled(members: list[dict]) -> str:
+    """A sentence on the teachers of distilled ensemble members ('' when none was)."""
+    d = [m["distilled_from"] for m in members if m.get("distilled_from")]
+    if not d:
+        return ""
+    per = sorted({len(x["teachers"]) for x in d})
+    return (f"\nEach member was distilled (`distill` in its config) from {'/'.join(map(str, per))} "
+            f"teacher runs of its own fold, trained on the same 16 images, with flip TTA "
+            f"`{d[0]['tta']}`: target = {1 - d[0]['weight']:g}·label + {d[0]['weight']:g}·"
+            "teachers. No teacher saw the images a member held out.")
 
 
 def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) -> None:
@@ -312,7 +330,7 @@ def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) ->
               f"tried are compared in `benchmarks/RESULTS.md` (bench_candidates).")
     if spec.name == "ensemble":
         facts = _fold_facts(spec.info["members"])
-        terms = DATA_TERMS[f"{name} ensemble"].format(**facts)
+        terms = DATA_TERMS[f"{name} ensemble"].format(**facts) + _distilled(spec.info["members"])
         how_to = (f"`retinaseg train {config} --set data.fold=K --set name=NAME_fK` for K in "
                   f"{facts['fold_list']}, then `retinaseg ensemble` over those run folders "
                   "(the config's header has the commands)")

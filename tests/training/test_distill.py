@@ -92,3 +92,20 @@ def test_sampler_trains_on_the_soft_target() -> None:
     inside = fov.bool()  # the zero padding around the image is outside
     assert y.shape == (4, 1, 16, 16) and inside.any()
     assert np.allclose(y[inside].numpy(), 0.25)
+
+
+def test_ensemble_of_students_counts_their_teachers(teachers, tmp_path: Path) -> None:
+    from retinaseg.models.persistence import read_spec
+    from retinaseg.training.ensemble import build_ensemble
+
+    cfg_path, runs = teachers
+    students = [train(_student(cfg_path, "tiny_f{fold}", fold=k)) for k in range(2)]
+    out = build_ensemble([s["run_dir"] for s in students], tmp_path / "ens.safetensors",
+                         progress=False)
+    info = read_spec(out["path"]).info
+    own = [read_spec(Path(s["run_dir"]) / "best.safetensors").info for s in students]
+    assert [m["distilled_from"]["teachers"] for m in info["members"]] == \
+        [[r["run_dir"]] for r in runs]
+    assert [m["train_seconds"] for m in info["members"]] == [o["train_seconds"] for o in own]
+    assert info["train_seconds"] == pytest.approx(sum(o["total_train_seconds"] for o in own),
+                                                  abs=0.11)

@@ -120,7 +120,10 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
                      "fold": m.cfg.data.fold if m.cfg.data.folds else None,
                      "folds": m.cfg.data.folds, "n_val": len(m.val),
                      "validation": m.val_source,
-                     "val_dice": m.spec.info.get("val", {}).get("val_dice")})
+                     "val_dice": m.spec.info.get("val", {}).get("val_dice"),
+                     "train_seconds": m.spec.info.get("train_seconds")})
+        if m.spec.info.get("distilled_from"):
+            runs[-1]["distilled_from"] = m.spec.info["distilled_from"]
     first = members[0].spec.info
     info: dict[str, Any] = {
         "members": runs, "tta": tta,
