@@ -1,10 +1,12 @@
 """Distillation of the fundus k-fold members: out-of-fold accuracy of teachers and students.
 
-Every row scores the same held-out DRIVE training images (the validation folds of the k-fold
-recipes), each image by models of its own fold only, so none of them saw it: the bundled
+The rows of a table score the same held-out DRIVE training images (validation folds of the
+k-fold recipes), each image by models of its own fold only, so none of them saw it: the bundled
 members (plain BCE), their teachers (the plain-BCE and the BCE + Dice members of the fold,
-averaged with flip TTA) and the students distilled from them (``configs/drive_unet_kfold_kd.yaml``,
-:mod:`retinaseg.training.distill`). One threshold per row, chosen on the scored images themselves
+averaged with flip TTA) and the students distilled from them (width 8,
+``configs/drive_unet_kfold_kd.yaml``, and width 5, ``configs/drive_unet_kfold_kd_w5.yaml``;
+:mod:`retinaseg.training.distill`). A row is scored on the folds whose runs all finished, with
+the bundled member on the same images. One threshold per row, chosen on the scored images themselves
 (optimistic, equally for every row); the student rows also give the Dice at the threshold
 their training runs chose on their own folds. DRIVE test is not used.
 
@@ -30,14 +32,16 @@ from retinaseg.training.data import LoadCache
 from retinaseg.training.ensemble import Member, load_member, newest_run
 from retinaseg.training.trainer import head_thresholds
 
-MEMBER, PARTNER, STUDENT = ("runs/drive_unet_kfold_bce_f{k}", "runs/drive_unet_kfold_f{k}",
-                            "runs/drive_unet_kfold_kd_f{k}")
+MEMBER, PARTNER = "runs/drive_unet_kfold_bce_f{k}", "runs/drive_unet_kfold_f{k}"
+STUDENT, STUDENT_W5 = "runs/drive_unet_kfold_kd_f{k}", "runs/drive_unet_kfold_kd_w5_f{k}"
 ROWS = [  # (label, run-folder patterns averaged, flip TTA)
-    ("bundled member (plain BCE)", [MEMBER], "none"),
+    ("bundled member (width 8, plain BCE)", [MEMBER], "none"),
     ("bundled member, hflip", [MEMBER], "hflip"),
     ("teacher: plain-BCE + BCE+Dice members, flips", [MEMBER, PARTNER], "flips"),
-    ("student (distilled)", [STUDENT], "none"),
-    ("student, hflip", [STUDENT], "hflip"),
+    ("student, width 8 (`drive_unet_kfold_kd`)", [STUDENT], "none"),
+    ("student, width 8, hflip", [STUDENT], "hflip"),
+    ("student, width 5 (`drive_unet_kfold_kd_w5`)", [STUDENT_W5], "none"),
+    ("student, width 5, hflip", [STUDENT_W5], "hflip"),
 ]
 
 
@@ -46,10 +50,17 @@ def _run(pattern: str, k: int) -> Path:
     return base if (base / "config.yaml").is_file() else newest_run(base)[0] or base
 
 
+def _trained(pattern: str, k: int) -> bool:
+    """A finished run (``summary.json``), or an unpacked one (weights without ``last.pt``)."""
+    run = _run(pattern, k)
+    return (run / "best.safetensors").is_file() and (
+        (run / "summary.json").is_file() or not (run / "last.pt").is_file())
+
+
 def _fold_members(folds: list[int]) -> dict[tuple[str, int], Member]:
     cache: LoadCache = {}
     return {(p, k): load_member(_run(p, k), cache)
-            for p in {p for _, ps, _ in ROWS for p in ps} for k in folds}
+            for p in {p for _, ps, _ in ROWS for p in ps} for k in folds if _trained(p, k)}
 
 
 def _score(label: str, patterns: list[str], tta: str, folds: list[int],
@@ -78,26 +89,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
     args = ap.parse_args()
-    missing = [p.format(k=k) for _, ps, _ in ROWS for p in ps for k in args.folds
-               if not (_run(p, k) / "best.safetensors").is_file()]
-    if missing:
-        print(f"[skip] distill: no trained run in {', '.join(sorted(set(missing)))} "
-              "(train configs/drive_unet_kfold_kd.yaml per fold first)")
+    if not all(_trained(p, k) for p in (MEMBER, PARTNER) for k in args.folds):
+        print("[skip] distill: the k-fold member runs are missing (see configs/"
+              "drive_unet_kfold_kd.yaml)")
         return
     members = _fold_members(args.folds)
-    out = [_score(label, ps, tta, args.folds, members) for label, ps, tta in ROWS]
-    (RESULTS / "distill.json").write_text(json.dumps(out, indent=2))
-    table = md_table(["model (per fold)", "network passes / image", "Dice (mean)",
-                      "AUC (mean)", "threshold (chosen here)",
-                      "Dice at each run's own threshold"],
-                     [[r["row"], r["passes"], r["dice"], r["auc"], r["threshold"],
-                       r["dice_own"]] for r in out])
-    student = [m.spec.info.get("train_seconds", 0) / 60 for (p, _), m in members.items()
-               if p == STUDENT]
-    body = (f"{__doc__.split(chr(10) + chr(10))[1]}\n\nFolds {args.folds}, {out[0]['n']} "
-            f"held-out images; per-image means. Student training: "
-            f"{', '.join(f'{s:.1f}' for s in student)} min per fold (1 thread, bfloat16), "
-            "after its teachers.\n\n" + table)
+    groups: dict[tuple[int, ...], list[tuple[str, list[str], str]]] = {}
+    for row in ROWS:  # each row on the folds where all its runs exist
+        have = tuple(k for k in args.folds if all((p, k) in members for p in row[1]))
+        if have:
+            groups.setdefault(have, []).append(row)
+    tables, raw = [], []
+    for folds, rows in sorted(groups.items(), key=lambda g: -len(g[0])):
+        if rows[0] != ROWS[0]:
+            rows = [ROWS[0], *rows]  # the bundled member on the same images, for comparison
+        out = [_score(label, ps, tta, list(folds), members) for label, ps, tta in rows]
+        raw.append({"folds": list(folds), "rows": out})
+        tables.append(f"Folds {', '.join(map(str, folds))} ({out[0]['n']} held-out images):\n\n"
+                      + md_table(["model (per fold)", "network passes / image", "Dice (mean)",
+                                  "AUC (mean)", "threshold (chosen here)",
+                                  "Dice at each run's own threshold"],
+                                 [[r["row"], r["passes"], r["dice"], r["auc"], r["threshold"],
+                                   r["dice_own"]] for r in out]))
+    (RESULTS / "distill.json").write_text(json.dumps(raw, indent=2))
+    minutes = [f"{p.split('/')[1].removesuffix('_f{k}')} fold {k} "
+               f"{m.spec.info.get('train_seconds', 0) / 60:.1f}"
+               for (p, k), m in sorted(members.items()) if p in (STUDENT, STUDENT_W5)]
+    body = (f"{__doc__.split(chr(10) + chr(10))[1]}\n\nPer-image means. Student training, "
+            f"min (1 thread, bfloat16, after the teachers): {', '.join(minutes)}.\n\n"
+            + "\n\n".join(tables))
     print(write_section("distill", "Fundus distillation: out-of-fold students and teachers",
                         body).read_text())
 
