@@ -155,6 +155,13 @@ ABANDONED = [  # runs stopped early, with what they showed (not in the tables)
     "falling: the wider network overfits the 16 training images. The width-8 bundle scores "
     "0.794 on the same images at threshold 0.5, and averaging its probabilities with this "
     "run's best checkpoint gave 0.794 (no gain), so the thread went to `octa_vessels_2h_s3`.",
+    "`drive_unet_kfold_kd` (`configs/drive_unet_kfold_kd.yaml`, width-8 students distilled from "
+    "the plain-BCE and BCE + Dice members of their own fold with flips TTA, target 0.5·label "
+    "+ 0.5·teachers): folds 0 and 1 trained (18 min each, 1 thread). Out of fold on their 8 "
+    "images (`bench_distill`) the students scored Dice 0.7966 / AUC 0.9739 against the "
+    "bundled members' 0.7960 / 0.9743, while the teachers themselves reached only 0.8007: no "
+    "gain at equal width, so folds 2 and 3 were stopped at epoch 18 and the cores went to the "
+    "narrower, cheaper students of `drive_unet_kfold_kd_w5`.",
 ]
 
 

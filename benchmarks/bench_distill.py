@@ -29,7 +29,7 @@ from retinaseg.evaluation.metrics import confusion_counts, roc_auc, threshold_me
 from retinaseg.inference import predict_probability
 from retinaseg.inference.predictor import tta_flips
 from retinaseg.training.data import LoadCache
-from retinaseg.training.ensemble import Member, load_member, newest_run
+from retinaseg.training.ensemble import Member, load_member, newest_run, run_finished
 from retinaseg.training.trainer import head_thresholds
 
 MEMBER, PARTNER = "runs/drive_unet_kfold_bce_f{k}", "runs/drive_unet_kfold_f{k}"
@@ -51,10 +51,7 @@ def _run(pattern: str, k: int) -> Path:
 
 
 def _trained(pattern: str, k: int) -> bool:
-    """A finished run (``summary.json``), or an unpacked one (weights without ``last.pt``)."""
-    run = _run(pattern, k)
-    return (run / "best.safetensors").is_file() and (
-        (run / "summary.json").is_file() or not (run / "last.pt").is_file())
+    return run_finished(_run(pattern, k))
 
 
 def _fold_members(folds: list[int]) -> dict[tuple[str, int], Member]:

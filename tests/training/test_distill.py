@@ -64,7 +64,7 @@ def test_teacher_that_saw_a_validation_image_is_refused(teachers) -> None:
 
 def test_missing_teacher_is_one_clear_error(teachers) -> None:
     cfg = _student(teachers[0], "nowhere_f{fold}")
-    with pytest.raises(ConfigError, match="nowhere_f0.*best.safetensors"):
+    with pytest.raises(ConfigError, match="nowhere_f0.*not a finished training run"):
         teacher_runs(cfg)
 
 
@@ -109,3 +109,15 @@ def test_ensemble_of_students_counts_their_teachers(teachers, tmp_path: Path) ->
     assert [m["train_seconds"] for m in info["members"]] == [o["train_seconds"] for o in own]
     assert info["train_seconds"] == pytest.approx(sum(o["total_train_seconds"] for o in own),
                                                   abs=0.11)
+
+
+def test_unfinished_teacher_is_refused(teachers, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "killed"
+    shutil.copytree(teachers[1][0]["run_dir"], run)
+    (run / "summary.json").unlink()  # killed before the end: resume state, no summary
+    cfg = _student(teachers[0], "tiny_f0")
+    cfg.distill.teachers = [str(run)]
+    with pytest.raises(ConfigError, match="not a finished training run"):
+        teacher_runs(cfg)

@@ -145,7 +145,7 @@ class InferenceConfig(_Strict):
 
 class DistillConfig(_Strict):
     teachers: list[str] = Field(default_factory=list, description=(
-        "training run folders (or folders of runs: the newest finished one is used) whose "
+        "finished training run folders (or folders of runs: the newest is used) whose "
         "models teach this run; '{fold}' is replaced by data.fold. Each teacher must hold out "
         "every validation image of this run. Empty = no distillation"))
     weight: float = Field(0.5, ge=0, le=1, description=(

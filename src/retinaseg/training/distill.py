@@ -22,19 +22,23 @@ from tqdm import tqdm
 from retinaseg.errors import ConfigError
 from retinaseg.training.config import RunConfig
 from retinaseg.training.data import Item, LoadCache
-from retinaseg.training.ensemble import Member, load_member, newest_run
+from retinaseg.training.ensemble import Member, load_member, newest_run, run_finished
 
 
 def teacher_runs(cfg: RunConfig) -> list[Path]:
-    """The teachers' run folders: ``{fold}`` filled in; a folder of runs gives its newest run."""
+    """The teachers' run folders: ``{fold}`` filled in; a folder of runs gives its newest run.
+
+    A teacher must have finished training (see :func:`~retinaseg.training.ensemble.run_finished`).
+    """
     runs = []
     for ref in cfg.distill.teachers:
         path = Path(ref.replace("{fold}", str(cfg.data.fold)))
         if not (path / "config.yaml").is_file():
             path = newest_run(path)[0] or path
-        if not (path / "best.safetensors").is_file():
-            raise ConfigError(f"teacher '{path}' is neither a training run folder with "
-                              "best.safetensors nor a folder holding one")
+        if not run_finished(path):
+            raise ConfigError(f"teacher '{path}' is not a finished training run (nor a folder "
+                              "whose newest run finished): it needs best.safetensors and "
+                              "summary.json")
         runs.append(path)
     return runs
 

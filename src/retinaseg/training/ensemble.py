@@ -185,6 +185,13 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
             "members": [str(m.run) for m in members]}
 
 
+def run_finished(run: Path) -> bool:
+    """A run that finished training (``summary.json``), or one written back from an ensemble
+    file by :func:`unpack_ensemble` (weights and config, no resume state)."""
+    return (run / "summary.json").is_file() or (
+        (run / "best.safetensors").is_file() and not (run / "last.pt").is_file())
+
+
 def newest_run(base: Path) -> tuple[Path | None, bool]:
     """The newest run folder under ``base`` and whether it finished (has ``summary.json``)."""
     runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) \
