@@ -162,6 +162,13 @@ ABANDONED = [  # runs stopped early, with what they showed (not in the tables)
     "bundled members' 0.7960 / 0.9743, while the teachers themselves reached only 0.8007: no "
     "gain at equal width, so folds 2 and 3 were stopped at epoch 18 and the cores went to the "
     "narrower, cheaper students of `drive_unet_kfold_kd_w5`.",
+    "`drive_unet_kfold_kd_w5` (`configs/drive_unet_kfold_kd_w5.yaml`, the same distillation "
+    "into width-5 students, which cost about 0.55 of a width-8 pass, so that 4 members with "
+    "hflip TTA would fit the 0.15 s target): folds 0-3 trained (15-16 min each, 1 thread). "
+    "The rule written before training (out-of-fold Dice with hflip above the bundled "
+    "members' 0.8084) failed: out of fold on the 16 images the students scored 0.8044 / AUC "
+    "0.9754 in one pass and 0.8063 / 0.9766 with hflip, against the bundled width-8 members' "
+    "0.8084 / 0.9781 without TTA (`bench_distill`), so no ensemble was built or bundled.",
 ]
 
 
