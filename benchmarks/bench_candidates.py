@@ -163,8 +163,9 @@ ABANDONED = [  # runs stopped early, with what they showed (not in the tables)
     "gain at equal width, so folds 2 and 3 were stopped at epoch 18 and the cores went to the "
     "narrower, cheaper students of `drive_unet_kfold_kd_w5`.",
     "`drive_unet_kfold_kd_w5` (`configs/drive_unet_kfold_kd_w5.yaml`, the same distillation "
-    "into width-5 students, which cost about 0.55 of a width-8 pass, so that 4 members with "
-    "hflip TTA would fit the 0.15 s target): folds 0-3 trained (15-16 min each, 1 thread). "
+    "into width-5 students, estimated before training at 0.55 of a width-8 pass so that 4 "
+    "members with hflip TTA would fit the 0.15 s target; measured afterwards on the trained "
+    "networks, 0.80, so they would not have): folds 0-3 trained (15-16 min each, 1 thread). "
     "The rule written before training (out-of-fold Dice with hflip above the bundled "
     "members' 0.8084) failed: out of fold on the 16 images the students scored 0.8044 / AUC "
     "0.9754 in one pass and 0.8063 / 0.9766 with hflip, against the bundled width-8 members' "

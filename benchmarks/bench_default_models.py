@@ -278,6 +278,9 @@ def total_minutes(run: str) -> tuple[float, str]:
                           "from")
     if total is None:
         return own / 60, ""
+    if not init:  # a single distilled run: the rest is its teachers
+        return float(total) / 60, (f"{own / 60:.0f} min for this network plus "
+                                   f"{(float(total) - own) / 60:.0f} min for its teachers")
     start = f"`{Path(init).name}`"
     if Path(init).name in DATA_TERMS:  # a bundled name: the bundle it was, not the one it becomes
         start = f"the previous {start} bundle (see the config's header)"
@@ -299,10 +302,11 @@ def _distilled(members: list[dict]) -> str:
     if not d:
         return ""
     per = sorted({len(x["teachers"]) for x in d})
-    return (f"\nEach member was distilled (`distill` in its config) from {'/'.join(map(str, per))} "
-            f"teacher runs of its own fold, trained on the same 16 images, with flip TTA "
-            f"`{d[0]['tta']}`: target = {1 - d[0]['weight']:g}·label + {d[0]['weight']:g}·"
-            "teachers. No teacher saw the images a member held out.")
+    return (f"\nEach member was distilled (`distill` in its config) from "
+            f"{'/'.join(map(str, per))} teacher runs of its own fold, trained on the same images "
+            f"as the member, with flip TTA `{d[0]['tta']}`: target = "
+            f"{1 - d[0]['weight']:g}·label + {d[0]['weight']:g}·teachers. No teacher saw the "
+            "images a member held out.")
 
 
 def write_card(name: str, config: str, run: str, raw: dict, rows: list[list]) -> None:

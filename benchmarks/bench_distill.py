@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from common import REPO, RESULTS, md_table, write_section
 from tqdm import tqdm
 
@@ -82,6 +83,55 @@ def _score(label: str, patterns: list[str], tta: str, folds: list[int],
             "per_image": {it.id: d for it, d in zip(items, dice)}}
 
 
+def _frozen(m: Member, bf16: bool) -> torch.nn.Module:
+    """The member's network as inference runs it: BatchNorm folded, TorchScript-frozen."""
+    import copy
+
+    from retinaseg.inference.fuse import Frozen, fold_batchnorm
+
+    net = copy.deepcopy(m.net).eval()
+    fold_batchnorm(net)
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+    return Frozen(net, m.spec.in_channels, bf16)
+
+
+def _pass_times(members: dict[tuple[str, int], Member], rounds: int = 3) -> str:
+    """One network pass on a 584×565 input, by width: TorchScript-frozen bfloat16 where the CPU
+    has it (else float32), median of 21 runs, ``rounds`` interleaved rounds."""
+    import time
+
+    from retinaseg.utils.runtime import resolve_precision
+
+    bf16 = resolve_precision("auto", torch.device("cpu")) == "bf16"
+    nets: dict[int, torch.nn.Module] = {}
+    for m in members.values():
+        nets.setdefault(int(m.spec.params.get("width", 0)), _frozen(m, bf16))
+    x = torch.randn(1, 1, 592, 576)  # 584×565 padded to the networks' multiple of 16
+    if bf16:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times: dict[int, list[float]] = {w: [] for w in nets}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for w, f in nets.items():
+                f(x)
+                runs = []
+                for _ in range(21):
+                    t0 = time.perf_counter()
+                    f(x)
+                    runs.append(time.perf_counter() - t0)
+                times[w].append(float(np.median(runs)))
+    ref = max(nets)
+    rows = [[f"width {w}", ", ".join(f"{t * 1000:.1f}" for t in times[w]),
+             float(np.median([t / r for t, r in zip(times[w], times[ref])]))]
+            for w in sorted(nets)]
+    return (f"One network pass by width ({'bfloat16' if bf16 else 'float32'}, TorchScript-"
+            f"frozen, BatchNorm folded, 592×576 input = 584×565 padded, {rounds} interleaved "
+            "rounds, each the median of 21 runs, 2 threads):\n\n"
+            + md_table(["network", "ms / pass, per round",
+                        f"relative to width {ref} (median of the rounds)"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -97,15 +147,15 @@ def main() -> None:
         if have:
             groups.setdefault(have, []).append(row)
     tables, raw = [], []
-    for folds, rows in sorted(groups.items(), key=lambda g: -len(g[0])):
-        if rows[0] != ROWS[0]:
-            rows = [ROWS[0], *rows]  # the bundled member on the same images, for comparison
+    for folds in sorted(groups, key=len, reverse=True):  # every row that has these folds
+        rows = [r for r in ROWS if all((p, k) in members for p in r[1] for k in folds)]
         out = [_score(label, ps, tta, list(folds), members) for label, ps, tta in rows]
         raw.append({"folds": list(folds), "rows": out})
         tables.append(f"Folds {', '.join(map(str, folds))} ({out[0]['n']} held-out images):\n\n"
                       + md_table(["model (per fold)", "network passes / image", "Dice (mean)",
                                   "AUC (mean)", "threshold (chosen here)",
-                                  "Dice at each run's own threshold"],
+                                  "Dice at each run's own threshold (teacher: its "
+                                  "plain-BCE member's)"],
                                  [[r["row"], r["passes"], r["dice"], r["auc"], r["threshold"],
                                    r["dice_own"]] for r in out]))
     (RESULTS / "distill.json").write_text(json.dumps(raw, indent=2))
@@ -114,7 +164,7 @@ def main() -> None:
                for (p, k), m in sorted(members.items()) if p in (STUDENT, STUDENT_W5)]
     body = (f"{__doc__.split(chr(10) + chr(10))[1]}\n\nPer-image means. Student training, "
             f"min (1 thread, bfloat16, after the teachers): {', '.join(minutes)}.\n\n"
-            + "\n\n".join(tables))
+            + "\n\n".join(tables) + "\n\n" + _pass_times(members))
     print(write_section("distill", "Fundus distillation: out-of-fold students and teachers",
                         body).read_text())
 

@@ -114,7 +114,8 @@ def build_augmentation(
 
     Returns:
         ``Compose`` mapping the sample dict to a dict whose ``image``/``label``/``fov`` are plain
-        ``torch.Tensor`` float32 (not ``MetaTensor``), label/fov still exactly 0/1.
+        ``torch.Tensor`` float32 (not ``MetaTensor``), label/fov values unchanged (0/1, or a
+        soft distillation target in the label).
 
     >>> aug = build_augmentation(seed=0)
     >>> out = aug({"image": np.zeros((1, 8, 8), np.float32),

@@ -149,7 +149,9 @@ class DistillConfig(_Strict):
         "models teach this run; '{fold}' is replaced by data.fold. Each teacher must hold out "
         "every validation image of this run. Empty = no distillation"))
     weight: float = Field(0.5, ge=0, le=1, description=(
-        "the teachers' share of the training target: (1 - weight)·label + weight·teacher"))
+        "the teachers' share of the training target: (1 - weight)·label + weight·teacher; "
+        "0 = no distillation. Losses that binarise their target (ibp_cldice, skeleton "
+        "recall) see it thresholded at 0.5"))
     tta: Literal["none", "hflip", "flips"] = Field("flips", description=(
         "flip TTA of the teachers' predictions"))
 
@@ -181,6 +183,8 @@ class RunConfig(_Strict):
             if name not in reg:
                 raise ValueError(f"{kind} '{name}' is not registered; known: {reg.names()}")
         self._check_heads()
+        if any("{fold}" in t for t in self.distill.teachers) and self.data.folds is None:
+            raise ValueError("distill.teachers uses '{fold}' but data.folds is not set")
         return self
 
     def _check_heads(self) -> None:
@@ -287,6 +291,10 @@ def check_paths(cfg: RunConfig) -> None:
     Called before a run folder is created, so a typo in ``data.root`` costs nothing. A root left
     out is not checked here (the dataset says whether it needs one).
     """
+    if cfg.distill.teachers:
+        from retinaseg.training.distill import teacher_runs
+
+        teacher_runs(cfg)
     if cfg.model.init:
         from retinaseg.errors import ModelLoadError
         from retinaseg.models.persistence import resolve_model_path

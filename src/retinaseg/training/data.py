@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ class Item:
     """The dataset the item came from (validation scores are averaged per source)."""
     head: int = 0
     """The output channel (``model.heads``) that this item's label supervises."""
+    key: str = ""
+    """``dataset:root:id``, the same image in any run whatever the order of its datasets (set
+    by :func:`load_train_val`)."""
     target: np.ndarray | None = None
     """Soft training target ``[H,W]`` float32 in [0,1] that replaces ``label`` in the loss
     (knowledge distillation, :mod:`retinaseg.training.distill`); None: the label."""
@@ -131,8 +135,10 @@ def load_train_val(cfg: DataConfig, seed: int, heads: list[str] | None = None,
     for k, src in enumerate(cfg.sources()):
         t, v, w = _source_train_val(src, cfg, seed, cache)
         head = heads.index(src.head) if heads and src.head else 0
+        root = str(Path(src.root).resolve()) if src.root else ""
         for it in t + v:
             it.source, it.head = f"{k}:{src.dataset}", head
+            it.key = f"{src.dataset}:{root}:{it.id}"
             if k:  # keep ids unique across sources
                 it.id = f"{src.dataset}-{it.id}"
         train += t

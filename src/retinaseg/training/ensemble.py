@@ -186,10 +186,9 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
 
 
 def run_finished(run: Path) -> bool:
-    """A run that finished training (``summary.json``), or one written back from an ensemble
-    file by :func:`unpack_ensemble` (weights and config, no resume state)."""
-    return (run / "summary.json").is_file() or (
-        (run / "best.safetensors").is_file() and not (run / "last.pt").is_file())
+    """A run folder whose training finished (``summary.json``, also written by
+    :func:`unpack_ensemble`) and that holds its model."""
+    return (run / "summary.json").is_file() and (run / "best.safetensors").is_file()
 
 
 def newest_run(base: Path) -> tuple[Path | None, bool]:
@@ -209,6 +208,13 @@ def _check_fold(run: Path, fold: int, cfg: RunConfig) -> None:
         raise ConfigError(f"'{run}' holds out fold {saved.data.fold} of {saved.data.folds}, not "
                           f"fold {fold} of {folds}; move it away to train this fold afresh")
     theirs, mine = saved.model_dump(), cfg.model_dump()
+    if cfg.distill.teachers:  # the saved run pinned its teachers (distill.pin_teachers)
+        from retinaseg.training.distill import pin_teachers
+
+        now = cfg.model_copy(deep=True)
+        now.data.fold = fold
+        pin_teachers(now)
+        mine["distill"]["teachers"] = now.distill.teachers
     for d in (theirs, mine):
         d["name"], d["data"]["fold"] = "", fold
     differ = [k for k in mine if mine[k] != theirs[k]]
@@ -260,13 +266,32 @@ def train_folds(config: str | Path, overrides: list[str] | None = None,
 MEMBER_FACTS = ("threads", "device", "train_precision")  # fov_diameter: stamped at bundling
 
 
-def _member_spec(ens: ModelSpec, member: dict[str, Any], seconds: float) -> ModelSpec:
+def _member_seconds(ens: ModelSpec, member: dict[str, Any]) -> tuple[float, float | None]:
+    """(own, total) training seconds of an unpacked member: its own record where the file
+    has one (total includes any teachers), else an equal share of the ensemble's total."""
+    members = ens.info.get("members") or [member]
+    share = round(float(ens.info.get("train_seconds") or 0) / len(members), 1)
+    if member.get("train_seconds") is None:
+        return share, None
+    if all(m.get("train_seconds") is not None for m in members):  # teachers: the rest
+        own_sum = sum(float(m["train_seconds"]) for m in members)
+        extra = (float(ens.info.get("train_seconds") or 0) - own_sum) / len(members)
+        return float(member["train_seconds"]), round(float(member["train_seconds"]) + extra, 1)
+    return float(member["train_seconds"]), None
+
+
+def _member_spec(ens: ModelSpec, member: dict[str, Any]) -> ModelSpec:
     """The spec of an unpacked member's ``best.safetensors``: the ensemble's input,
     preprocessing, modality and heads, the member's architecture and its recorded facts (the
     threshold is the ensemble's; :func:`build_ensemble` chooses its own again)."""
+    own, total = _member_seconds(ens, member)
     info = {"epoch": member.get("epoch"), "val": {"val_dice": member.get("val_dice")},
-            "train_seconds": seconds, "unpacked_from": "ensemble file",
+            "train_seconds": own, "unpacked_from": "ensemble file",
             "threshold_source": "the ensemble's, copied when unpacked"}
+    if member.get("distilled_from"):
+        info["distilled_from"] = member["distilled_from"]
+    if total is not None and total != own:
+        info["total_train_seconds"] = total
     info.update({k: ens.info[k] for k in MEMBER_FACTS if k in ens.info})
     return ModelSpec(name=ens.params["member"], in_channels=ens.in_channels,
                      params=ens.params["member_params"], preprocess=ens.preprocess,
@@ -303,8 +328,9 @@ def unpack_ensemble(model: str | Path, config: str | Path,
     exactly the images the member recorded) and ``summary.json``, which marks the run finished
     so that ``train --all-folds`` reuses it instead of training it again.
     :func:`build_ensemble` then treats them like any run, so new folds can join a bundled
-    ensemble. The file keeps only the total training time, so each member gets an equal share.
-    Existing folders are refused, never overwritten.
+    ensemble. Each member keeps the training time and teachers its record names; files written
+    before members recorded their time give each an equal share of the total. Existing folders
+    are refused, never overwritten.
 
     Returns:
         The run folders written, in member order.
@@ -324,10 +350,11 @@ def unpack_ensemble(model: str | Path, config: str | Path,
     for run in runs:
         if run.exists():
             raise ConfigError(f"'{run}' exists already; move it away to unpack the ensemble")
-    seconds = round(float(ens.info.get("train_seconds") or 0) / len(members), 1)
     for member, m, cfg, run in zip(net.members, members, cfgs, runs):
         run.mkdir(parents=True)
-        save_model(run / "best.safetensors", member.eval(), _member_spec(ens, m, seconds))
+        spec = _member_spec(ens, m)
+        seconds = spec.info["train_seconds"]
+        save_model(run / "best.safetensors", member.eval(), spec)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
         write_text_atomic(run / "summary.json", json.dumps(
             {"run_dir": str(run), "best_epoch": m.get("epoch"), "best_score": m.get("val_dice"),

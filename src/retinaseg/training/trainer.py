@@ -170,9 +170,10 @@ def _model_seconds(model: str | Path) -> float:
 
 
 def _prior_seconds(tr: Trainer) -> float:
-    """Training seconds this run built on: its ``model.init`` model and its teachers."""
+    """Training seconds this run built on: its ``model.init`` model, its teachers and their
+    soft targets (a teacher shared by several runs counts in each)."""
     models = ([str(tr.cfg.model.init)] if tr.cfg.model.init else []) + tr.teachers
-    return sum(_model_seconds(m) for m in models)
+    return sum(_model_seconds(m) for m in models) + tr.teacher_seconds
 
 
 def _fov_diameter(cfg: RunConfig, items: list[Item]) -> float | None:
@@ -222,7 +223,8 @@ class Trainer:
             cfg.data, cfg.seed, cfg.model.heads)
         from retinaseg.training.distill import attach_targets
 
-        self.teachers = attach_targets(cfg, self.train_items, self.val_items)
+        self.teachers, self.teacher_seconds = attach_targets(
+            cfg, self.train_items, self.val_items, self.device)
         self.in_channels = int(self.train_items[0].image.shape[0])
         self._check_channels()
         self.net = build_model(cfg.model.name, self.in_channels,
@@ -543,6 +545,10 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg, overrides)
         check_paths(cfg)
+        if cfg.distill.teachers:  # a resume must learn from these same runs
+            from retinaseg.training.distill import pin_teachers
+
+            pin_teachers(cfg)
         run = new_run_dir(cfg)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
     tr = Trainer(cfg, run)
