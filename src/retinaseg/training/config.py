@@ -146,8 +146,8 @@ class InferenceConfig(_Strict):
 class DistillConfig(_Strict):
     teachers: list[str] = Field(default_factory=list, description=(
         "finished training run folders (or folders of runs: the newest is used) whose "
-        "models teach this run; '{fold}' is replaced by data.fold. Each teacher must hold out "
-        "every validation image of this run. Empty = no distillation"))
+        "models teach this run; '{fold}' is replaced by data.fold. No teacher may have trained "
+        "on a validation image of this run, nor be fine-tuned. Empty = no distillation"))
     weight: float = Field(0.5, ge=0, le=1, description=(
         "the teachers' share of the training target: (1 - weight)·label + weight·teacher; "
         "0 = no distillation. Losses that binarise their target (ibp_cldice, skeleton "
