@@ -30,7 +30,7 @@ from retinaseg.evaluation.metrics import confusion_counts, roc_auc, threshold_me
 from retinaseg.inference import predict_probability
 from retinaseg.inference.predictor import tta_flips
 from retinaseg.training.data import LoadCache
-from retinaseg.training.ensemble import Member, load_member, newest_run, run_finished
+from retinaseg.training.ensemble import Member, load_member, resolve_run, run_finished
 from retinaseg.training.trainer import head_thresholds
 
 MEMBER, PARTNER = "runs/drive_unet_kfold_bce_f{k}", "runs/drive_unet_kfold_f{k}"
@@ -47,8 +47,7 @@ ROWS = [  # (label, run-folder patterns averaged, flip TTA)
 
 
 def _run(pattern: str, k: int) -> Path:
-    base = REPO / pattern.format(k=k)
-    return base if (base / "config.yaml").is_file() else newest_run(base)[0] or base
+    return resolve_run(REPO / pattern.format(k=k))
 
 
 def _trained(pattern: str, k: int) -> bool:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from retinaseg.errors import ConfigError
 from retinaseg.training.config import RunConfig
 from retinaseg.training.data import Item, LoadCache, load_train_val
-from retinaseg.training.ensemble import Member, load_member, newest_run, run_finished
+from retinaseg.training.ensemble import Member, load_member, resolve_run, run_finished
 
 
 def teacher_runs(cfg: RunConfig) -> list[Path]:
@@ -39,9 +39,7 @@ def teacher_runs(cfg: RunConfig) -> list[Path]:
     """
     runs = []
     for ref in cfg.distill.teachers:
-        path = Path(ref.replace("{fold}", str(cfg.data.fold)))
-        if not (path / "config.yaml").is_file():
-            path = newest_run(path)[0] or path
+        path = resolve_run(ref.replace("{fold}", str(cfg.data.fold)))
         if not run_finished(path):
             raise ConfigError(f"invalid config key 'distill.teachers': '{path}' is not a "
                               "finished training run (nor a folder whose newest run finished): "
@@ -53,10 +51,6 @@ def teacher_runs(cfg: RunConfig) -> list[Path]:
 def pin_teachers(cfg: RunConfig) -> None:
     """Replace ``cfg.distill.teachers`` by the absolute run folders they name now."""
     cfg.distill.teachers = [str(p.resolve()) for p in teacher_runs(cfg)]
-
-
-def _image_keys(items: list[Item]) -> set[str]:
-    return {it.key for it in items}
 
 
 def _check_teacher(t: Member, cfg: RunConfig, val: list[Item], cache: LoadCache) -> None:
@@ -71,7 +65,8 @@ def _check_teacher(t: Member, cfg: RunConfig, val: list[Item], cache: LoadCache)
                           "training images cannot be checked against this run's validation "
                           "images; use teachers trained from scratch")
     trained, _, _ = load_train_val(t.cfg.data, t.cfg.seed, t.cfg.model.heads, cache)
-    seen = [it.id for it in val if it.key in _image_keys(trained)]
+    keys = {it.key for it in trained}
+    seen = [it.id for it in val if it.key in keys]
     if seen:
         raise ConfigError(f"teacher '{t.run}' trained on this run's validation images "
                           f"({', '.join(seen[:4])}); its knowledge would leak into the choice of "
@@ -90,15 +85,19 @@ def teacher_probability(teachers: list[Member], item: Item,
 
 
 def attach_targets(cfg: RunConfig, train: list[Item], val: list[Item],
-                   device: str | torch.device = "cpu") -> tuple[list[str], float]:
+                   device: str | torch.device = "cpu",
+                   cache: LoadCache | None = None) -> tuple[list[str], float]:
     """Give each training item its soft ``target`` from ``cfg.distill``.
 
     Returns the teachers' run folders and the seconds spent on their targets (``[]`` and 0
-    without teachers, or with ``weight`` 0, where the labels are used as they are).
+    without teachers, or with ``weight`` 0, where the labels are used as they are). ``cache``
+    (see :func:`~retinaseg.training.data.load_items`): the one the student's own items were
+    read with, so the teachers' checks do not read the data again.
     """
     if not cfg.distill.teachers or cfg.distill.weight == 0:
         return [], 0.0
-    start, cache = time.time(), {}
+    start = time.time()
+    cache = {} if cache is None else cache
     teachers = [load_member(r, cache) for r in teacher_runs(cfg)]
     for t in teachers:
         _check_teacher(t, cfg, val, cache)

@@ -122,8 +122,9 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
                      "validation": m.val_source,
                      "val_dice": m.spec.info.get("val", {}).get("val_dice"),
                      "train_seconds": m.spec.info.get("train_seconds")})
-        if m.spec.info.get("distilled_from"):
-            runs[-1]["distilled_from"] = m.spec.info["distilled_from"]
+        for key in ("total_train_seconds", "distilled_from"):  # fine-tuned or distilled
+            if m.spec.info.get(key):
+                runs[-1][key] = m.spec.info[key]
     first = members[0].spec.info
     info: dict[str, Any] = {
         "members": runs, "tta": tta,
@@ -192,12 +193,21 @@ def run_finished(run: Path) -> bool:
 
 
 def newest_run(base: Path) -> tuple[Path | None, bool]:
-    """The newest run folder under ``base`` and whether it finished (has ``summary.json``)."""
+    """The newest run folder under ``base`` and whether it finished (:func:`run_finished`)."""
     runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) \
         if base.is_dir() else []
     if not runs:
         return None, False
-    return runs[-1], (runs[-1] / "summary.json").is_file()
+    return runs[-1], run_finished(runs[-1])
+
+
+def resolve_run(path: str | Path) -> Path:
+    """``path`` itself when it is a run folder (has ``config.yaml``), else the newest run in
+    it (``path`` unchanged when it holds none)."""
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        return path
+    return newest_run(path)[0] or path
 
 
 def _check_fold(run: Path, fold: int, cfg: RunConfig) -> None:
@@ -267,17 +277,12 @@ MEMBER_FACTS = ("threads", "device", "train_precision")  # fov_diameter: stamped
 
 
 def _member_seconds(ens: ModelSpec, member: dict[str, Any]) -> tuple[float, float | None]:
-    """(own, total) training seconds of an unpacked member: its own record where the file
-    has one (total includes any teachers), else an equal share of the ensemble's total."""
-    members = ens.info.get("members") or [member]
-    share = round(float(ens.info.get("train_seconds") or 0) / len(members), 1)
+    """(own, total) training seconds of an unpacked member, as its record names them; files
+    written before members recorded their time give each an equal share of the total."""
     if member.get("train_seconds") is None:
-        return share, None
-    if all(m.get("train_seconds") is not None for m in members):  # teachers: the rest
-        own_sum = sum(float(m["train_seconds"]) for m in members)
-        extra = (float(ens.info.get("train_seconds") or 0) - own_sum) / len(members)
-        return float(member["train_seconds"]), round(float(member["train_seconds"]) + extra, 1)
-    return float(member["train_seconds"]), None
+        members = ens.info.get("members") or [member]
+        return round(float(ens.info.get("train_seconds") or 0) / len(members), 1), None
+    return float(member["train_seconds"]), member.get("total_train_seconds")
 
 
 def _member_spec(ens: ModelSpec, member: dict[str, Any]) -> ModelSpec:
@@ -290,7 +295,7 @@ def _member_spec(ens: ModelSpec, member: dict[str, Any]) -> ModelSpec:
             "threshold_source": "the ensemble's, copied when unpacked"}
     if member.get("distilled_from"):
         info["distilled_from"] = member["distilled_from"]
-    if total is not None and total != own:
+    if total is not None:
         info["total_train_seconds"] = total
     info.update({k: ens.info[k] for k in MEMBER_FACTS if k in ens.info})
     return ModelSpec(name=ens.params["member"], in_channels=ens.in_channels,

@@ -30,7 +30,7 @@ from retinaseg.losses import build_loss
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
 from retinaseg.training.config import RunConfig, check_paths, dump_config, load_config
-from retinaseg.training.data import Item, PatchSampler, load_train_val
+from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
 from retinaseg.training.schedule import learning_rate
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, cpu_has_bf16, seed_everything, select_device
@@ -219,12 +219,13 @@ class Trainer:
         self.threads = configure_threads(cfg.train.threads)
         self.device = select_device(cfg.train.device)
         seed_everything(cfg.seed)
+        cache: LoadCache = {}  # the teachers' checks reuse the data read here
         self.train_items, self.val_items, self.val_source = load_train_val(
-            cfg.data, cfg.seed, cfg.model.heads)
+            cfg.data, cfg.seed, cfg.model.heads, cache)
         from retinaseg.training.distill import attach_targets
 
         self.teachers, self.teacher_seconds = attach_targets(
-            cfg, self.train_items, self.val_items, self.device)
+            cfg, self.train_items, self.val_items, self.device, cache)
         self.in_channels = int(self.train_items[0].image.shape[0])
         self._check_channels()
         self.net = build_model(cfg.model.name, self.in_channels,
