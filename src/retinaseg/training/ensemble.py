@@ -123,7 +123,7 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
                      "val_dice": m.spec.info.get("val", {}).get("val_dice"),
                      "train_seconds": m.spec.info.get("train_seconds")})
         for key in ("total_train_seconds", "distilled_from"):  # fine-tuned or distilled
-            if m.spec.info.get(key):
+            if m.spec.info.get(key) is not None:
                 runs[-1][key] = m.spec.info[key]
     first = members[0].spec.info
     info: dict[str, Any] = {
