@@ -109,3 +109,18 @@ def test_batched_tta_equals_one_pass_per_flip() -> None:
     batched = predict_probability(net, img, tta="flips")
     one_by_one = predict_probability(net, img, tta="flips", max_whole_pixels=36 * 44 * 2)
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_tune_allocator_sets_glibc_thresholds_once_or_does_nothing(monkeypatch) -> None:
+    import platform
+
+    from retinaseg.utils.runtime import tune_allocator
+
+    tune_allocator.cache_clear()
+    monkeypatch.setenv("RETINASEG_NO_MALLOPT", "1")
+    assert tune_allocator() is False
+    tune_allocator.cache_clear()
+    monkeypatch.delenv("RETINASEG_NO_MALLOPT")
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
+    x = torch.randn(4, 8, 300, 300)  # 11 MB tensors still allocate and free normally
+    assert float((x * 2).sum()) == pytest.approx(2 * float(x.sum()), rel=1e-4, abs=1e-2)

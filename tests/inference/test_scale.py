@@ -45,7 +45,8 @@ def _model(tmp_path, fov_diameter: float | None) -> str:
 def test_segmenter_rescales_to_the_stored_fov_and_back(tmp_path, stored, native,
                                                        expect_side) -> None:
     img = make_fundus_sample(256, seed=1)["image"]
-    seg = Segmenter(_model(tmp_path, stored), device="cpu", match_fov=not native)
+    seg = Segmenter(_model(tmp_path, stored), device="cpu", match_fov=not native,
+                    crop_fov=False)
     seen = []
     seg.net.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
     prob = seg(img)

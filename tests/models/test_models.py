@@ -65,3 +65,25 @@ def test_not_a_safetensors_file(tmp_path) -> None:
     p.write_bytes(b"garbage")
     with pytest.raises(ModelLoadError, match="not a readable safetensors"):
         load_model(p)
+
+
+def test_inference_pooling_equals_max_pool2d_and_training_keeps_it(monkeypatch) -> None:
+    import retinaseg.models.unet as unet
+
+    x = torch.randn(2, 3, 10, 14)
+    assert torch.equal(unet.max_pool2x2(x), torch.nn.functional.max_pool2d(x, 2))
+    assert unet.max_pool2x2(torch.randn(1, 1, 7, 9)).shape == (1, 1, 3, 4)  # odd: floors
+    net = build_model("unet", 1, depth=2, width=4)
+    img = torch.randn(1, 1, 16, 16)
+    calls: list[int] = []
+    original = unet.max_pool2x2
+    monkeypatch.setattr(unet, "max_pool2x2", lambda t, k=2: calls.append(1) or original(t, k))
+    net.train()
+    net(img)
+    assert calls == []  # training: max_pool2d and its gradient
+    net.eval()
+    with torch.no_grad():
+        fast = net(img)
+        assert len(calls) == 2  # one per level
+        monkeypatch.setattr(unet, "max_pool2x2", torch.nn.functional.max_pool2d)
+        assert torch.equal(fast, net(img))

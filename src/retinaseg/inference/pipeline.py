@@ -19,7 +19,7 @@ from tqdm import tqdm
 from retinaseg.errors import ModelLoadError, RetinasegError
 from retinaseg.models.persistence import ModelSpec, load_model
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
-from retinaseg.utils.runtime import configure_threads, select_device
+from retinaseg.utils.runtime import configure_threads, select_device, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,25 @@ class Segmenter:
     keeps the plain network where freezing fails or its check does not match (``self.jit``
     says which ran, ``self.jit_note`` why not); ``True`` insists, in either precision (a
     failure raises :class:`~retinaseg.errors.ModelLoadError`); ``False`` never freezes.
+    ``crop_fov`` runs a fundus model on the box of the image's non-dark pixels only
+    (:mod:`retinaseg.inference.crop`; probability 0 outside it); OCTA images are never cropped.
+    Creating a Segmenter also tunes glibc's allocator for repeated whole-image passes
+    (:func:`retinaseg.utils.runtime.tune_allocator`).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
                  tile: int | None = None, overlap: float = 0.25, tta: bool | str | None = None,
                  match_fov: bool = True, head: str | None = None,
                  precision: str = "auto", fuse: bool = True,
-                 dataset: str | None = None, jit: bool | None = None) -> None:
+                 dataset: str | None = None, jit: bool | None = None,
+                 crop_fov: bool = True) -> None:
         from retinaseg.inference.fuse import fold_batchnorm
         from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
         from retinaseg.utils.runtime import resolve_precision
 
         configure_threads(threads)
+        tune_allocator()
         self.device = select_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.net, self.spec = load_model(model, self.device)
@@ -77,7 +83,7 @@ class Segmenter:
         self.tile, self.overlap = tile, overlap
         self.tta = self.spec.info.get("tta", "none") if tta is None else tta
         tta_flips(self.tta)  # checks the mode
-        self.match_fov = match_fov
+        self.match_fov, self.crop_fov = match_fov, crop_fov
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
 
     def _freeze(self, jit: bool | None) -> tuple[bool, str]:
@@ -126,6 +132,14 @@ class Segmenter:
             return 1.0
         return scale_factor(image, float(self.spec.info.get("fov_diameter") or 0))
 
+    def fov_for(self, image: np.ndarray) -> np.ndarray | None:
+        """The mask whose box the network runs on (fundus models, ``crop_fov``), or None."""
+        from retinaseg.inference.crop import bright_mask
+
+        if not self.crop_fov or self.spec.modality != "fundus":
+            return None
+        return bright_mask(image)
+
     def __call__(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         from retinaseg.inference.predictor import predict_probability
         from retinaseg.inference.scale import resize
@@ -136,7 +150,8 @@ class Segmenter:
             image = resize(image, (max(16, round(h * f)), max(16, round(w * f))))
         prob = predict_probability(self.net, self.prepare(image, source), self.device,
                                    tile=self.tile, overlap=self.overlap, tta=self.tta,
-                                   channel=self.channel, precision=self.precision)
+                                   channel=self.channel, precision=self.precision,
+                                   fov=self.fov_for(image))
         return prob if f == 1.0 else np.clip(resize(prob, (h, w)), 0.0, 1.0)
 
 

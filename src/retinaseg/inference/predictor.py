@@ -72,7 +72,7 @@ def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.d
                         tile: int | None = None, overlap: float = 0.25, tta: bool | str = False,
                         sw_batch_size: int = 2,
                         max_whole_pixels: int = MAX_WHOLE_PIXELS, channel: int = 0,
-                        precision: str = "fp32") -> np.ndarray:
+                        precision: str = "fp32", fov: np.ndarray | None = None) -> np.ndarray:
     """Vessel probability ``[H,W]`` float32 in [0,1] for a preprocessed image ``[C,H,W]``.
 
     ``tta`` averages over flips (:data:`TTA_FLIPS`: ``"hflip"``, or ``"flips"``/True for
@@ -81,8 +81,17 @@ def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.d
     fundus); ``channel`` picks the output head of a model with several;
     ``precision="bf16"`` runs the network under bfloat16 autocast on a channels-last input (see
     :func:`retinaseg.utils.runtime.resolve_precision`; a network converted with
-    ``net.to(memory_format=torch.channels_last)`` runs fastest then).
+    ``net.to(memory_format=torch.channels_last)`` runs fastest then). ``fov`` (bool ``[H,W]``,
+    the retina of a fundus image) limits the network to the box of the mask
+    (:func:`retinaseg.inference.crop.fov_box`); the map is 0 outside that box.
     """
+    from retinaseg.inference.crop import fov_box, paste
+
+    box = None if fov is None else fov_box(fov, int(getattr(net, "size_multiple", 1)))
+    if box is not None:
+        prob = predict_probability(net, image[:, box[0], box[1]], device, tile, overlap, tta,
+                                   sw_batch_size, max_whole_pixels, channel, precision)
+        return paste(prob, box, image.shape[-2:])
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     flips = tta_flips(tta)
     acc = torch.zeros((1, 1, *x.shape[-2:]), device=device)

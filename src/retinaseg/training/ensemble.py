@@ -92,13 +92,19 @@ def _check_compatible(members: list[Member]) -> None:
 
 def out_of_fold(members: list[Member], tta: str = "none",
                 progress: bool = True) -> tuple[list[np.ndarray], list[Item]]:
-    """Each member's probabilities ``[H,W]`` on its own validation items, and those items."""
+    """Each member's probabilities ``[H,W]`` on its own validation items, and those items.
+
+    Fundus members run on the box of each image's FOV mask, as
+    :class:`~retinaseg.inference.pipeline.Segmenter` does by default
+    (:mod:`retinaseg.inference.crop`), so the threshold is chosen on the maps it will see.
+    """
     from retinaseg.inference import predict_probability
 
     probs, items = [], []
     jobs = [(m, it) for m in members for it in m.val]
     for m, it in tqdm(jobs, desc="out-of-fold predictions", disable=not progress, leave=False):
-        probs.append(predict_probability(m.net, it.image, tta=tta, channel=it.head))
+        fov = it.fov if m.spec.modality == "fundus" else None
+        probs.append(predict_probability(m.net, it.image, tta=tta, channel=it.head, fov=fov))
         items.append(it)
     return probs, items
 

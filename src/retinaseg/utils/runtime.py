@@ -77,3 +77,37 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+MALLOC_MMAP_THRESHOLD = 32 * 2**20
+"""glibc serves allocations below this from its heap instead of fresh ``mmap`` pages."""
+MALLOC_TRIM_THRESHOLD = 256 * 2**20
+"""glibc returns free heap memory to the system only above this much."""
+
+
+@functools.lru_cache(maxsize=1)
+def tune_allocator() -> bool:
+    """Keep freed tensor memory for reuse between images (glibc ``mallopt``); True if set.
+
+    A whole-image U-Net pass allocates tens of activations of 1-11 MB. By default glibc serves
+    each from fresh ``mmap`` pages and hands them back when freed, so every image pays page
+    faults on all of them again. Raising the mmap threshold to 32 MiB and the trim threshold to
+    256 MiB lets later images reuse that memory instead. Measured with ``fundus-vessels`` on
+    a 584×565 image on the 2-core AMD EPYC (bfloat16, frozen): 0.096-0.129 s → 0.078-0.081 s
+    per image (median of 21, 5 fresh processes each); peak memory is unchanged, since the same
+    activations are alive at the peak either way. Both settings are needed: either one alone
+    was slower than the default. A no-op returning False off glibc (macOS, Windows, musl) or
+    when ``RETINASEG_NO_MALLOPT`` is set.
+    """
+    import ctypes
+    import platform
+
+    if os.environ.get("RETINASEG_NO_MALLOPT") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+                    and libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
