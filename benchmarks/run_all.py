@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "candidates": (["benchmarks/bench_candidates.py"], False),
     "distill": (["benchmarks/bench_distill.py"], False),
     "resolution": (["benchmarks/bench_resolution.py"], False),
+    "members": (["benchmarks/bench_members.py"], False),
     "tta": (["benchmarks/bench_tta.py"], False),
     "errors": (["benchmarks/bench_errors.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),

@@ -69,7 +69,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
                   tta=a.tta, tile=a.tile, device=a.device, threads=a.threads,
-                  match_fov=not a.native_scale, head=a.head,
+                  match_fov=not a.native_scale, crop_fov=a.crop_fov, head=a.head,
                   precision=a.precision, jit=a.jit)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
@@ -83,7 +83,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
                  threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
                  tile=a.tile, device=a.device, threads=a.threads,
-                 match_fov=not a.native_scale, head=a.head,
+                 match_fov=not a.native_scale, crop_fov=a.crop_fov, head=a.head,
                  precision=a.precision, jit=a.jit)
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
     head = f"head {s['head']}, " if s.get("head") else ""
@@ -174,6 +174,10 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--native-scale", action="store_true",
                    help="do not rescale colour fundus images to the model's field-of-view "
                         "size (default: rescale when the model stores one)")
+    p.add_argument("--crop-fov", action=argparse.BooleanOptionalAction, default=True,
+                   help="run fundus models on the box of the retina only, probability 0 "
+                        "outside it (default; OCTA is never cropped); --no-crop-fov runs the "
+                        "whole image")
     p.add_argument("--threshold", default=None,
                    help="number, or 'val' to choose on the validation split "
                         "(default: the model's own)")

@@ -101,3 +101,21 @@ def test_segmenter_crops_fundus_images_only_and_can_be_told_not_to(tmp_path) -> 
     np.testing.assert_allclose(cropped[inner], whole[inner], atol=1e-3)
     run(_saved(tmp_path, "octa"))
     assert seen[2] == (256, 256)
+
+
+def test_cli_crops_by_default_and_no_crop_fov_runs_the_whole_image(tmp_path) -> None:
+    from retinaseg.cli import main
+    from retinaseg.io import read_image, write_png
+
+    img = make_fundus_sample(256, seed=2)["image"]
+    write_png(tmp_path / "in" / "f.png", img)
+    model = _saved(tmp_path, "fundus")
+    for flag, out in (([], "crop"), (["--no-crop-fov"], "whole")):
+        args = ["predict", str(tmp_path / "in"), "--model", model, "--out",
+                str(tmp_path / out), "--native-scale", *flag]
+        assert main(args) == 0
+    outside = np.ones((256, 256), bool)
+    outside[fov_box(bright_mask(read_image(tmp_path / "in" / "f.png")), 4)] = False
+    assert outside.sum() > 500
+    assert (read_image(tmp_path / "crop" / "f_prob.png")[outside] == 0).all()
+    assert (read_image(tmp_path / "whole" / "f_prob.png")[outside] > 0).all()
