@@ -28,13 +28,12 @@ Box = tuple[slice, slice]
 def bright_mask(image: np.ndarray, rel_threshold: float = 0.1) -> np.ndarray:
     """Non-dark pixels of a fundus image ``[H, W, 3]`` or ``[H, W]`` in [0, 1]: bool ``[H, W]``.
 
-    Red channel (grey: the image) above ``max(rel_threshold · p99, 0.02)``; p99 is taken on a
-    strided copy of about 128 px a side, which is fast and as robust to hot pixels.
+    :func:`retinaseg.data.base.bright_pixels` (the first step of ``fov_from_image``), with p99
+    taken on a strided copy of about 128 px a side, which is fast and as robust to hot pixels.
     """
-    red = image[..., 0] if image.ndim == 3 else image
-    step = max(1, max(red.shape) // 128)
-    ref = float(np.percentile(red[::step, ::step], 99))
-    return red > max(rel_threshold * ref, 0.02)
+    from retinaseg.data.base import bright_pixels
+
+    return bright_pixels(image, rel_threshold, step=max(1, max(image.shape[:2]) // 128))
 
 
 def _span(lo: int, hi: int, size: int, multiple: int, margin: int) -> slice:
