@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "members": (["benchmarks/bench_members.py"], False),
     "tta": (["benchmarks/bench_tta.py"], False),
     "errors": (["benchmarks/bench_errors.py"], False),
+    "robustness": (["benchmarks/bench_robustness.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 

@@ -216,3 +216,19 @@ def test_unpacked_members_rebuild_the_same_ensemble(folds: list[dict], tmp_path:
     with pytest.raises(ConfigError, match="holds out other images"):
         unpack_ensemble(first["path"], other, root=tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_thread_span_names_mixed_member_thread_counts() -> None:
+    """An ensemble whose members trained on different thread counts says so (the card reads
+    it); one count stays a number, and members without the record are left out."""
+    from types import SimpleNamespace
+
+    from retinaseg.training.ensemble import _thread_span
+
+    def member(threads: int | None) -> SimpleNamespace:
+        return SimpleNamespace(spec=SimpleNamespace(info={"threads": threads}))
+
+    assert _thread_span([member(1), member(1)]) == 1
+    assert _thread_span([member(1), member(2), member(1)]) == "1-2"
+    assert _thread_span([member(None), member(2)]) == 2
+    assert _thread_span([member(None)]) is None

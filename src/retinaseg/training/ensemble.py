@@ -118,6 +118,14 @@ def _per_image_dice(probs: list[np.ndarray], items: list[Item],
             for p, it in zip(probs, items)]
 
 
+def _thread_span(members: list[Member]) -> int | str | None:
+    """The members' training thread count: one number, or ``"lo-hi"`` where they differ."""
+    counts = sorted({int(n) for m in members if (n := m.spec.info.get("threads")) is not None})
+    if not counts:
+        return None
+    return counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, Any]:
     """Provenance: members, where the threshold came from, total training time."""
     runs = []
@@ -127,7 +135,8 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
                      "folds": m.cfg.data.folds, "n_val": len(m.val),
                      "validation": m.val_source,
                      "val_dice": m.spec.info.get("val", {}).get("val_dice"),
-                     "train_seconds": m.spec.info.get("train_seconds")})
+                     "train_seconds": m.spec.info.get("train_seconds"),
+                     "threads": m.spec.info.get("threads")})
         for key in ("total_train_seconds", "distilled_from"):  # fine-tuned or distilled
             if m.spec.info.get(key) is not None:
                 runs[-1][key] = m.spec.info[key]
@@ -141,7 +150,7 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
         "train_seconds": round(sum(float(m.spec.info.get("total_train_seconds")
                                          or m.spec.info.get("train_seconds") or 0)
                                    for m in members), 1),
-        "threads": first.get("threads"), "device": first.get("device"),
+        "threads": _thread_span(members), "device": first.get("device"),
         "train_precision": first.get("train_precision"),
     }
     diam = [float(m.spec.info["fov_diameter"]) for m in members
@@ -304,6 +313,8 @@ def _member_spec(ens: ModelSpec, member: dict[str, Any]) -> ModelSpec:
     if total is not None:
         info["total_train_seconds"] = total
     info.update({k: ens.info[k] for k in MEMBER_FACTS if k in ens.info})
+    if member.get("threads") is not None:  # its own count, where members trained differently
+        info["threads"] = member["threads"]
     return ModelSpec(name=ens.params["member"], in_channels=ens.in_channels,
                      params=ens.params["member_params"], preprocess=ens.preprocess,
                      threshold=ens.threshold, modality=ens.modality, info=info,
