@@ -153,3 +153,33 @@ def test_match_fov_stores_the_median_fov_diameter_for_fundus_only() -> None:
     assert _fov_diameter(cfg("fundus", True), items) == 60
     assert _fov_diameter(cfg("fundus", False), items) is None
     assert _fov_diameter(cfg("octa", True), items) is None
+
+
+def test_acquisition_copies_add_changed_training_images_only(tmp_path: Path) -> None:
+    """Two copies per training image: ids ``<id>~acq<k>``, the same label and FOV, other
+    pixels; validation untouched; the same copies on a second load (seeded)."""
+    from retinaseg.training.config import validate_config
+    from retinaseg.training.data import load_train_val
+
+    def load(copies: int) -> tuple[list[Item], list[Item]]:
+        cfg = validate_config({
+            "data": {"dataset": "synthetic", "train_split": "train", "val_split": "val",
+                     "options": {"kind": "fundus", "n": 3, "size": 48},
+                     "preprocess": "none", "acquisition_copies": copies}})
+        train, val, _ = load_train_val(cfg.data, seed=0)
+        return train, val
+
+    base_train, base_val = load(0)
+    train, val = load(2)
+    assert len(train) == 3 * len(base_train) and len(val) == len(base_val)
+    assert [it.id for it in val] == [it.id for it in base_val]
+    originals = {it.id: it for it in base_train}
+    copies = [it for it in train if "~acq" in it.id]
+    assert sorted(it.id for it in copies) == sorted(f"{i}~acq{k}" for i in originals
+                                                     for k in (0, 1))
+    for it in copies:
+        orig = originals[it.id.split("~")[0]]
+        assert np.array_equal(it.label, orig.label) and np.array_equal(it.fov, orig.fov)
+        assert it.image.shape == orig.image.shape and not np.array_equal(it.image, orig.image)
+    again, _ = load(2)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(train, again))

@@ -44,6 +44,11 @@ class DataConfig(SourceConfig):
     fold: int = Field(0, ge=0, description="the held-out fold, 0 ≤ fold < folds")
     preprocess: str | list[str | dict[str, Any]] = "none"
     extra: list[SourceConfig] = Field(default_factory=list)
+    acquisition_copies: int = Field(0, ge=0, description=(
+        "each training image (not validation) of every source is added this many more times, "
+        "each copy after a random acquisition change of its raw pixels (colour balance, "
+        "gamma, blur, noise, JPEG; retinaseg.preprocessing.acquisition) and then the same "
+        "preprocessing: robustness to other cameras and devices"))
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:
