@@ -183,3 +183,22 @@ def test_acquisition_copies_add_changed_training_images_only(tmp_path: Path) -> 
         assert it.image.shape == orig.image.shape and not np.array_equal(it.image, orig.image)
     again, _ = load(2)
     assert all(np.array_equal(a.image, b.image) for a, b in zip(train, again))
+
+
+def test_validation_acquisition_copies() -> None:
+    """``val_acquisition_copies`` adds changed copies to validation only, for a carved
+    validation set (as DRIVE's k-fold) and for a val split."""
+    from retinaseg.training.config import validate_config
+    from retinaseg.training.data import load_train_val
+
+    for split in ("val", None):
+        data = {"dataset": "synthetic", "train_split": "train",
+                "options": {"kind": "fundus", "n": 4, "size": 40}, "preprocess": "none",
+                "val_acquisition_copies": 1}
+        if split:
+            data["val_split"] = split
+        train, val, _ = load_train_val(validate_config({"data": data}).data, seed=0)
+        copies = [it for it in val if "~acq" in it.id]
+        assert len(copies) == len(val) // 2 and not any("~acq" in it.id for it in train)
+        originals = {it.id: it.image for it in val if "~acq" not in it.id}
+        assert all(not np.array_equal(c.image, originals[c.id.split("~")[0]]) for c in copies)

@@ -49,6 +49,10 @@ class DataConfig(SourceConfig):
         "each copy after a random acquisition change of its raw pixels (colour balance, "
         "gamma, blur, noise, JPEG; retinaseg.preprocessing.acquisition) and then the same "
         "preprocessing: robustness to other cameras and devices"))
+    val_acquisition_copies: int = Field(0, ge=0, description=(
+        "validation holds each validation image and this many acquisition-changed copies "
+        "(other draws than the training copies), so that the checkpoint and the threshold are "
+        "chosen for unchanged and changed images together"))
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:

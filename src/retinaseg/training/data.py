@@ -106,29 +106,31 @@ def carve_validation(items: list[Item], fraction: float, seed: int,
     return train, val
 
 
-def acquisition_copies(src: SourceConfig, cfg: DataConfig, train: list[Item],
-                       seed: int) -> list[Item]:
-    """``cfg.acquisition_copies`` changed copies of each item of ``train`` (none when 0).
+def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], seed: int,
+                       split: str | None = None, validation: bool = False) -> list[Item]:
+    """Acquisition-changed copies of ``items`` of ``split`` (default the training split):
+    ``cfg.acquisition_copies`` each, or ``cfg.val_acquisition_copies`` with ``validation``.
 
     The raw image is read again, changed by :func:`retinaseg.preprocessing.acquisition.
-    random_change` (seeded by ``seed``, the image id and the copy number, so a run is
-    reproducible) and preprocessed like the original; label and FOV are shared. Copies get the
-    id ``<id>~acq<k>``.
+    random_change` (seeded by ``seed``, training or validation, the image id and the copy
+    number, so a run is reproducible) and preprocessed like the original; label and FOV are
+    shared. Copies get the id ``<id>~acq<k>``.
     """
-    if not cfg.acquisition_copies or not train:
+    n = cfg.val_acquisition_copies if validation else cfg.acquisition_copies
+    if not n or not items:
         return []
     from retinaseg.data import build_dataset
     from retinaseg.preprocessing.acquisition import random_change
     from retinaseg.preprocessing.pipeline import build_preprocess
 
-    ds = build_dataset(src.dataset, src.root, src.train_split, **src.options)
+    ds = build_dataset(src.dataset, src.root, split or src.train_split, **src.options)
     index = {sample.id: i for i, sample in enumerate(ds.samples)}
     prep = build_preprocess(cfg.preprocess)
     out = []
-    for it in tqdm(train, desc=f"acquisition copies of {src.dataset}", leave=False):
+    for it in tqdm(items, desc=f"acquisition copies of {src.dataset}", leave=False):
         raw = ds[index[it.id]]["image"]
-        for k in range(cfg.acquisition_copies):
-            rng = np.random.default_rng([seed, k, zlib.crc32(it.id.encode())])
+        for k in range(n):
+            rng = np.random.default_rng([seed, int(validation), k, zlib.crc32(it.id.encode())])
             image = prep(random_change(raw, rng)).astype(np.float32)
             out.append(replace(it, id=f"{it.id}~acq{k}", image=image))
     return out
@@ -144,10 +146,12 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
     if val_split and val_split != src.train_split and cfg.folds is None:
         val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache)
         train += acquisition_copies(src, cfg, train, seed)
+        val += acquisition_copies(src, cfg, val, seed, val_split, validation=True)
         return train, val, f"{name} split '{val_split}'"
     train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
-    train += acquisition_copies(src, cfg, train, seed)
     ids = ", ".join(it.id for it in val)
+    train += acquisition_copies(src, cfg, train, seed)
+    val += acquisition_copies(src, cfg, val, seed, validation=True)
     how = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
     return train, val, (f"{name} images carved from '{src.train_split}' ({how}seed {seed}): "
                         f"{ids}")
