@@ -107,7 +107,7 @@ def score_oof(ensemble: str, changes: list[str]) -> dict[str, dict[str, float]]:
                                               for c in changes}
     for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc=ensemble, unit="member"):
         seg = Segmenter(m.run / "best.safetensors")
-        for it in m.val:
+        for it in (it for it in m.val if "~acq" not in it.id):  # originals only
             i = index[it.id]
             item = ds[i]
             for c in changes:
