@@ -57,6 +57,14 @@ def _checkpoint(info: dict[str, Any]) -> str:
     return f"epoch {info.get('epoch')} chosen by validation Dice"
 
 
+def _extent(modality: str) -> str:
+    """What the network sees: fundus photographs run on the box of their field of view."""
+    if modality == "fundus":
+        return ("whole field of view (the box of the non-dark pixels; `--no-crop-fov` runs the "
+                "whole image)")
+    return "whole image"
+
+
 def _threads(n: object) -> str:
     return f"{n} thread" + ("" if n == 1 else "s")
 
@@ -81,7 +89,7 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | preprocessing | `{steps}` |
 | modality | {spec.modality} |
 | threshold | {threshold} |{_heads_row(spec.heads)}
-| inference | whole image; {_tta(info)}; bfloat16 on CPUs with native bfloat16, else \
+| inference | {_extent(spec.modality)}; {_tta(info)}; bfloat16 on CPUs with native bfloat16, else \
 float32; the bfloat16 network TorchScript-frozen on CPU (`--no-jit` turns it off) |
 | checkpoint | {_checkpoint(info)} |
 | training time | {info.get("train_seconds", float("nan")) / 60:.1f} min on {info.get("device")} \
