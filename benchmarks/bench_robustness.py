@@ -148,7 +148,9 @@ def report(results: dict[str, dict], models: dict[str, str]) -> str:
         table = [[c, r["dice"], f"{r['dice'] - clean:+.4f}", r["sen"], r["spe"]]
                  for c, r in rows.items()]
         worst = min((r["dice"] - clean, c) for c, r in rows.items() if c != "none")
-        parts.append(f"**{label}** (largest drop: {worst[1]}, {worst[0]:+.4f})\n\n"
+        mean = np.mean([r["dice"] for c, r in rows.items() if c != "none"])
+        parts.append(f"**{label}** (mean Dice over the changes {mean:.4f}; largest drop: "
+                     f"{worst[1]}, {worst[0]:+.4f})\n\n"
                      + md_table(["change", "dice", "Δ dice", "sen", "spe"], table))
     return "\n\n".join(parts)
 
@@ -162,6 +164,8 @@ def main() -> None:
     ap.add_argument("--oof", default=None,
                     help="comma-separated fundus k-fold ensemble files: score them out of fold "
                          "on the DRIVE training images instead")
+    ap.add_argument("--section", default="robustness",
+                    help="results section to write (another name keeps the bundles' section)")
     a = ap.parse_args()
     if a.oof:
         oof = {e: score_oof(e, changes_for("fundus")) for e in a.oof.split(",")}
@@ -181,9 +185,11 @@ def main() -> None:
             continue
         results[label] = score_split(models[modality], dataset, root, split, options,
                                      changes_for(modality))
-    (RESULTS / "robustness.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{a.section}.json").write_text(json.dumps(results, indent=2))
     body = report(results, models)
-    write_section("robustness", "Default models under acquisition changes", body)
+    title = ("Default models under acquisition changes" if a.section == "robustness"
+             else f"Acquisition changes: candidate models ({a.section})")
+    write_section(a.section, title, body)
     print(body)
 
 
