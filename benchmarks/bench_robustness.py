@@ -75,22 +75,37 @@ def changes_for(modality: str) -> list[str]:
     return [c for c, (_, colour) in CHANGES.items() if not colour or modality == "fundus"]
 
 
+Scores = dict[str, dict[str, list[float]]]
+"""change -> metric (dice, sen, spe) -> one value per image."""
+
+
+def _score_changes(seg: Segmenter, item: dict, seed: int, threshold: float, acc: Scores) -> None:
+    """Add one image's metrics under every change of ``acc`` (inside its FOV, if any)."""
+    fov = item["fov"] if item["fov"] is not None else np.ones_like(item["label"])
+    for c, row in acc.items():
+        prob = seg(apply_change(c, item["image"], seed=seed))
+        m = threshold_metrics(confusion_counts(prob > threshold, item["label"], fov))
+        for k in row:
+            row[k].append(m[k])
+
+
+def _means(acc: Scores) -> dict[str, dict[str, float]]:
+    return {c: {k: float(np.mean(v)) for k, v in r.items()} for c, r in acc.items()}
+
+
+def _empty(changes: list[str]) -> Scores:
+    return {c: {"dice": [], "sen": [], "spe": []} for c in changes}
+
+
 def score_split(model: str, dataset: str, root, split: str, options: dict,
                 changes: list[str]) -> dict[str, dict[str, float]]:
     """Per-image-mean Dice, sensitivity and specificity of ``model`` under each change."""
     ds = build_dataset(dataset, root, split, **options)
     seg = Segmenter(model, dataset=dataset)
-    acc: dict[str, dict[str, list[float]]] = {c: {"dice": [], "sen": [], "spe": []}
-                                              for c in changes}
+    acc = _empty(changes)
     for i in tqdm(range(len(ds)), desc=f"{dataset} {options}", unit="img"):
-        item = ds[i]
-        fov = item["fov"] if item["fov"] is not None else np.ones_like(item["label"])
-        for c in changes:
-            prob = seg(apply_change(c, item["image"], seed=i))
-            m = threshold_metrics(confusion_counts(prob > seg.threshold, item["label"], fov))
-            for k in acc[c]:
-                acc[c][k].append(m[k])
-    return {c: {k: float(np.mean(v)) for k, v in r.items()} for c, r in acc.items()}
+        _score_changes(seg, ds[i], i, seg.threshold, acc)
+    return _means(acc)
 
 
 def score_oof(ensemble: str, changes: list[str]) -> dict[str, dict[str, float]]:
@@ -98,25 +113,19 @@ def score_oof(ensemble: str, changes: list[str]) -> dict[str, dict[str, float]]:
     image scored by the member that held it out (run as users get a model), at the
     ensemble's threshold. Validation data only, so it may choose between ensembles."""
     from retinaseg.models.persistence import read_spec
+    from retinaseg.training.data import COPY_MARK
     from retinaseg.training.ensemble import ensemble_members
 
     threshold = read_spec(REPO / ensemble).threshold
     ds = build_dataset("drive", SHARED_DATA / "DRIVE", "training")
     index = {sample.id: i for i, sample in enumerate(ds.samples)}
-    acc: dict[str, dict[str, list[float]]] = {c: {"dice": [], "sen": [], "spe": []}
-                                              for c in changes}
+    acc = _empty(changes)
     for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc=ensemble, unit="member"):
         seg = Segmenter(m.run / "best.safetensors")
-        for it in (it for it in m.val if "~acq" not in it.id):  # originals only
-            i = index[it.id]
-            item = ds[i]
-            for c in changes:
-                prob = seg(apply_change(c, item["image"], seed=i))
-                mt = threshold_metrics(confusion_counts(prob > threshold, item["label"],
-                                                        item["fov"]))
-                for k in acc[c]:
-                    acc[c][k].append(mt[k])
-    return {c: {k: float(np.mean(v)) for k, v in r.items()} for c, r in acc.items()}
+        for it in m.val:
+            if COPY_MARK not in it.id:  # the unchanged images; the changes are made here
+                _score_changes(seg, ds[index[it.id]], index[it.id], threshold, acc)
+    return _means(acc)
 
 
 def report_oof(results: dict[str, dict]) -> str:

@@ -106,6 +106,10 @@ def carve_validation(items: list[Item], fraction: float, seed: int,
     return train, val
 
 
+COPY_MARK = "~acq"
+"""Marks the id of an acquisition-changed copy: ``<id>~acq<k>``."""
+
+
 def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], seed: int,
                        split: str | None = None, validation: bool = False) -> list[Item]:
     """Acquisition-changed copies of ``items`` of ``split`` (default the training split):
@@ -132,7 +136,7 @@ def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], se
         for k in range(n):
             rng = np.random.default_rng([seed, int(validation), k, zlib.crc32(it.id.encode())])
             image = prep(random_change(raw, rng)).astype(np.float32)
-            out.append(replace(it, id=f"{it.id}~acq{k}", image=image))
+            out.append(replace(it, id=f"{it.id}{COPY_MARK}{k}", image=image))
     return out
 
 
@@ -145,16 +149,16 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
     if val_split and val_split != src.train_split and cfg.folds is None:
         val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache)
-        train += acquisition_copies(src, cfg, train, seed)
-        val += acquisition_copies(src, cfg, val, seed, val_split, validation=True)
-        return train, val, f"{name} split '{val_split}'"
-    train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
-    ids = ", ".join(it.id for it in val)
+        where = f"{name} split '{val_split}'"
+    else:
+        train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
+        val_split = src.train_split
+        how = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
+        where = (f"{name} images carved from '{src.train_split}' ({how}seed {seed}): "
+                 + ", ".join(it.id for it in val))
     train += acquisition_copies(src, cfg, train, seed)
-    val += acquisition_copies(src, cfg, val, seed, validation=True)
-    how = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
-    return train, val, (f"{name} images carved from '{src.train_split}' ({how}seed {seed}): "
-                        f"{ids}")
+    val += acquisition_copies(src, cfg, val, seed, val_split, validation=True)
+    return train, val, where
 
 
 def load_train_val(cfg: DataConfig, seed: int, heads: list[str] | None = None,
