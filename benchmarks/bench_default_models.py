@@ -209,18 +209,22 @@ def observer_rows() -> list[list]:
             ["2nd observer vs 1st", "DRIVE test, pooled", *[pooled[k] for k in KEYS]]]
 
 
-def bundle_weights(run: str, name: str) -> None:
+def bundle_weights(run: str, name: str, config: str) -> None:
     """Copy the run's best model into the package as the bundled model ``name``.
 
     A fundus model trained without ``inference.match_fov`` gets the median FOV diameter of the
     DRIVE training images (its own training data) stamped into its metadata, so that resolution
-    matching works for it too; the weights are untouched and the stamp is printed.
+    matching works for it too. Adaptive restorations in the config's preprocessing
+    (``denoise``, ``sharpen``: no-ops on the training images) that the run lacks are stamped in
+    too, provided the other steps are exactly the run's. The weights are untouched, and each
+    stamp is printed.
     """
     from retinaseg.models.persistence import load_model, save_model
 
     src = resolve_model_path(run)
     dst = WEIGHTS_DIR / f"{name}.safetensors"
     spec = read_spec(src)
+    stamps = []
     if spec.modality == "fundus" and not spec.info.get("fov_diameter"):
         from retinaseg.data import build_dataset
         from retinaseg.inference.scale import median_fov_diameter
@@ -228,13 +232,38 @@ def bundle_weights(run: str, name: str) -> None:
         ds = build_dataset("drive", str(SHARED_DATA / "DRIVE"), "training")
         spec.info["fov_diameter"] = median_fov_diameter(ds[i]["fov"] for i in range(len(ds)))
         spec.info["fov_diameter_source"] = "stamped at bundling: median of the DRIVE training FOVs"
+        stamps.append(f"FOV diameter {spec.info['fov_diameter']} px")
+    steps = _config_steps(config, spec.preprocess)
+    if steps is not None:
+        spec.preprocess = steps
+        stamps.append(f"preprocessing {json.dumps(steps)}")
+    if stamps:
         net, _ = load_model(src)
         save_model(dst, net, spec)
-        print(f"bundled {src} as {name} (FOV diameter {spec.info['fov_diameter']} px stamped)")
+        print(f"bundled {src} as {name} ({'; '.join(stamps)} stamped)")
         return
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     print(f"bundled {src} as {name}")
+
+
+def _config_steps(config: str, stored: object) -> list | None:
+    """The config's preprocessing when it differs from ``stored`` only by adaptive steps; None
+    when they are the same; a ValueError when they differ otherwise."""
+    from retinaseg.preprocessing.pipeline import (
+        normalise_steps,
+        preprocess_signature,
+        without_adaptive,
+    )
+    from retinaseg.training.config import load_config
+
+    wanted = load_config(REPO / config).data.preprocess
+    if preprocess_signature(wanted) == preprocess_signature(stored):
+        return None
+    if without_adaptive(wanted) != without_adaptive(stored):
+        raise ValueError(f"{config}'s preprocessing differs from the run's beyond the adaptive "
+                         "restorations; bundle the run with the config it was trained with")
+    return [{"name": n, **p} for n, p in normalise_steps(wanted)]
 
 
 def stamp_tta(name: str, config: str, mode: str) -> None:
@@ -390,7 +419,7 @@ def main() -> None:
         if run:
             if not config:
                 ap.error(f"bundling {name} needs its config (--{name.split('-')[0]}-config)")
-            bundle_weights(run, name)
+            bundle_weights(run, name, config)
             tta = a.fundus_tta if name.startswith("fundus") else a.octa_tta
             if tta:
                 stamp_tta(name, config, tta)

@@ -27,6 +27,8 @@ Usage::
         --octa-model PATH
     PYTHONPATH=src .venv/bin/python benchmarks/bench_robustness.py \
         --oof runs/drive_unet_kfold_bce5/ensemble.safetensors,runs/<other>/ensemble.safetensors
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_robustness.py \
+        --oof runs/drive_unet_kfold_bce5/ensemble.safetensors@configs/drive_unet_kfold_bce.yaml
 """
 
 from __future__ import annotations
@@ -108,20 +110,28 @@ def score_split(model: str, dataset: str, root, split: str, options: dict,
     return _means(acc)
 
 
-def score_oof(ensemble: str, changes: list[str]) -> dict[str, dict[str, float]]:
+def score_oof(entry: str, changes: list[str]) -> dict[str, dict[str, float]]:
     """Out-of-fold Dice of a fundus k-fold ensemble under each change: every DRIVE training
     image scored by the member that held it out (run as users get a model), at the
-    ensemble's threshold. Validation data only, so it may choose between ensembles."""
+    ensemble's threshold. Validation data only, so it may choose between ensembles.
+    ``entry`` is ``ENSEMBLE`` or ``ENSEMBLE@CONFIG``: the members then run with the config's
+    preprocessing (which may add adaptive restorations to theirs)."""
     from retinaseg.models.persistence import read_spec
     from retinaseg.training.data import COPY_MARK
     from retinaseg.training.ensemble import ensemble_members
 
+    ensemble, _, config = entry.partition("@")
+    steps = None
+    if config:
+        from retinaseg.training.config import load_config
+
+        steps = load_config(REPO / config).data.preprocess
     threshold = read_spec(REPO / ensemble).threshold
     ds = build_dataset("drive", SHARED_DATA / "DRIVE", "training")
     index = {sample.id: i for i, sample in enumerate(ds.samples)}
     acc = _empty(changes)
     for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc=ensemble, unit="member"):
-        seg = Segmenter(m.run / "best.safetensors")
+        seg = Segmenter(m.run / "best.safetensors", preprocess=steps)
         for it in m.val:
             if COPY_MARK not in it.id:  # the unchanged images; the changes are made here
                 _score_changes(seg, ds[index[it.id]], index[it.id], threshold, acc)
@@ -137,7 +147,9 @@ def report_oof(results: dict[str, dict]) -> str:
         rows.append([f"`{name}`", *[r[c]["dice"] for c in changes], float(np.mean(changed))])
     return ("Fundus ensembles out of fold: the 20 DRIVE training images, each scored by the "
             "member that never saw it (as users run a model: bf16 where native, FOV box, no "
-            "TTA), at the ensemble's own threshold; per-image mean Dice. Validation data only: "
+            "TTA), at the ensemble's own threshold; per-image mean Dice. `ENSEMBLE@CONFIG`: the "
+            "members run with that config's preprocessing (adaptive restorations added). "
+            "Validation data only: "
             "this table may choose between recipes (configs/drive_unet_kfold_bce_acq.yaml's "
             "rule); DRIVE test is never used to choose.\n\n"
             + md_table(["ensemble", *changes, "mean over the changes"], rows))
@@ -171,8 +183,9 @@ def main() -> None:
     ap.add_argument("--only", default=None,
                     help="comma-separated split labels' first words, e.g. DRIVE,ROSSA")
     ap.add_argument("--oof", default=None,
-                    help="comma-separated fundus k-fold ensemble files: score them out of fold "
-                         "on the DRIVE training images instead")
+                    help="comma-separated fundus k-fold ensemble files, each optionally "
+                         "ENSEMBLE@CONFIG to run the members with that config's preprocessing: "
+                         "score them out of fold on the DRIVE training images instead")
     ap.add_argument("--section", default="robustness",
                     help="results section to write (another name keeps the bundles' section)")
     a = ap.parse_args()

@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "tta": (["benchmarks/bench_tta.py"], False),
     "errors": (["benchmarks/bench_errors.py"], False),
     "robustness": (["benchmarks/bench_robustness.py"], False),
+    "restore": (["benchmarks/bench_restore.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }
 

@@ -91,7 +91,7 @@ def test_signature_canonical():
 def test_registry_names():
     assert set(STEPS) == {
         "grey", "green", "standardise", "minmax", "clahe", "gamma", "hist_equalise", "resize",
-        "negate",
+        "negate", "denoise", "sharpen",
     }
 
 

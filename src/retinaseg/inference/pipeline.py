@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from retinaseg.errors import ModelLoadError, RetinasegError
 from retinaseg.models.persistence import ModelSpec, load_model
+from retinaseg.preprocessing.pipeline import Steps
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, select_device, tune_allocator
 
@@ -52,6 +53,9 @@ class Segmenter:
     failure raises :class:`~retinaseg.errors.ModelLoadError`); ``False`` never freezes.
     ``crop_fov`` runs a fundus model on the box of the image's non-dark pixels only
     (:mod:`retinaseg.inference.crop`; probability 0 outside it); OCTA images are never cropped.
+    ``preprocess`` replaces the model's stored preprocessing steps (experiments only: a model
+    gives sensible maps only with the preprocessing it was trained with, plus at most the
+    adaptive restorations of :mod:`retinaseg.preprocessing.restore`).
     Creating a Segmenter also tunes glibc's allocator for repeated whole-image passes
     (:func:`retinaseg.utils.runtime.tune_allocator`).
     """
@@ -61,7 +65,7 @@ class Segmenter:
                  match_fov: bool = True, head: str | None = None,
                  precision: str = "auto", fuse: bool = True,
                  dataset: str | None = None, jit: bool | None = None,
-                 crop_fov: bool = True) -> None:
+                 crop_fov: bool = True, preprocess: Steps | None = None) -> None:
         from retinaseg.inference.fuse import fold_batchnorm
         from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
@@ -74,7 +78,8 @@ class Segmenter:
         self.net, self.spec = load_model(model, self.device)
         self.head = head if head is not None or dataset is None else self.spec.head_for(dataset)
         self.channel = self.spec.head_index(self.head)  # checks the name
-        self.preprocess = build_preprocess(self.spec.preprocess)
+        self.preprocess = build_preprocess(self.spec.preprocess if preprocess is None
+                                           else preprocess)
         if fuse:  # eval-mode BatchNorm into its convolution: the same maps, faster
             fold_batchnorm(self.net)
         if self.precision == "bf16":  # oneDNN's bfloat16 convolutions are fastest channels-last
@@ -243,11 +248,13 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
 
     ``model`` is a model file, a run folder or a bundled name; ``None`` picks the bundled model
     by modality (colour → ``fundus-vessels``, grey → ``octa-vessels``) per image. Also writes
-    ``predictions.csv`` with one row per image (vessel area fraction, centerline length).
+    ``predictions.csv`` with one row per image (vessel area fraction, centerline length, and
+    the adaptive restoration applied, if any: :mod:`retinaseg.preprocessing.restore`).
     Unreadable files are skipped and listed in the report's ``skipped``. Two inputs with the
     same file stem (``a/x.png``, ``b/x.tif``) get ``x`` and ``x-2`` outputs, never overwrite.
     """
     from retinaseg.io import read_image
+    from retinaseg.preprocessing.restore import recording
 
     files = collect_inputs(inputs)
     out = make_out_dir(out)
@@ -260,7 +267,8 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         try:
             image = read_image(path)
             ref, seg = pick(image)
-            prob = seg(image, source=f"'{path}'")
+            with recording() as restored:
+                prob = seg(image, source=f"'{path}'")
         except ModelLoadError:
             raise
         except RetinasegError as err:
@@ -269,7 +277,10 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         thr = seg.threshold if threshold is None else float(threshold)
         report.spec = seg.spec
         row = {"image": str(path), "model": ref, "head": seg.head_name,
-               "threshold": round(thr, 4), "rescaled": round(seg.last_scale, 4)}
+               "threshold": round(thr, 4), "rescaled": round(seg.last_scale, 4),
+               "restoration": "; ".join(dict.fromkeys(restored)) or "none"}
+        if restored:
+            tqdm.write(f"{path.name}: {restored[0]}")
         row.update(write_outputs(out, unique_stem(path, used), image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)

@@ -65,6 +65,20 @@ def _extent(modality: str) -> str:
     return "whole image"
 
 
+def _restoration(steps: Any) -> str:
+    """A card row naming the adaptive restorations among the preprocessing steps, if any."""
+    from retinaseg.preprocessing.pipeline import ADAPTIVE_STEPS, normalise_steps
+
+    found = [f"`{n}` ({', '.join(f'{k} {v}' for k, v in p.items())})"
+             for n, p in normalise_steps(steps) if n in ADAPTIVE_STEPS]
+    if not found:
+        return ""
+    return ("\n| restoration | " + "; ".join(found) + ": adaptive steps "
+            "(`retinaseg.preprocessing.restore`) that change only images far noisier or blurrier "
+            "than the training images (none of which they change), added after training with "
+            "parameters chosen on validation data (`benchmarks/bench_restore.py`) |")
+
+
 def _threads(n: object) -> str:
     return f"{n} thread" + ("" if n == 1 else "s")
 
@@ -86,7 +100,7 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
 | sha256 | `{sha256(weights)}` |
 | date | {date.today().isoformat()} |
 | architecture | `{spec.name}` {json.dumps(spec.params)}, {spec.in_channels} input channel(s) |
-| preprocessing | `{steps}` |
+| preprocessing | `{steps}` |{_restoration(spec.preprocess)}
 | modality | {spec.modality} |
 | threshold | {threshold} |{_heads_row(spec.heads)}
 | inference | {_extent(spec.modality)}; {_tta(info)}; bfloat16 on CPUs with native bfloat16, else \

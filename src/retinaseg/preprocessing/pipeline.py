@@ -7,7 +7,10 @@ callable ``[H, W] | [H, W, C] → [C, H, W]`` float32.
 
 Steps: ``grey``, ``green``, ``standardise``, ``minmax`` (``per_channel``), ``clahe``
 (``clip_limit``, ``kernel_size``), ``gamma`` (``gamma``), ``hist_equalise``, ``negate``, ``resize``
-(``shape`` required, ``order``). See :mod:`.functions` for what each does.
+(``shape`` required, ``order``), and the adaptive restorations ``denoise`` and ``sharpen``
+(``trigger``, ``strength``; ``sharpen`` also ``sigma``, ``max_amount``), which change only images
+far noisier or blurrier than the training data. See :mod:`.functions` and :mod:`.restore` for
+what each does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from retinaseg.errors import ConfigError
 from retinaseg.preprocessing import functions as F
+from retinaseg.preprocessing import restore as R
 
 StepSpec = str | Mapping[str, Any]
 Steps = str | Sequence[StepSpec] | None
@@ -42,6 +46,8 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "hist_equalise": F.hist_equalise,
     "negate": F.negate,
     "resize": F.resize,
+    "denoise": R.denoise,
+    "sharpen": R.sharpen,
 }
 """Step name → function ``f(img, **params) -> img``."""
 
@@ -116,7 +122,18 @@ _PARAM_CHECKS: dict[tuple[str, str], Callable[[Any], str | None]] = {
     ("minmax", "per_channel"): _check_bool,
     ("resize", "shape"): _check_shape,
     ("resize", "order"): _check_order,
+    ("denoise", "trigger"): _check_positive,
+    ("denoise", "strength"): _check_positive,
+    ("denoise", "method"): lambda v: None if v in {"tv", "nlm"} else "must be 'tv' or 'nlm'",
+    ("sharpen", "trigger"): _check_positive,
+    ("sharpen", "strength"): _check_positive,
+    ("sharpen", "sigma"): _check_positive,
+    ("sharpen", "max_amount"): _check_positive,
 }
+
+ADAPTIVE_STEPS = frozenset({"denoise", "sharpen"})
+"""Steps that leave images like the training images unchanged; a bundled model may gain them
+after training (see :func:`without_adaptive`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +228,12 @@ def build_preprocess(steps: Steps) -> Preprocess:
     (1, 4, 4)
     """
     return Preprocess(normalise_steps(steps))
+
+
+def without_adaptive(steps: Steps) -> list[tuple[str, dict[str, Any]]]:
+    """The validated steps with the adaptive restorations (:data:`ADAPTIVE_STEPS`) removed: what
+    training saw, since those steps leave every training image unchanged."""
+    return [(name, p) for name, p in normalise_steps(steps) if name not in ADAPTIVE_STEPS]
 
 
 def preprocess_signature(steps: Steps) -> str:

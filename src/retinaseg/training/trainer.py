@@ -29,6 +29,7 @@ from retinaseg.errors import ConfigError, TrainingError
 from retinaseg.losses import build_loss
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
+from retinaseg.preprocessing.pipeline import without_adaptive
 from retinaseg.training.config import RunConfig, check_paths, dump_config, load_config
 from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
 from retinaseg.training.schedule import learning_rate
@@ -134,7 +135,7 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
 
     Every tensor must match by name and shape, except that a one-output model may start a
     model with ``model.heads`` (see :func:`expand_heads`); a different preprocessing is only
-    warned about.
+    warned about (the adaptive restorations, no-ops on training images, are not compared).
     """
     import warnings
 
@@ -153,8 +154,7 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
                               f"channel(s), whose weights do not fit the configured "
                               f"'{cfg.model.name}' {_model_params(cfg)}")
         state[k] = t
-    if json.dumps(spec.preprocess, sort_keys=True) != json.dumps(cfg.data.preprocess,
-                                                                 sort_keys=True):
+    if without_adaptive(spec.preprocess) != without_adaptive(cfg.data.preprocess):
         warnings.warn(f"model.init '{cfg.model.init}' was trained with preprocessing "
                       f"{spec.preprocess}, this run uses {cfg.data.preprocess}", stacklevel=2)
     net.load_state_dict(state)

@@ -1,0 +1,87 @@
+"""Adaptive restoration (retinaseg.preprocessing.restore) on images with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from retinaseg.errors import ConfigError
+from retinaseg.preprocessing import restore as R
+from retinaseg.preprocessing.pipeline import build_preprocess, without_adaptive
+
+
+def _smooth(shape: tuple[int, int] = (128, 128)) -> np.ndarray:
+    """A smooth image in [0.2, 0.8]: a ramp plus a broad bump (no pixel-scale structure)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    bump = np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / (2 * 30.0**2))
+    return (0.2 + 0.3 * xx / shape[1] + 0.3 * bump).astype(np.float32)
+
+
+@pytest.mark.parametrize("std", [0.01, 0.04, 0.1])
+def test_noise_std_recovers_the_std_of_added_white_noise(std: float) -> None:
+    rng = np.random.default_rng(1)
+    noisy = _smooth((256, 256)) + rng.normal(0, std, (256, 256)).astype(np.float32)
+    assert R.noise_std(noisy) == pytest.approx(std, rel=0.05)
+
+
+def test_noise_std_ignores_ramps_and_quadratics() -> None:
+    yy, xx = np.mgrid[:64, :64].astype(np.float32)
+    assert R.noise_std(0.01 * xx + 0.02 * yy) == pytest.approx(0.0, abs=1e-6)
+    assert R.noise_std(1e-4 * (xx**2 + yy**2)) == pytest.approx(0.0, abs=1e-5)
+    assert R.noise_std(np.zeros((2, 9), np.float32)) == 0.0
+    with pytest.raises(ValueError, match="grey"):
+        R.noise_std(np.zeros((8, 8, 3), np.float32))
+
+
+def test_denoise_leaves_a_clean_image_untouched_and_cleans_a_noisy_one() -> None:
+    clean = _smooth()
+    assert R.denoise(clean) is clean
+    rgb = np.stack([clean] * 3, axis=-1)
+    assert R.denoise(rgb) is rgb
+    rng = np.random.default_rng(2)
+    noisy = clean + rng.normal(0, 0.05, clean.shape).astype(np.float32)
+    for method in ("tv", "nlm"):
+        out = R.denoise(noisy, method=method)
+        assert out.shape == noisy.shape and out.dtype == np.float32
+        assert np.abs(out - clean).mean() < 0.5 * np.abs(noisy - clean).mean()
+    with pytest.raises(ValueError, match="tv"):
+        R.denoise(noisy, method="median")
+
+
+def test_denoise_strength_is_zero_at_the_trigger() -> None:
+    rng = np.random.default_rng(3)
+    noisy = _smooth() + rng.normal(0, 0.02, (128, 128)).astype(np.float32)
+    std = R.noise_std(noisy)
+    assert R.denoise(noisy, trigger=std * 1.001) is noisy
+    just_over = R.denoise(noisy, trigger=std * 0.999)
+    assert np.abs(just_over - noisy).max() < 0.01  # weight ≈ 0.045·0.7·std: barely touched
+
+
+def test_sharpen_restores_a_blurred_edge_and_skips_a_textured_image() -> None:
+    rng = np.random.default_rng(4)
+    textured = np.clip(_smooth() + rng.normal(0, 0.06, (128, 128)), 0, 1).astype(np.float32)
+    assert R.sharpen(textured) is textured
+    edge = np.zeros((64, 64), np.float32)
+    edge[:, 32:] = 0.8
+    edge += 0.1
+    blurred = ndimage.gaussian_filter(edge, 1.0)
+    assert R.noise_std(blurred) < R.SHARPEN_TRIGGER
+    out = R.sharpen(blurred)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    step = lambda im: float(im[:, 32].mean() - im[:, 31].mean())  # noqa: E731
+    assert step(out) > step(blurred) * 1.2
+    rise = lambda im: int(((im[0] > 0.18) & (im[0] < 0.82)).sum())  # noqa: E731  10-90 % width
+    assert rise(out) < rise(blurred)
+
+
+def test_steps_are_configurable_and_strippable() -> None:
+    steps = ["green", {"name": "denoise", "strength": 0.5}, "clahe"]
+    f = build_preprocess(steps)
+    rgb = np.stack([_smooth()] * 3, axis=-1)
+    assert np.array_equal(f(rgb), build_preprocess(["green", "clahe"])(rgb))
+    assert [n for n, _ in without_adaptive(steps)] == ["green", "clahe"]
+    with pytest.raises(ConfigError, match="strength"):
+        build_preprocess([{"name": "sharpen", "strength": -1}])
+    with pytest.raises(ConfigError, match="method"):
+        build_preprocess([{"name": "denoise", "method": "median"}])
