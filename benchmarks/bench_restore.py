@@ -7,7 +7,9 @@ on the clean images we have.
 
 - **Fundus**: the 20 DRIVE training images out of fold, each scored by the k-fold ensemble
   member that held it out (as users run a model: bf16 where native, FOV box, no TTA), at the
-  ensemble's threshold, with added Gaussian noise of std 0.02, 0.04 and 0.06 (8-bit, as a file).
+  ensemble's threshold, with added Gaussian noise of std 0.02, 0.04 and 0.06 (8-bit, as a file;
+  std 0.01, just above the trigger, is scored as a check outside the choosing mean: added after
+  the choice, when the denoising was seen to cost Dice on the demo's generated photographs).
   Variants: no restoration, total variation (``tv``) and non-local means (``nlm``) at several
   strengths, each placed after the channel step (``green``). Chosen: the best mean Dice over
   the three noise levels.
@@ -49,6 +51,7 @@ from retinaseg.preprocessing.pipeline import build_preprocess, without_adaptive
 from retinaseg.preprocessing.restore import noise_std
 
 NOISE = [0.02, 0.04, 0.06]
+NOISE_CHECK = [0.01]  # scored and shown, not in the choosing mean: just above the trigger
 BLUR = [0.7, 1.0, 1.5]
 FUNDUS_VARIANTS: dict[str, dict[str, Any] | None] = {
     "none": None,
@@ -104,7 +107,7 @@ def fundus_oof(ensemble: str) -> dict[str, Any]:
     threshold = read_spec(REPO / ensemble).threshold
     ds = build_dataset("drive", SHARED_DATA / "DRIVE", "training")
     index = {sample.id: i for i, sample in enumerate(ds.samples)}
-    acc = {v: {lv: [] for lv in NOISE} for v in FUNDUS_VARIANTS}
+    acc = {v: {lv: [] for lv in NOISE_CHECK + NOISE} for v in FUNDUS_VARIANTS}
     seconds: dict[str, list[float]] = {v: [] for v in FUNDUS_VARIANTS}
     for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc="fundus members", unit="member"):
         seg = Segmenter(m.run / "best.safetensors")
@@ -114,7 +117,8 @@ def fundus_oof(ensemble: str) -> dict[str, Any]:
             i = index[it.id]
             item = ds[i]
             images = [(lv, acq.to_8bit(acq.noise(item["image"].astype(np.float32), lv,
-                                                 np.random.default_rng(i)))) for lv in NOISE]
+                                                 np.random.default_rng(i))))
+                      for lv in NOISE_CHECK + NOISE]
             score_variants(seg, FUNDUS_VARIANTS, images, item, threshold, acc, seconds)
     return _summary(acc, seconds)
 
@@ -139,10 +143,12 @@ def octa_val(model: str) -> dict[str, Any]:
 
 
 def _summary(acc: dict, seconds: dict) -> dict[str, Any]:
+    """Per variant: the mean Dice per level, their mean over the choosing levels, and ms."""
     out = {}
     for v, levels in acc.items():
         means = {str(lv): float(np.mean(d)) for lv, d in levels.items()}
-        out[v] = {**means, "mean": float(np.mean(list(means.values()))),
+        choosing = [m for lv, m in means.items() if float(lv) not in NOISE_CHECK]
+        out[v] = {**means, "mean": float(np.mean(choosing)),
                   "ms": 1000 * float(np.median(seconds[v]))}
     return out
 
@@ -180,12 +186,13 @@ def report(fundus: dict | None, octa: dict | None, clean: list[list[Any]]) -> st
              "changed image (all its steps), not of the network."]
     if fundus:
         best = max((r["mean"], v) for v, r in fundus.items())
-        rows = [[v, *[r[str(lv)] for lv in NOISE], r["mean"], f"{r['ms']:.1f}"]
+        rows = [[v, *[r[str(lv)] for lv in NOISE_CHECK + NOISE], r["mean"], f"{r['ms']:.1f}"]
                 for v, r in fundus.items()]
         parts.append(f"**Fundus, DRIVE training images out of fold, added noise** (best: "
-                     f"**{best[1]}**, {best[0] - fundus['none']['mean']:+.4f} over none)\n\n"
-                     + md_table(["denoising", *[f"noise σ {lv}" for lv in NOISE],
-                                 "mean (chooses)", "ms"], rows))
+                     f"**{best[1]}**, {best[0] - fundus['none']['mean']:+.4f} over none)"
+                     + "; noise σ 0.01 (the trigger) is a check, outside the choosing mean\n\n"
+                     + md_table(["denoising", *[f"noise σ {lv}" for lv in NOISE_CHECK + NOISE],
+                                 "mean of σ 0.02-0.06 (chooses)", "ms"], rows))
     if octa:
         best = max((m, v) for v, m in octa["mean"].items())
         rows = []

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "distill": (["benchmarks/bench_distill.py"], False),
     "resolution": (["benchmarks/bench_resolution.py"], False),
     "members": (["benchmarks/bench_members.py"], False),
+    "flip_members": (["benchmarks/bench_flip_members.py"], False),
     "tta": (["benchmarks/bench_tta.py"], False),
     "errors": (["benchmarks/bench_errors.py"], False),
     "robustness": (["benchmarks/bench_robustness.py"], False),

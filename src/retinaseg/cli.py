@@ -58,7 +58,11 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_ensemble(a: argparse.Namespace) -> None:
     from retinaseg.api import build_ensemble
 
-    r = build_ensemble(a.runs, a.out, tta=a.tta)
+    flips = a.member_flips.split(",") if a.member_flips else None
+    if flips is not None and len(flips) != len(a.runs):
+        raise RetinasegError(f"--member-flips names {len(flips)} views for {len(a.runs)} runs; "
+                             "give one per run")
+    r = build_ensemble(a.runs, a.out, tta=a.tta, member_flips=flips)
     print(f"ensemble of {len(r['members'])} models: {r['path']} (threshold {r['threshold']:.3f} "
           f"chosen on {r['n_images']} out-of-fold images, their mean Dice "
           f"{r['oof_dice_mean']:.4f})")
@@ -215,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the ensemble's .safetensors file")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"],
                    help="flip TTA for the out-of-fold threshold and the model's default")
+    p.add_argument("--member-flips", default=None, metavar="V1,V2,...",
+                   help="the view each member sees, one per run: none, h, v or hv (e.g. "
+                        "none,h,v,hv,none); free diversity, the same passes as without")
     p.set_defaults(func=cmd_ensemble)
     p = sub.add_parser("predict", help="segment images or folders")
     p.add_argument("inputs", nargs="+")

@@ -60,6 +60,31 @@ def test_ensemble_averages_probabilities() -> None:
         build_model("ensemble", 1, member="unet", n_members=1)
 
 
+def test_member_flips_show_each_member_its_own_view() -> None:
+    from retinaseg.models import build_model
+    from retinaseg.models.ensemble import Flipped
+
+    torch.manual_seed(1)
+    ens = build_model("ensemble", 1, member="unet", n_members=4, member_flips=["none", "h", "v",
+                      "hv"], member_params={"depth": 2, "width": 4}).eval()
+    x = torch.randn(1, 1, 16, 20)
+    with torch.no_grad():
+        m = ens.members
+        want = torch.stack([torch.sigmoid(m[0](x)),
+                            torch.sigmoid(m[1](x.flip(-1)).flip(-1)),
+                            torch.sigmoid(m[2](x.flip(-2)).flip(-2)),
+                            torch.sigmoid(m[3](x.flip(-2, -1)).flip(-2, -1))]).mean(0)
+        np.testing.assert_allclose(torch.sigmoid(ens(x)), want, atol=1e-6)
+        np.testing.assert_allclose(Flipped(m[1], "h")(x), m[1](x.flip(-1)).flip(-1), atol=0)
+        assert Flipped(m[1], "h").size_multiple == m[1].size_multiple == 4
+        plain = torch.stack([torch.sigmoid(k(x)) for k in m]).mean(0)
+        assert not torch.allclose(torch.sigmoid(ens(x)), plain, atol=1e-4)
+    with pytest.raises(ConfigError, match="member_flips"):
+        build_model("ensemble", 1, member="unet", n_members=2, member_flips=["none", "r90"])
+    with pytest.raises(ConfigError, match="member_flips"):
+        build_model("ensemble", 1, member="unet", n_members=2, member_flips=["h"])
+
+
 @pytest.fixture(scope="module")
 def folds(tmp_path_factory) -> list[dict]:
     tmp = tmp_path_factory.mktemp("folds")
@@ -94,6 +119,31 @@ def test_build_ensemble_out_of_fold(folds: list[dict], tmp_path: Path) -> None:
     np.testing.assert_allclose(seg(image), want, atol=1e-5)
     with pytest.raises(ConfigError, match="both validate on"):
         build_ensemble([runs[0], runs[0]], tmp_path / "bad.safetensors", progress=False)
+
+
+def test_ensemble_with_member_flips_keeps_them_in_file_and_threshold(
+        folds: list[dict], tmp_path: Path, capsys) -> None:
+    from retinaseg.cli import main
+    from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.models.persistence import read_spec
+
+    runs = [f["run_dir"] for f in folds]
+    out = tmp_path / "flip.safetensors"
+    assert main(["ensemble", *runs, "--out", str(out), "--member-flips", "none,hv"]) == 0
+    spec = read_spec(out)
+    assert spec.params["member_flips"] == ["none", "hv"]
+    image = make_octa_sample(64, seed=6)["image"]
+    flipped = Segmenter(out, precision="fp32", fuse=False)(image)
+    plain = tmp_path / "plain.safetensors"
+    assert main(["ensemble", *runs, "--out", str(plain)]) == 0
+    assert "member_flips" not in read_spec(plain).params
+    assert not np.allclose(flipped, Segmenter(plain, precision="fp32", fuse=False)(image),
+                           atol=1e-4)
+    capsys.readouterr()
+    assert main(["ensemble", *runs, "--out", str(tmp_path / "x.safetensors"),
+                 "--member-flips", "h"]) == 2
+    assert "one per run" in capsys.readouterr().err
 
 
 def test_ensemble_cli(folds: list[dict], tmp_path: Path, capsys) -> None:

@@ -18,6 +18,29 @@ from torch import nn
 from retinaseg.registry import MODELS
 
 EPS = 1e-6  # probabilities are clamped to [EPS, 1 - EPS] before the logit
+FLIP_DIMS: dict[str, tuple[int, ...]] = {"none": (), "h": (-1,), "v": (-2,), "hv": (-2, -1)}
+"""A member's input orientation: name → the tensor dims flipped (W for ``h``, H for ``v``)."""
+
+
+class Flipped(nn.Module):
+    """``net`` applied to a flipped input, its output flipped back: ``[B,C,H,W] → [B,K,H,W]``.
+
+    With flips and rotations in training augmentation, a flipped view is as good as the
+    original but not identical, so members that see different views disagree more, which an
+    average can use (README "Default models").
+    """
+
+    def __init__(self, net: nn.Module, flip: str) -> None:
+        super().__init__()
+        if flip not in FLIP_DIMS:
+            raise ValueError(f"member flip must be one of {sorted(FLIP_DIMS)}, not {flip!r}")
+        self.net, self.dims = net, FLIP_DIMS[flip]
+        self.size_multiple = int(getattr(net, "size_multiple", 1))  # inputs are padded to it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.dims:
+            return self.net(x)
+        return torch.flip(self.net(torch.flip(x, self.dims)), self.dims)
 
 
 @MODELS.register("ensemble")
@@ -30,13 +53,17 @@ class Ensemble(nn.Module):
         member: registered name of the members' architecture.
         n_members: number of members (≥ 2).
         member_params: the members' parameters (as in ``model.params`` of their config).
+        member_flips: per member, the view of the input it sees (``none``, ``h``, ``v``,
+            ``hv``; :class:`Flipped`); None: all ``none``. Free diversity: the same number of
+            passes as without.
 
     ``forward``: ``[B, C, H, W]`` → ``logit(mean_i sigmoid(member_i(x)))``, ``[B, K, H, W]``,
     float32 (also under bfloat16 autocast, so the average is not rounded).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 1, member: str = "unet",
-                 n_members: int = 2, member_params: dict[str, Any] | None = None) -> None:
+                 n_members: int = 2, member_params: dict[str, Any] | None = None,
+                 member_flips: list[str] | None = None) -> None:
         from retinaseg.errors import ConfigError
         from retinaseg.models import build_model
 
@@ -46,10 +73,19 @@ class Ensemble(nn.Module):
         if n_members < 2:
             raise ConfigError(f"an ensemble needs at least 2 members, not {n_members}")
         params = {"out_channels": out_channels, **(member_params or {})}
+        flips = list(member_flips or ["none"] * n_members)
+        if len(flips) != n_members or any(f not in FLIP_DIMS for f in flips):
+            raise ConfigError(f"member_flips needs one of {sorted(FLIP_DIMS)} per member "
+                              f"({n_members}), got {member_flips}")
         self.members = nn.ModuleList(build_model(member, in_channels, **params)
                                      for _ in range(n_members))
+        self.views = [FLIP_DIMS[f] for f in flips]
         self.size_multiple = int(getattr(self.members[0], "size_multiple", 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prob = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(0)
+        outs = []
+        for m, dims in zip(self.members, self.views):
+            y = m(torch.flip(x, dims)) if dims else m(x)
+            outs.append(torch.sigmoid((torch.flip(y, dims) if dims else y).float()))
+        prob = torch.stack(outs).mean(0)
         return torch.logit(prob.clamp(EPS, 1 - EPS))

@@ -90,21 +90,27 @@ def _check_compatible(members: list[Member]) -> None:
             seen[key] = m.run
 
 
-def out_of_fold(members: list[Member], tta: str = "none",
-                progress: bool = True) -> tuple[list[np.ndarray], list[Item]]:
+def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
+                member_flips: Sequence[str] | None = None
+                ) -> tuple[list[np.ndarray], list[Item]]:
     """Each member's probabilities ``[H,W]`` on its own validation items, and those items.
 
     Fundus members run on the box of each image's FOV mask, as
     :class:`~retinaseg.inference.pipeline.Segmenter` does by default
     (:mod:`retinaseg.inference.crop`), so the threshold is chosen on the maps it will see.
+    ``member_flips``: each member sees its view of the image, as in the ensemble.
     """
     from retinaseg.inference import predict_probability
+    from retinaseg.models.ensemble import Flipped
 
+    flips = list(member_flips or ["none"] * len(members))
     probs, items = [], []
-    jobs = [(m, it) for m in members for it in m.val]
-    for m, it in tqdm(jobs, desc="out-of-fold predictions", disable=not progress, leave=False):
+    jobs = [(m, f, it) for m, f in zip(members, flips) for it in m.val]
+    for m, f, it in tqdm(jobs, desc="out-of-fold predictions", disable=not progress,
+                         leave=False):
         fov = it.fov if m.spec.modality == "fundus" else None
-        probs.append(predict_probability(m.net, it.image, tta=tta, channel=it.head, fov=fov))
+        probs.append(predict_probability(Flipped(m.net, f), it.image, tta=tta, channel=it.head,
+                                         fov=fov))
         items.append(it)
     return probs, items
 
@@ -161,7 +167,8 @@ def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, A
 
 
 def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none",
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, member_flips: Sequence[str] | None = None
+                   ) -> dict[str, Any]:
     """Average the best models of ``runs`` into one safetensors file at ``out``.
 
     Args:
@@ -170,6 +177,9 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
         out: the ensemble's ``.safetensors`` path (written atomically).
         tta: flip TTA used for the out-of-fold predictions and stored as the model's default
             (``none``, ``hflip`` or ``flips``).
+        member_flips: per run, the view its member sees (``none``, ``h``, ``v``, ``hv``;
+            :class:`~retinaseg.models.ensemble.Flipped`), also in the out-of-fold predictions;
+            None: all ``none``.
 
     Returns:
         ``{"path", "threshold", "thresholds", "oof_dice_mean", "n_images", "members"}``.
@@ -181,18 +191,20 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
         raise ConfigError("an ensemble needs at least two run folders")
     members = load_members(runs)
     _check_compatible(members)
-    probs, items = out_of_fold(members, tta, progress)
+    flips = list(member_flips) if member_flips else None
+    params: dict[str, Any] = {"member": members[0].spec.name, "n_members": len(members),
+                              "member_params": members[0].spec.params}
+    if flips and any(f != "none" for f in flips):
+        params["member_flips"] = flips
+    net = Ensemble(members[0].spec.in_channels, **params)  # checks the flips
+    probs, items = out_of_fold(members, tta, progress, flips)
     first = members[0].spec
     thresholds = head_thresholds(probs, items, max(1, len(first.heads)))
     oof = _per_image_dice(probs, items, thresholds)
-    net = Ensemble(first.in_channels, member=first.name, n_members=len(members),
-                   member_params=first.params)
     for slot, m in zip(net.members, members):
         slot.load_state_dict(m.net.state_dict())
     heads = [{**h, "threshold": t} for h, t in zip(first.heads, thresholds)]
-    spec = ModelSpec(name="ensemble", in_channels=first.in_channels,
-                     params={"member": first.name, "n_members": len(members),
-                             "member_params": first.params},
+    spec = ModelSpec(name="ensemble", in_channels=first.in_channels, params=params,
                      preprocess=first.preprocess, threshold=thresholds[0],
                      modality=first.modality, info=_info(members, tta, oof), heads=heads)
     path = save_model(out, net.eval(), spec)
