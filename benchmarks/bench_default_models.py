@@ -465,7 +465,9 @@ def main() -> None:
               "freezing (`--no-jit`), float32 (what a CPU without bfloat16 gets), and the first "
               "default (float32, one pass, BatchNorm separate, not frozen). The timing "
               "inputs are uniform noise, which has no dark surround, so fundus models run on the "
-              "whole image there (the worst case); the DRIVE test row is a real photograph, "
+              "whole image there (the worst case), and `fundus-vessels` also denoises it over "
+              "the whole frame first (its `denoise` step takes uniform noise for a very noisy "
+              "photograph); the DRIVE test row is a real photograph, "
               "where the network runs on the box of the retina only "
               "(`retinaseg.inference.crop`).\n\n"
             + md_table(["model", "input", "seconds / image", "inference", "threads",

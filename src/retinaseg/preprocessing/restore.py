@@ -4,6 +4,9 @@ Reference: no seed method has this; it answers the default-models issue's reques
 to other devices (README "Robustness to other devices"). The bundled models lose most under
 two acquisition changes: ``fundus-vessels`` under sensor noise (DRIVE test Dice 0.828 → 0.482
 at noise std 0.04) and ``octa-vessels`` under blur (val Dice −0.04 to −0.07 at a 1-px Gaussian).
+``fundus-vessels`` carries :func:`denoise`. :func:`sharpen` is not bundled: it helps blurred
+OCTA maps, but maps upsampled by interpolation are just as smooth at the pixel scale and lose
+to it (``benchmarks/bench_restore.py``); use it for data known to be blurred.
 
 Both steps measure the image first and change it only when it lies far outside the training
 data, so images like the training images pass through untouched (the same array object) and
@@ -132,7 +135,7 @@ def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float =
     return _per_channel(img, one)
 
 
-def sharpen(img: np.ndarray, trigger: float = SHARPEN_TRIGGER, strength: float = 2.5,
+def sharpen(img: np.ndarray, trigger: float = SHARPEN_TRIGGER, strength: float = 1.0,
             sigma: float = 1.0, max_amount: float = 8.0) -> np.ndarray:
     """Unsharp mask for a blurred image; images at or above ``trigger`` come back unchanged
     (the same array). ``sigma`` in pixels. ``[H, W]`` or ``[H, W, C]`` float32 → the same."""
