@@ -74,7 +74,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
                   tta=a.tta, tile=a.tile, device=a.device, threads=a.threads,
                   match_fov=not a.native_scale, crop_fov=a.crop_fov, head=a.head,
-                  precision=a.precision, jit=a.jit)
+                  precision=a.precision, jit=a.jit, scale=a.scale)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
@@ -88,7 +88,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                  threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
                  tile=a.tile, device=a.device, threads=a.threads,
                  match_fov=not a.native_scale, crop_fov=a.crop_fov, head=a.head,
-                 precision=a.precision, jit=a.jit)
+                 precision=a.precision, jit=a.jit, scale=a.scale)
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
     head = f"head {s['head']}, " if s.get("head") else ""
     print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, {head}threshold "
@@ -178,6 +178,10 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--native-scale", action="store_true",
                    help="do not rescale colour fundus images to the model's field-of-view "
                         "size (default: rescale when the model stores one)")
+    p.add_argument("--scale", type=float, default=None, metavar="F",
+                   help="resize every image by F before inference and the map back (e.g. 0.4 "
+                        "for OCTA maps exported at 1024 px from a 400-px scan); replaces the "
+                        "fundus field-of-view matching")
     p.add_argument("--crop-fov", action=argparse.BooleanOptionalAction, default=True,
                    help="run fundus models on the box of the retina only, probability 0 "
                         "outside it (default; OCTA is never cropped); --no-crop-fov runs the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -58,3 +59,29 @@ def test_predict_csv_says_which_images_were_restored(tmp_path) -> None:
     assert notes["clean.png"] == "none"
     assert notes["noisy.png"].startswith("denoised (tv") and "above 0.01" in notes["noisy.png"]
     assert "restoration" in (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0]
+
+
+def test_scale_runs_the_network_at_another_size_and_maps_back(tmp_path, capsys) -> None:
+    from retinaseg.cli import main
+    from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.errors import RetinasegError
+    from retinaseg.io import write_png
+
+    model = _saved(tmp_path, [{"name": "grey"}], "octa")
+    img = make_octa_sample(96, seed=2)["image"]
+    seen: list[tuple[int, int]] = []
+    seg = Segmenter(model, device="cpu", precision="fp32", crop_fov=False, scale=0.5)
+    seg.net.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    prob = seg(img)
+    assert seen == [(48, 48)] and prob.shape == (96, 96) and seg.last_scale == 0.5
+    with pytest.raises(RetinasegError, match="scale"):
+        Segmenter(model, device="cpu", scale=0.0)
+    write_png(tmp_path / "m.png", img)
+    assert main(["predict", str(tmp_path / "m.png"), "--model", model, "--out",
+                 str(tmp_path / "o"), "--scale", "0.5", "--precision", "fp32"]) == 0
+    assert "0.5" in (tmp_path / "o" / "predictions.csv").read_text().splitlines()[1]
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.png"), "--model", model, "--out",
+                 str(tmp_path / "o2"), "--scale", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "scale must be between" in err and len(err.strip().splitlines()) == 1

@@ -53,6 +53,9 @@ class Segmenter:
     failure raises :class:`~retinaseg.errors.ModelLoadError`); ``False`` never freezes.
     ``crop_fov`` runs a fundus model on the box of the image's non-dark pixels only
     (:mod:`retinaseg.inference.crop`; probability 0 outside it); OCTA images are never cropped.
+    ``scale`` resizes every image by that factor before inference and the map back after it,
+    in place of any FOV matching: for images stored at another size than they were acquired,
+    e.g. ``0.4`` for a 1024-px export of a 400-px OCTA scan.
     ``preprocess`` replaces the model's stored preprocessing steps (experiments only: a model
     gives sensible maps only with the preprocessing it was trained with, plus at most the
     adaptive restorations of :mod:`retinaseg.preprocessing.restore`).
@@ -65,7 +68,8 @@ class Segmenter:
                  match_fov: bool = True, head: str | None = None,
                  precision: str = "auto", fuse: bool = True,
                  dataset: str | None = None, jit: bool | None = None,
-                 crop_fov: bool = True, preprocess: Steps | None = None) -> None:
+                 crop_fov: bool = True, preprocess: Steps | None = None,
+                 scale: float | None = None) -> None:
         from retinaseg.inference.fuse import fold_batchnorm
         from retinaseg.inference.predictor import tta_flips
         from retinaseg.preprocessing.pipeline import build_preprocess
@@ -88,7 +92,9 @@ class Segmenter:
         self.tile, self.overlap = tile, overlap
         self.tta = self.spec.info.get("tta", "none") if tta is None else tta
         tta_flips(self.tta)  # checks the mode
-        self.match_fov, self.crop_fov = match_fov, crop_fov
+        if scale is not None and not 0.05 <= scale <= 20:
+            raise RetinasegError(f"scale must be between 0.05 and 20, not {scale}")
+        self.match_fov, self.crop_fov, self.scale = match_fov, crop_fov, scale
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
 
     def _freeze(self, jit: bool | None) -> tuple[bool, str]:
@@ -127,12 +133,15 @@ class Segmenter:
     def scale_for(self, image: np.ndarray) -> float:
         """Rescaling applied to ``image`` before inference (1.0: none).
 
-        Models that store ``info["fov_diameter"]`` (fundus models trained with
-        ``inference.match_fov``) get colour images rescaled so that their FOV has that
-        diameter; see :mod:`retinaseg.inference.scale`.
+        A ``scale`` given to the Segmenter applies to every image. Otherwise, models that
+        store ``info["fov_diameter"]`` (fundus models trained with ``inference.match_fov``)
+        get colour images rescaled so that their FOV has that diameter; see
+        :mod:`retinaseg.inference.scale`.
         """
         from retinaseg.inference.scale import scale_factor
 
+        if self.scale is not None:
+            return float(self.scale)
         if not self.match_fov or self.spec.modality != "fundus":
             return 1.0
         return scale_factor(image, float(self.spec.info.get("fov_diameter") or 0))
