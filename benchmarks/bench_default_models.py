@@ -248,8 +248,9 @@ def bundle_weights(run: str, name: str, config: str) -> None:
 
 
 def _config_steps(config: str, stored: object) -> list | None:
-    """The config's preprocessing when it differs from ``stored`` only by adaptive steps; None
-    when they are the same; a ValueError when they differ otherwise."""
+    """The config's preprocessing when it differs from ``stored`` only by adaptive steps (added,
+    removed or with other parameters); None when they are the same; a ValueError when they
+    differ otherwise."""
     from retinaseg.preprocessing.pipeline import (
         normalise_steps,
         preprocess_signature,

@@ -56,9 +56,16 @@ def member_file(recipe: str, fold: int) -> Path:
 
 
 def held_out(fold: int) -> list[str]:
-    """The ids of the DRIVE training images that fold ``fold`` holds out (from its summary)."""
-    summary = json.loads((member_file(RECIPES["A"], fold).parent / "summary.json").read_text())
-    return [s.strip() for s in summary["validation"].split(":")[-1].split(",")]
+    """The ids of the DRIVE training images that fold ``fold`` holds out (from the runs'
+    summaries, which must agree: every member of a row must have held out the same images)."""
+    ids = []
+    for recipe in RECIPES.values():
+        summary = json.loads((member_file(recipe, fold).parent / "summary.json").read_text())
+        ids.append(sorted(s.strip() for s in summary["validation"].split(":")[-1].split(",")))
+    if any(i != ids[0] for i in ids):
+        raise RuntimeError(f"the fold-{fold} runs of {list(RECIPES.values())} held out "
+                           f"different images: {ids}")
+    return ids[0]
 
 
 def view_prob(seg: Segmenter, image: np.ndarray, view: str) -> np.ndarray:

@@ -39,6 +39,8 @@ def sub_ensemble(src: str, m: int, dst: Path) -> Path:
     """Write the ensemble of the first ``m`` members of ``src`` to ``dst`` (``m`` ≥ 2)."""
     net, spec = load_model(src)
     params = {**spec.params, "n_members": m}
+    if params.get("member_flips"):  # each member keeps its own view
+        params["member_flips"] = params["member_flips"][:m]
     sub = Ensemble(spec.in_channels, **params)
     for slot, member in zip(sub.members, net.members):
         slot.load_state_dict(member.state_dict())

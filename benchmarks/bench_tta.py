@@ -56,11 +56,13 @@ def _val_scores(seg: Segmenter, items: list, mode: str) -> dict[str, dict[str, f
     return _scores(probs, items)
 
 
-def _oof_scores(members: list, mode: str) -> tuple[dict[str, dict[str, float]], list]:
-    """As :func:`_val_scores` for an ensemble: each member on the fold it held out."""
+def _oof_scores(members: list, mode: str, flips: list[str] | None = None
+                ) -> tuple[dict[str, dict[str, float]], list]:
+    """As :func:`_val_scores` for an ensemble: each member on the fold it held out, in its
+    own view (``flips``: the ensemble's ``member_flips``)."""
     from retinaseg.training.ensemble import out_of_fold
 
-    probs, items = out_of_fold(members, tta=mode, progress=False)
+    probs, items = out_of_fold(members, tta=mode, progress=False, member_flips=flips)
     return _scores(probs, items), items
 
 
@@ -120,7 +122,10 @@ def run(kind: str, model: str, config: str, members: list | None = None) -> dict
         if members is None:
             scores = _val_scores(Segmenter(model, tta=mode), val, mode)
         else:
-            scores, val = _oof_scores(members, mode)
+            from retinaseg.models.persistence import read_spec, resolve_model_path
+
+            flips = read_spec(resolve_model_path(model)).params.get("member_flips")
+            scores, val = _oof_scores(members, mode, flips)
         default_s, precision = _time(model, kind, mode, "auto")
         res["modes"][mode] = {"val": {_split_name(s, val): v for s, v in scores.items()},
                               "seconds_default": default_s,

@@ -58,7 +58,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_ensemble(a: argparse.Namespace) -> None:
     from retinaseg.api import build_ensemble
 
-    flips = a.member_flips.split(",") if a.member_flips else None
+    flips = [v.strip() for v in a.member_flips.split(",")] if a.member_flips else None
     if flips is not None and len(flips) != len(a.runs):
         raise RetinasegError(f"--member-flips names {len(flips)} views for {len(a.runs)} runs; "
                              "give one per run")

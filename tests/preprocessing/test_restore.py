@@ -49,6 +49,25 @@ def test_denoise_leaves_a_clean_image_untouched_and_cleans_a_noisy_one() -> None
         R.denoise(noisy, method="median")
 
 
+def test_denoise_cleans_only_the_noisy_channels_of_a_colour_image() -> None:
+    clean = _smooth()
+    rng = np.random.default_rng(5)
+    rgb = np.stack([clean, clean + rng.normal(0, 0.05, clean.shape), clean], axis=-1)
+    rgb = rgb.astype(np.float32)
+    out = R.denoise(rgb)
+    assert out is not rgb and out.shape == rgb.shape
+    assert np.array_equal(out[..., 0], rgb[..., 0]) and np.array_equal(out[..., 2], rgb[..., 2])
+    assert R.noise_std(out[..., 1]) < 0.5 * R.noise_std(rgb[..., 1])
+
+
+def test_sharpen_leaves_flat_and_tiny_images_alone() -> None:
+    for img in (np.full((16, 16), 0.4, np.float32), np.zeros((2, 5), np.float32),
+                np.zeros((0, 0), np.float32)):
+        with R.recording() as done:
+            assert R.sharpen(img) is img
+        assert done == []
+
+
 def test_denoise_strength_is_zero_at_the_trigger() -> None:
     rng = np.random.default_rng(3)
     noisy = _smooth() + rng.normal(0, 0.02, (128, 128)).astype(np.float32)
@@ -80,6 +99,10 @@ def test_steps_are_configurable_and_strippable() -> None:
     f = build_preprocess(steps)
     rgb = np.stack([_smooth()] * 3, axis=-1)
     assert np.array_equal(f(rgb), build_preprocess(["green", "clahe"])(rgb))
+    noisy = (rgb + np.random.default_rng(6).normal(0, 0.05, rgb.shape)).astype(np.float32)
+    with R.recording() as done:
+        assert not np.array_equal(f(noisy), build_preprocess(["green", "clahe"])(noisy))
+    assert len(done) == 1 and done[0].startswith("denoised (tv")
     assert [n for n, _ in without_adaptive(steps)] == ["green", "clahe"]
     with pytest.raises(ConfigError, match="strength"):
         build_preprocess([{"name": "sharpen", "strength": -1}])

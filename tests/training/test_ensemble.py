@@ -125,14 +125,28 @@ def test_ensemble_with_member_flips_keeps_them_in_file_and_threshold(
         folds: list[dict], tmp_path: Path, capsys) -> None:
     from retinaseg.cli import main
     from retinaseg.data.synthetic import make_octa_sample
+    from retinaseg.inference import predict_probability
     from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.models.ensemble import Flipped
     from retinaseg.models.persistence import read_spec
+    from retinaseg.training.ensemble import load_members, out_of_fold
 
     runs = [f["run_dir"] for f in folds]
     out = tmp_path / "flip.safetensors"
-    assert main(["ensemble", *runs, "--out", str(out), "--member-flips", "none,hv"]) == 0
+    assert main(["ensemble", *runs, "--out", str(out), "--member-flips", "none, hv"]) == 0
     spec = read_spec(out)
     assert spec.params["member_flips"] == ["none", "hv"]
+    assert [m["flip"] for m in spec.info["members"]] == ["none", "hv"]
+    # the out-of-fold maps that chose the threshold are each member in its own view
+    members = load_members(runs)
+    probs, items = out_of_fold(members, progress=False, member_flips=["none", "hv"])
+    last = members[1]
+    want = predict_probability(Flipped(last.net, "hv"), last.val[0].image)
+    np.testing.assert_allclose(probs[len(members[0].val)], want, atol=1e-6)
+    plain_probs, _ = out_of_fold(members, progress=False)
+    assert not np.allclose(probs[-1], plain_probs[-1], atol=1e-4)
+    with pytest.raises(ConfigError, match="views for 2 members"):
+        out_of_fold(members, progress=False, member_flips=["h"])
     image = make_octa_sample(64, seed=6)["image"]
     flipped = Segmenter(out, precision="fp32", fuse=False)(image)
     plain = tmp_path / "plain.safetensors"

@@ -75,7 +75,7 @@ def _restoration(steps: Any) -> str:
         return ""
     return ("\n| restoration | " + "; ".join(found) + ": adaptive steps "
             "(`retinaseg.preprocessing.restore`) that change only images far noisier or blurrier "
-            "than the training images (none of which they change), added after training with "
+            "than clean photographs and maps (none of the DRIVE, OCTA-500 or ROSSA images), with "
             "parameters chosen on validation data (`benchmarks/bench_restore.py`) |")
 
 

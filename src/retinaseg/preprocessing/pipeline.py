@@ -231,8 +231,11 @@ def build_preprocess(steps: Steps) -> Preprocess:
 
 
 def without_adaptive(steps: Steps) -> list[tuple[str, dict[str, Any]]]:
-    """The validated steps with the adaptive restorations (:data:`ADAPTIVE_STEPS`) removed: what
-    training saw, since those steps leave every training image unchanged."""
+    """The validated steps with the adaptive restorations (:data:`ADAPTIVE_STEPS`) removed.
+
+    For a model whose restorations were added after training, this is what training used (they
+    leave clean training images unchanged); a model trained with them, on changed copies, did
+    see them act."""
     return [(name, p) for name, p in normalise_steps(steps) if name not in ADAPTIVE_STEPS]
 
 

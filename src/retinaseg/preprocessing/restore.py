@@ -29,7 +29,7 @@ their predictions do not move at all:
   that is wider).
 
 The parameters of both were chosen on validation data only (out-of-fold DRIVE training images
-for fundus, the OCTA val splits for OCTA) by ``benchmarks/bench_robustness.py``; the figures
+for fundus, the OCTA val splits for OCTA) by ``benchmarks/bench_restore.py``; the figures
 are in ``benchmarks/RESULTS.md``. Inputs are intensities in [0, 1] as :mod:`retinaseg.io`
 reads them, ``[H, W]`` or ``[H, W, C]`` (each channel measured and restored on its own).
 """
@@ -109,10 +109,10 @@ def _per_channel(img: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.
 def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float = 0.7,
             method: str = "tv") -> np.ndarray:
     """Denoise a noisy image; images at or below ``trigger`` come back unchanged (the same
-    array). ``method``: ``"tv"`` (total variation, weight ``strength × excess``) or ``"nlm"``
-    (non-local means, 5×5 patches within 13×13, ``h = strength × excess``; about 8× slower),
-    where ``excess = sqrt(std² − trigger²)``. ``[H, W]`` or ``[H, W, C]`` float32 in [0, 1] →
-    the same."""
+    array, for float32 input). ``method``: ``"tv"`` (total variation, weight
+    ``strength × excess``) or ``"nlm"`` (non-local means, 5×5 patches within 13×13,
+    ``h = strength × excess``; about 8× slower), where ``excess = sqrt(std² − trigger²)``.
+    ``[H, W]`` or ``[H, W, C]`` float32 in [0, 1] → the same."""
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
     if method not in {"tv", "nlm"}:
@@ -138,9 +138,13 @@ def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float =
 def sharpen(img: np.ndarray, trigger: float = SHARPEN_TRIGGER, strength: float = 1.0,
             sigma: float = 1.0, max_amount: float = 8.0) -> np.ndarray:
     """Unsharp mask for a blurred image; images at or above ``trigger`` come back unchanged
-    (the same array). ``sigma`` in pixels. ``[H, W]`` or ``[H, W, C]`` float32 → the same."""
+    (the same array, for float32 input). Flat or smaller than 3×3 images have nothing to
+    sharpen and come back unchanged too. ``sigma`` in pixels. ``[H, W]`` or ``[H, W, C]``
+    float32 → the same."""
 
     def one(g: np.ndarray) -> np.ndarray:
+        if min(g.shape) < 3 or float(g.max()) == float(g.min()):
+            return g
         std = noise_std(g)
         if std >= trigger:
             return g

@@ -104,6 +104,8 @@ def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
     from retinaseg.models.ensemble import Flipped
 
     flips = list(member_flips or ["none"] * len(members))
+    if len(flips) != len(members):
+        raise ConfigError(f"member_flips names {len(flips)} views for {len(members)} members")
     probs, items = [], []
     jobs = [(m, f, it) for m, f in zip(members, flips) for it in m.val]
     for m, f, it in tqdm(jobs, desc="out-of-fold predictions", disable=not progress,
@@ -132,17 +134,19 @@ def _thread_span(members: list[Member]) -> int | str | None:
     return counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def _info(members: list[Member], tta: str, oof_dice: list[float]) -> dict[str, Any]:
-    """Provenance: members, where the threshold came from, total training time."""
+def _info(members: list[Member], tta: str, oof_dice: list[float],
+          flips: list[str] | None = None) -> dict[str, Any]:
+    """Provenance: members (with the view each sees), where the threshold came from, total
+    training time."""
     runs = []
-    for m in members:
+    for m, flip in zip(members, flips or ["none"] * len(members), strict=True):
         runs.append({"run": str(m.run), "epoch": m.spec.info.get("epoch"),
                      "fold": m.cfg.data.fold if m.cfg.data.folds else None,
                      "folds": m.cfg.data.folds, "n_val": len(m.val),
                      "validation": m.val_source,
                      "val_dice": m.spec.info.get("val", {}).get("val_dice"),
                      "train_seconds": m.spec.info.get("train_seconds"),
-                     "threads": m.spec.info.get("threads")})
+                     "threads": m.spec.info.get("threads"), "flip": flip})
         for key in ("total_train_seconds", "distilled_from"):  # fine-tuned or distilled
             if m.spec.info.get(key) is not None:
                 runs[-1][key] = m.spec.info[key]
@@ -206,7 +210,7 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
     heads = [{**h, "threshold": t} for h, t in zip(first.heads, thresholds)]
     spec = ModelSpec(name="ensemble", in_channels=first.in_channels, params=params,
                      preprocess=first.preprocess, threshold=thresholds[0],
-                     modality=first.modality, info=_info(members, tta, oof), heads=heads)
+                     modality=first.modality, info=_info(members, tta, oof, flips), heads=heads)
     path = save_model(out, net.eval(), spec)
     return {"path": str(path), "threshold": thresholds[0], "thresholds": thresholds,
             "oof_dice_mean": float(np.mean(oof)), "n_images": len(items),
