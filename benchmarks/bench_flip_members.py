@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+from common import REPO, SHARED_DATA, md_table, publish
 from tqdm import tqdm
 
 from retinaseg.data import build_dataset
@@ -118,10 +118,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.parse_args()
     res = score()
-    (RESULTS / "flip_members.json").write_text(json.dumps(res, indent=2))
-    body = report(res)
-    write_section("flip_members", "Fundus: flip-diverse ensemble members (out of fold)", body)
-    print(body)
+    publish("flip_members", "Fundus: flip-diverse ensemble members (out of fold)", report(res),
+            res)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ Without ``--ensemble`` the bundled ``fundus-vessels`` is used.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from common import RESULTS, md_table, write_section
+from common import md_table, publish
 
 from retinaseg.models.ensemble import Ensemble
 from retinaseg.models.persistence import load_model, save_model
@@ -101,10 +100,8 @@ def main() -> None:
         raise SystemExit(f"counts must lie in 2..{n}, the members of {a.ensemble}")
     torch.manual_seed(0)
     rows = time_counts(a.ensemble, counts, a.modes.split(","), a.repeats)
-    (RESULTS / "members.json").write_text(json.dumps(rows, indent=2))
-    body = report(rows, a.ensemble)
-    write_section("members", "Fundus ensemble: member count against inference time", body)
-    print(body)
+    publish("members", "Fundus ensemble: member count against inference time",
+            report(rows, a.ensemble), rows)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from bench_restore import OCTA_SPLITS, UPSAMPLE, upsampled
-from common import RESULTS, SHARED_DATA, md_table, write_section
+from common import SHARED_DATA, md_table, publish
 from tqdm import tqdm
 
 from retinaseg.data import build_dataset
@@ -72,10 +71,7 @@ def main() -> None:
     ap.add_argument("--model", default="octa-vessels")
     a = ap.parse_args()
     res = score(a.model)
-    (RESULTS / "octa_scale.json").write_text(json.dumps(res, indent=2))
-    body = report(res, a.model)
-    write_section("octa_scale", "OCTA maps stored larger than scanned", body)
-    print(body)
+    publish("octa_scale", "OCTA maps stored larger than scanned", report(res, a.model), res)
 
 
 if __name__ == "__main__":

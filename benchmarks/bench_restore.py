@@ -41,12 +41,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
 import numpy as np
-from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+from common import REPO, SHARED_DATA, md_table, publish
 from tqdm import tqdm
 
 import retinaseg.preprocessing.acquisition as acq
@@ -110,26 +109,18 @@ def score_variants(seg: Segmenter, variants: dict, images: list[tuple[Any, np.nd
 
 def fundus_oof(ensemble: str) -> dict[str, Any]:
     """Out-of-fold Dice per denoising variant and noise level (DRIVE training images)."""
+    from bench_robustness import held_out_images
+
     from retinaseg.models.persistence import read_spec
-    from retinaseg.training.data import COPY_MARK
-    from retinaseg.training.ensemble import ensemble_members
 
     threshold = read_spec(REPO / ensemble).threshold
-    ds = build_dataset("drive", SHARED_DATA / "DRIVE", "training")
-    index = {sample.id: i for i, sample in enumerate(ds.samples)}
     acc = {v: {lv: [] for lv in NOISE_CHECK + NOISE} for v in FUNDUS_VARIANTS}
     seconds: dict[str, list[float]] = {v: [] for v in FUNDUS_VARIANTS}
-    for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc="fundus members", unit="member"):
-        seg = Segmenter(m.run / "best.safetensors")
-        for it in m.val:
-            if COPY_MARK in it.id:
-                continue
-            i = index[it.id]
-            item = ds[i]
-            images = [(lv, acq.to_8bit(acq.noise(item["image"].astype(np.float32), lv,
-                                                 np.random.default_rng(i))), item)
-                      for lv in NOISE_CHECK + NOISE]
-            score_variants(seg, FUNDUS_VARIANTS, images, threshold, acc, seconds)
+    for seg, i, item in held_out_images(ensemble):
+        images = [(lv, acq.to_8bit(acq.noise(item["image"].astype(np.float32), lv,
+                                             np.random.default_rng(i))), item)
+                  for lv in NOISE_CHECK + NOISE]
+        score_variants(seg, FUNDUS_VARIANTS, images, threshold, acc, seconds)
     return _summary(acc, seconds)
 
 
@@ -261,11 +252,8 @@ def main() -> None:
     if a.only in (None, "octa"):
         octa = octa_val(a.octa_model)
     clean = clean_estimates()
-    (RESULTS / "restore.json").write_text(json.dumps({"fundus": fundus, "octa": octa},
-                                                      indent=2))
-    body = report(fundus, octa, clean)
-    write_section("restore", "Adaptive restoration: choosing its parameters", body)
-    print(body)
+    publish("restore", "Adaptive restoration: choosing its parameters",
+            report(fundus, octa, clean), {"fundus": fundus, "octa": octa})
 
 
 if __name__ == "__main__":

@@ -34,11 +34,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
-from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+from common import REPO, SHARED_DATA, md_table, publish
 from tqdm import tqdm
 
 import retinaseg.preprocessing.acquisition as acq
@@ -110,6 +109,23 @@ def score_split(model: str, dataset: str, root, split: str, options: dict,
     return _means(acc)
 
 
+def held_out_images(ensemble: str, preprocess: object = None
+                    ) -> Iterator[tuple[Segmenter, int, dict]]:
+    """``(segmenter of the member, dataset index, item)`` for every DRIVE training image that a
+    member of the fundus k-fold ``ensemble`` held out (its unchanged image; acquisition copies
+    are skipped). ``preprocess`` replaces the members' stored steps when given."""
+    from retinaseg.training.data import COPY_MARK
+    from retinaseg.training.ensemble import ensemble_members
+
+    ds = build_dataset("drive", SHARED_DATA / "DRIVE", "training")
+    index = {sample.id: i for i, sample in enumerate(ds.samples)}
+    for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc=ensemble, unit="member"):
+        seg = Segmenter(m.run / "best.safetensors", preprocess=preprocess)
+        for it in m.val:
+            if COPY_MARK not in it.id:
+                yield seg, index[it.id], ds[index[it.id]]
+
+
 def score_oof(entry: str, changes: list[str]) -> dict[str, dict[str, float]]:
     """Out-of-fold Dice of a fundus k-fold ensemble under each change: every DRIVE training
     image scored by the member that held it out (run as users get a model), at the
@@ -117,8 +133,6 @@ def score_oof(entry: str, changes: list[str]) -> dict[str, dict[str, float]]:
     ``entry`` is ``ENSEMBLE`` or ``ENSEMBLE@CONFIG``: the members then run with the config's
     preprocessing (which may add adaptive restorations to theirs)."""
     from retinaseg.models.persistence import read_spec
-    from retinaseg.training.data import COPY_MARK
-    from retinaseg.training.ensemble import ensemble_members
 
     ensemble, _, config = entry.partition("@")
     steps = None
@@ -127,14 +141,9 @@ def score_oof(entry: str, changes: list[str]) -> dict[str, dict[str, float]]:
 
         steps = load_config(REPO / config).data.preprocess
     threshold = read_spec(REPO / ensemble).threshold
-    ds = build_dataset("drive", SHARED_DATA / "DRIVE", "training")
-    index = {sample.id: i for i, sample in enumerate(ds.samples)}
     acc = _empty(changes)
-    for m in tqdm(ensemble_members(REPO / ensemble, REPO), desc=ensemble, unit="member"):
-        seg = Segmenter(m.run / "best.safetensors", preprocess=steps)
-        for it in m.val:
-            if COPY_MARK not in it.id:  # the unchanged images; the changes are made here
-                _score_changes(seg, ds[index[it.id]], index[it.id], threshold, acc)
+    for seg, i, item in held_out_images(ensemble, steps):
+        _score_changes(seg, item, i, threshold, acc)
     return _means(acc)
 
 
@@ -191,10 +200,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.oof:
         oof = {e: score_oof(e, changes_for("fundus")) for e in a.oof.split(",")}
-        (RESULTS / "robustness_oof.json").write_text(json.dumps(oof, indent=2))
-        body = report_oof(oof)
-        write_section("robustness_oof", "Fundus robustness out of fold (choosing data)", body)
-        print(body)
+        publish("robustness_oof", "Fundus robustness out of fold (choosing data)",
+                report_oof(oof), oof)
         return
     models = {"fundus": a.fundus_model, "octa": a.octa_model}
     results: dict[str, dict] = {}
@@ -207,12 +214,9 @@ def main() -> None:
             continue
         results[label] = score_split(models[modality], dataset, root, split, options,
                                      changes_for(modality))
-    (RESULTS / f"{a.section}.json").write_text(json.dumps(results, indent=2))
-    body = report(results, models)
     title = ("Default models under acquisition changes" if a.section == "robustness"
              else f"Acquisition changes: candidate models ({a.section})")
-    write_section(a.section, title, body)
-    print(body)
+    publish(a.section, title, report(results, models), results)
 
 
 if __name__ == "__main__":

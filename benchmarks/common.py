@@ -7,6 +7,7 @@ numbers. ``benchmarks/run_all.py`` re-runs the scripts and joins the sections in
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -61,6 +62,14 @@ def write_section(name: str, title: str, body: str) -> Path:
     path = RESULTS / f"{name}.md"
     write_text_atomic(path, text)
     return path
+
+
+def publish(name: str, title: str, body: str, raw: object) -> None:
+    """Write ``results/<name>.json`` (the raw figures) and the ``results/<name>.md`` section,
+    both atomically, and print the section body."""
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(raw, indent=2, default=float))
+    write_section(name, title, body)
+    print(body)
 
 
 def md_table(header: list[str], rows: list[list[object]]) -> str:

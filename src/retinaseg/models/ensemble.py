@@ -22,6 +22,13 @@ FLIP_DIMS: dict[str, tuple[int, ...]] = {"none": (), "h": (-1,), "v": (-2,), "hv
 """A member's input orientation: name → the tensor dims flipped (W for ``h``, H for ``v``)."""
 
 
+def in_view(net: nn.Module, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``net`` on ``x`` flipped along ``dims``, its output flipped back (``dims=()``: plain)."""
+    if not dims:
+        return net(x)
+    return torch.flip(net(torch.flip(x, dims)), dims)
+
+
 class Flipped(nn.Module):
     """``net`` applied to a flipped input, its output flipped back: ``[B,C,H,W] → [B,K,H,W]``.
 
@@ -38,9 +45,7 @@ class Flipped(nn.Module):
         self.size_multiple = int(getattr(net, "size_multiple", 1))  # inputs are padded to it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.dims:
-            return self.net(x)
-        return torch.flip(self.net(torch.flip(x, self.dims)), self.dims)
+        return in_view(self.net, x, self.dims)
 
 
 @MODELS.register("ensemble")
@@ -83,9 +88,6 @@ class Ensemble(nn.Module):
         self.size_multiple = int(getattr(self.members[0], "size_multiple", 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for m, dims in zip(self.members, self.views):
-            y = m(torch.flip(x, dims)) if dims else m(x)
-            outs.append(torch.sigmoid((torch.flip(y, dims) if dims else y).float()))
-        prob = torch.stack(outs).mean(0)
+        prob = torch.stack([torch.sigmoid(in_view(m, x, dims).float())
+                            for m, dims in zip(self.members, self.views)]).mean(0)
         return torch.logit(prob.clamp(EPS, 1 - EPS))

@@ -13,22 +13,17 @@ through CLAHE and standardisation as it would on a user's photograph.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from retinaseg.preprocessing.functions import per_channel
+
 
 def to_8bit(img: np.ndarray) -> np.ndarray:
     """Clip to [0, 1] and round to 256 levels, as a saved file would be (float32 out)."""
     return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
-
-
-def _per_channel(img: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    if img.ndim == 2:
-        return fn(img)
-    return np.stack([fn(img[..., c]) for c in range(img.shape[-1])], axis=-1)
 
 
 def gamma(img: np.ndarray, g: float) -> np.ndarray:
@@ -38,12 +33,12 @@ def gamma(img: np.ndarray, g: float) -> np.ndarray:
 
 def contrast(img: np.ndarray, factor: float) -> np.ndarray:
     """Each channel pulled towards (``factor < 1``) or pushed from its mean."""
-    return _per_channel(img, lambda c: c.mean() + factor * (c - c.mean()))
+    return per_channel(img, lambda c: c.mean() + factor * (c - c.mean()))
 
 
 def blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of each channel, ``sigma`` in pixels (softer optics, a resampled scan)."""
-    return _per_channel(img, lambda c: ndimage.gaussian_filter(c, sigma))
+    return per_channel(img, lambda c: ndimage.gaussian_filter(c, sigma))
 
 
 def noise(img: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:

@@ -114,10 +114,20 @@ def rescale_minmax(img: np.ndarray, per_channel: bool = False) -> np.ndarray:
     return _minmax(img)
 
 
-def _per_channel(img: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def per_channel(img: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` applied to a grey ``[H, W]`` image or to each channel of ``[H, W, C]``, float32.
+
+    When ``fn`` hands back every channel of a float32 image unchanged (the same memory), the
+    image itself comes back, so a step that decides to do nothing costs no copy.
+    """
+    img = np.asarray(img)
     if img.ndim == 2:
-        return fn(img).astype(np.float32)
-    return np.stack([fn(img[..., c]) for c in range(img.shape[-1])], axis=-1).astype(np.float32)
+        out = fn(img)
+        return out if out is img and img.dtype == np.float32 else out.astype(np.float32)
+    chans = [fn(img[..., c]) for c in range(img.shape[-1])]
+    if img.dtype == np.float32 and all(np.shares_memory(c, img) for c in chans):
+        return img
+    return np.stack(chans, axis=-1).astype(np.float32, copy=False)
 
 
 def clahe(
@@ -144,7 +154,7 @@ def clahe(
             return np.zeros(channel.shape, np.float32)
         return exposure.equalize_adapthist(channel, kernel_size=kernel_size, clip_limit=clip_limit)
 
-    return _per_channel(img, _one)
+    return per_channel(img, _one)
 
 
 def gamma(img: np.ndarray, gamma: float = 1.2) -> np.ndarray:
@@ -186,7 +196,7 @@ def hist_equalise(img: np.ndarray) -> np.ndarray:
             return np.zeros(channel.shape, np.float32)
         return exposure.equalize_hist(channel)
 
-    return _per_channel(img, _one)
+    return per_channel(img, _one)
 
 
 def resize(img: np.ndarray, shape: Sequence[int], order: int = 1) -> np.ndarray:

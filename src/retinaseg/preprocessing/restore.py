@@ -39,10 +39,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import ndimage
+
+from retinaseg.preprocessing.functions import per_channel
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +97,6 @@ def noise_std(img: np.ndarray) -> float:
     return _SCALE * float(np.abs(response).mean())
 
 
-def _per_channel(img: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Apply ``fn`` to a grey image or to each channel; the input object back if none changed."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.ndim == 2:
-        return fn(img)
-    chans = [fn(img[..., c]) for c in range(img.shape[-1])]
-    if all(np.shares_memory(out, img) for out in chans):
-        return img
-    return np.stack(chans, axis=-1).astype(np.float32, copy=False)
-
-
 def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float = 0.7,
             method: str = "tv") -> np.ndarray:
     """Denoise a noisy image; images at or below ``trigger`` come back unchanged (the same
@@ -132,7 +123,7 @@ def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float =
             out = denoise_tv_chambolle(g, weight=strength * excess)
         return np.asarray(out, dtype=np.float32)
 
-    return _per_channel(img, one)
+    return per_channel(np.asarray(img, dtype=np.float32), one)
 
 
 def sharpen(img: np.ndarray, trigger: float = SHARPEN_TRIGGER, strength: float = 1.0,
@@ -154,4 +145,4 @@ def sharpen(img: np.ndarray, trigger: float = SHARPEN_TRIGGER, strength: float =
         out = g + amount * (g - ndimage.gaussian_filter(g, sigma))
         return np.clip(out, min(0.0, float(g.min())), max(1.0, float(g.max()))).astype(np.float32)
 
-    return _per_channel(img, one)
+    return per_channel(np.asarray(img, dtype=np.float32), one)
