@@ -413,6 +413,9 @@ def main() -> None:
                     help="bundle fundus-vessels with this flip TTA as its default")
     ap.add_argument("--octa-tta", default=None, choices=["hflip", "flips"],
                     help="bundle octa-vessels with this flip TTA as its default")
+    ap.add_argument("--cards", action="store_true",
+                    help="rewrite the model card of every model whose config is given with this "
+                         "run's scores and times, without re-bundling its weights")
     a = ap.parse_args()
     bundles = {"fundus-vessels": (a.bundle_fundus, a.fundus_config),
                "octa-vessels": (a.bundle_octa, a.octa_config)}
@@ -479,8 +482,8 @@ def main() -> None:
     write_section("default_models", "Bundled default models", body)
     (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
     for name, (run, config) in bundles.items():
-        if run:
-            write_card(name, config, run, raw, rows)
+        if run or (a.cards and config):
+            write_card(name, config, run or name, raw, rows)
     print(body)
 
 

@@ -23,7 +23,7 @@ def _saved(tmp_path, steps: list, name: str) -> str:
 
 
 def test_denoise_step_keeps_clean_maps_and_changes_noisy_ones(tmp_path) -> None:
-    raw = make_fundus_sample(128, seed=3)["image"]  # carries noise of std 0.012
+    raw = make_fundus_sample(128, seed=3, noise=0.012)["image"]
     clean = ndimage.gaussian_filter(raw, (1.0, 1.0, 0)).astype(np.float32)
     assert noise_std(clean[..., 1]) < 0.01 < noise_std(raw[..., 1])
     noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape), 0, 1)
