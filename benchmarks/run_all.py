@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[list[str], bool]] = {
     "errors": (["benchmarks/bench_errors.py"], False),
     "robustness": (["benchmarks/bench_robustness.py"], False),
     "restore": (["benchmarks/bench_restore.py"], False),
+    "denoise_speed": (["benchmarks/bench_denoise_speed.py"], False),
     "octa_scale": (["benchmarks/bench_octa_scale.py"], False),
     "default_models": (["benchmarks/bench_default_models.py"], False),
 }

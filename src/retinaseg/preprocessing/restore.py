@@ -26,9 +26,9 @@ their predictions do not move at all:
 - :func:`tv_chambolle` is our own Torch implementation of A. Chambolle, "An algorithm for total
   variation minimization and applications", J. Math. Imaging Vis. 20:89-97, 2004, with the same
   step, stopping rule and defaults as ``skimage.restoration.denoise_tv_chambolle`` (its output
-  matches that function's to about 1e-5), but 3-5× faster on a 584×565 image with 2 threads
-  (about 15 ms instead of 70 ms on a noisy DRIVE photograph, 20-25 ms instead of 80 ms on uniform
-  noise), which keeps the fundus model's time on very noisy input near its clean time.
+  matches that function's to within 1e-5), but 2.3-3.0× faster on a 584×565 image with 2
+  threads (``benchmarks/bench_denoise_speed.py``: 14-18 ms instead of 38-49 ms on noisy DRIVE
+  photographs, 24 ms instead of 55 ms on uniform noise).
 - :func:`sharpen` (OCTA): when the estimate falls below ``trigger``, an unsharp mask
   ``x + a (x − G_σ * x)`` with ``a = strength × ln(trigger / std)`` (0 at the trigger, larger
   for blurrier images, at most ``max_amount``), clipped to [0, 1] (or to the input's range where
