@@ -114,17 +114,34 @@ def test_tv_chambolle_matches_scikit_image_and_keeps_flat_images() -> None:
     from skimage.restoration import denoise_tv_chambolle
 
     rng = np.random.default_rng(7)
-    for shape, weight in (((64, 80), 0.05), ((33, 17), 0.2), ((1, 9), 0.1)):
+    for shape, weight in (((64, 80), 0.05), ((33, 17), 0.2), ((1, 9), 0.1), ((9, 1), 0.3)):
         noisy = (_smooth((128, 128))[: shape[0], : shape[1]]
                  + rng.normal(0, 0.05, shape)).astype(np.float32)
         ours = R.tv_chambolle(noisy, weight)
         assert ours.dtype == np.float32 and ours.shape == shape
-        np.testing.assert_allclose(ours, denoise_tv_chambolle(noisy, weight=weight), atol=1e-4)
+        np.testing.assert_allclose(ours, denoise_tv_chambolle(noisy, weight=weight), atol=1e-5)
+    # transposed (Fortran-ordered) and float64 input give the same answer as a C-ordered copy
+    wide = (_smooth((40, 60)) + rng.normal(0, 0.05, (40, 60))).astype(np.float32)
+    np.testing.assert_allclose(R.tv_chambolle(wide.T, 0.1),
+                               R.tv_chambolle(np.ascontiguousarray(wide.T), 0.1), atol=1e-7)
+    np.testing.assert_allclose(R.tv_chambolle(wide.astype(np.float64), 0.1),
+                               R.tv_chambolle(wide, 0.1), atol=1e-6)
     flat = np.full((20, 20), 0.3, np.float32)
-    np.testing.assert_allclose(R.tv_chambolle(flat, 0.1), flat, atol=1e-7)
-    assert R.tv_chambolle(flat, 0.0) is not flat
+    np.testing.assert_array_equal(R.tv_chambolle(flat, 0.1), flat)
+    for weight in (0.0, -1.0, float("nan")):
+        out = R.tv_chambolle(wide, weight)
+        np.testing.assert_array_equal(out, wide)
+        assert not np.shares_memory(out, wide)
     with pytest.raises(ValueError, match="grey"):
         R.tv_chambolle(np.zeros((4, 4, 3), np.float32), 0.1)
+    with pytest.raises(ValueError, match="float"):
+        R.tv_chambolle(np.zeros((4, 4), np.uint8), 0.1)
+
+
+def test_denoise_accepts_transposed_images() -> None:
+    rng = np.random.default_rng(9)
+    noisy = (_smooth((96, 64)) + rng.normal(0, 0.05, (96, 64))).astype(np.float32)
+    np.testing.assert_allclose(R.denoise(noisy.T), R.denoise(noisy).T, atol=1e-5)
 
 
 def test_tv_chambolle_keeps_a_step_edge_while_removing_noise() -> None:

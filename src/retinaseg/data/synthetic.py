@@ -267,10 +267,11 @@ def _fundus_trees(rng: np.random.Generator, size: int, disc: tuple[float, float]
 def make_fundus_sample(size: int = 256, seed: int = 0, noise: float = 0.004) -> dict[str, Any]:
     """One colour-fundus-like image; returns the ``VesselDataset.__getitem__`` dict.
 
-    ``noise``: std of the white sensor noise added (intensity units). The default sits inside
-    the range that Immerkær's estimate (:func:`retinaseg.preprocessing.restore.noise_std`)
-    measures on clean DRIVE photographs, 0.0024-0.0044, so the bundled ``fundus-vessels``
-    treats the demo's images as clean, as it does DRIVE's.
+    ``noise``: std of the white sensor noise added (intensity units). With the default,
+    Immerkær's estimate (:func:`retinaseg.preprocessing.restore.noise_std`, which the synthetic
+    vessels raise too) reads 0.005-0.007 at 512 px, the demo's size, below the 0.01 trigger of
+    the bundled model's ``denoise`` step (DRIVE photographs read 0.0024-0.0044); at 128 px and
+    less it reads 0.008-0.019, so small generated images may be denoised.
 
     ``image``: float32 ``[size, size, 3]`` in [0, 1], black outside the FOV; ``label``: bool
     ``[size, size]``; ``fov``: bool circular field of view; ``id``: ``"fundus-<seed>"``.

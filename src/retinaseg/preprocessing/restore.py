@@ -26,9 +26,8 @@ their predictions do not move at all:
 - :func:`tv_chambolle` is our own Torch implementation of A. Chambolle, "An algorithm for total
   variation minimization and applications", J. Math. Imaging Vis. 20:89-97, 2004, with the same
   step, stopping rule and defaults as ``skimage.restoration.denoise_tv_chambolle`` (its output
-  matches that function's to within 1e-5), but 2.3-3.0× faster on a 584×565 image with 2
-  threads (``benchmarks/bench_denoise_speed.py``: 14-18 ms instead of 38-49 ms on noisy DRIVE
-  photographs, 24 ms instead of 55 ms on uniform noise).
+  matches that function's to within 1e-5), but faster on a 584×565 image
+  (``benchmarks/bench_denoise_speed.py``, idle machine: 2.3-3.0× with 2 threads).
 - :func:`sharpen` (OCTA): when the estimate falls below ``trigger``, an unsharp mask
   ``x + a (x − G_σ * x)`` with ``a = strength × ln(trigger / std)`` (0 at the trigger, larger
   for blurrier images, at most ``max_amount``), clipped to [0, 1] (or to the input's range where
@@ -113,15 +112,23 @@ def tv_chambolle(img: np.ndarray, weight: float, eps: float = 2e-4,
     (scaled so that ``weight`` is in intensity units), its forward differences ``∇u`` (0 across
     the last row/column) and updates ``p ← (p − τ∇u) / (1 + (τ/weight)·|∇u|)``. It stops when
     the energy ``(||div p||² + weight·Σ|∇u|) / (H·W)`` changes by less than ``eps`` times its
-    first value, or after ``max_iter`` iterations. Buffers are allocated once and updated in
-    place. A weight ≤ 0 returns a float32 copy.
+    first value (at once when that is 0: a flat image), or after ``max_iter`` iterations.
+    Buffers are allocated once and updated in place. A weight that is not > 0 returns a float32
+    copy. Unlike scikit-image, integer images are refused rather than rescaled to [0, 1].
+
+    Each iteration is about 14 small tensor operations on Torch's intra-op threads: on an
+    idle CPU 2 threads halve the time of 1, but when other processes keep the cores busy the
+    threads wait for each other and the time can grow several-fold, as it does for the network.
     """
-    f = torch.from_numpy(np.array(img, dtype=np.float32, copy=True))
+    arr = np.asarray(img)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"tv_chambolle needs float intensities, got {arr.dtype}")
+    f = torch.from_numpy(np.array(arr, dtype=np.float32, order="C", copy=True))
     if f.ndim != 2:
         raise ValueError(f"tv_chambolle needs a grey [H,W] image, got shape {tuple(f.shape)}")
-    if weight <= 0 or f.numel() == 0:
+    if not weight > 0 or f.numel() == 0:
         return f.numpy()
-    p, grad = torch.zeros((2, *f.shape)), torch.zeros((2, *f.shape))
+    p, grad = torch.zeros((2, *f.shape), dtype=f.dtype), torch.zeros((2, *f.shape), dtype=f.dtype)
     u, div, norm = f.clone(), torch.empty_like(f), torch.empty_like(f)
     tau, first, previous = 0.25, 0.0, 0.0
     with torch.no_grad():
@@ -133,6 +140,8 @@ def tv_chambolle(img: np.ndarray, weight: float, eps: float = 2e-4,
             energy = (weight * float(norm.sum()) + div_sq) / f.numel()
             if i == 0:
                 first = previous = energy
+                if first == 0.0:
+                    break
             elif abs(previous - energy) < eps * first:
                 break
             previous = energy
@@ -148,7 +157,7 @@ def _update_u(u: torch.Tensor, f: torch.Tensor, p: torch.Tensor, div: torch.Tens
     div[1:, :] += p[0, :-1, :]
     div[:, 1:] += p[1, :, :-1]
     torch.add(f, div, out=u)
-    flat = div.view(-1)
+    flat = div.reshape(-1)
     return float(torch.dot(flat, flat))
 
 
