@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+from common import REPO, RESULTS, SHARED_DATA, md_table, publish
 
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.models.cards import WEIGHTS_DIR, card_text
@@ -479,12 +479,10 @@ def main() -> None:
                         "training min (all members of an ensemble; incl. the model it "
                         "was fine-tuned from)"], sp_rows)
             + freeze_ab() + head_agreement())
-    write_section("default_models", "Bundled default models", body)
-    (RESULTS / "default_models.json").write_text(json.dumps(raw, indent=2, default=float))
+    publish("default_models", "Bundled default models", body, raw)
     for name, (run, config) in bundles.items():
         if run or (a.cards and config):
             write_card(name, config, run or name, raw, rows)
-    print(body)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
+from common import REPO, SHARED_DATA, md_table, publish
 
 from retinaseg.data import build_dataset
 from retinaseg.evaluation.evaluate import evaluate
@@ -79,11 +78,9 @@ def main() -> None:
               f"min on CPU ({spec.info.get('threads')} threads), best epoch "
               f"{spec.info.get('epoch')}\n- inference: {secs:.3f} s per 565×584 image "
               f"(median of 5, whole image, preprocessing included)\n- run folder: `{run}`")
-    write_section("drive_unet", "DRIVE: U-Net trained on CPU (core toolkit)", body)
-    (RESULTS / "drive_unet.json").write_text(json.dumps(
-        {"run": str(run), "summary": s, "observer2_mean": obs_mean,
-         "observer2_pooled": obs_pooled, "inference_s": secs}, indent=2, default=float))
-    print(body)
+    publish("drive_unet", "DRIVE: U-Net trained on CPU (core toolkit)", body,
+            {"run": str(run), "summary": s, "observer2_mean": obs_mean,
+             "observer2_pooled": obs_pooled, "inference_s": secs})
 
 
 if __name__ == "__main__":

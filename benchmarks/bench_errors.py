@@ -22,11 +22,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, SHARED_DATA, md_table, write_section
+from common import SHARED_DATA, md_table, publish
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -147,9 +146,7 @@ def main() -> None:
             + md_table(["split", "model", "Dice", "Dice at the split's best threshold",
                         "Dice, mask moved 1 px", "relaxed F1 (1 px)", "errors ≤ 1 px",
                         "errors 1-2 px", "errors > 2 px"], rows))
-    write_section("errors", "Where the default models go wrong: edges or pieces", body)
-    (RESULTS / "errors.json").write_text(json.dumps(raw, indent=2))
-    print(body)
+    publish("errors", "Where the default models go wrong: edges or pieces", body, raw)
 
 
 if __name__ == "__main__":

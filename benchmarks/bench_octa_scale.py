@@ -21,18 +21,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from bench_restore import OCTA_SPLITS, UPSAMPLE, upsampled
+from bench_restore import OCTA_SPLITS, UPSAMPLE, dice, upsampled
 from common import SHARED_DATA, md_table, publish
 from tqdm import tqdm
 
 from retinaseg.data import build_dataset
-from retinaseg.evaluation.metrics import confusion_counts, threshold_metrics
 from retinaseg.inference.pipeline import Segmenter
-
-
-def dice(prob: np.ndarray, label: np.ndarray, threshold: float) -> float:
-    return threshold_metrics(confusion_counts(prob > threshold, label,
-                                              np.ones_like(label)))["dice"]
 
 
 def score(model: str) -> dict[str, dict[str, float]]:
@@ -45,14 +39,13 @@ def score(model: str) -> dict[str, dict[str, float]]:
         acc: dict[str, list[float]] = {"scanned size": []}
         for i in tqdm(range(len(ds)), desc=label, unit="img"):
             item = ds[i]
-            acc["scanned size"].append(dice(plain(item["image"]), item["label"] > 0,
-                                            plain.threshold))
+            acc["scanned size"].append(dice(plain(item["image"]), item, plain.threshold))
             for f in UPSAMPLE:
                 img, big = upsampled(item, f)
                 acc.setdefault(f"×{f}, default", []).append(
-                    dice(plain(img), big["label"], plain.threshold))
+                    dice(plain(img), big, plain.threshold))
                 acc.setdefault(f"×{f}, --scale {1 / f:.3g}", []).append(
-                    dice(back[f](img), big["label"], plain.threshold))
+                    dice(back[f](img), big, plain.threshold))
         out[label] = {k: float(np.mean(v)) for k, v in acc.items()}
     return out
 

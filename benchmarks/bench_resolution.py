@@ -14,11 +14,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
-from common import RESULTS, SHARED_DATA, md_table, write_section
+from common import SHARED_DATA, md_table, publish
 from skimage.transform import resize
 
 from retinaseg.data import build_dataset
@@ -61,9 +60,7 @@ def main() -> None:
             "resized by each factor; per-image means inside the FOV; the model's own "
             "threshold.\n\n" + md_table(["images", "inference", "dice", "auc", "sen", "spe",
                                          "s / image"], rows))
-    write_section("resolution", "Fundus: robustness to camera resolution", body)
-    (RESULTS / "resolution.json").write_text(json.dumps(raw, indent=2))
-    print(body)
+    publish("resolution", "Fundus: robustness to camera resolution", body, raw)
 
 
 if __name__ == "__main__":

@@ -59,9 +59,6 @@ def cmd_ensemble(a: argparse.Namespace) -> None:
     from retinaseg.api import build_ensemble
 
     flips = [v.strip() for v in a.member_flips.split(",")] if a.member_flips else None
-    if flips is not None and len(flips) != len(a.runs):
-        raise RetinasegError(f"--member-flips names {len(flips)} views for {len(a.runs)} runs; "
-                             "give one per run")
     r = build_ensemble(a.runs, a.out, tta=a.tta, member_flips=flips)
     print(f"ensemble of {len(r['members'])} models: {r['path']} (threshold {r['threshold']:.3f} "
           f"chosen on {r['n_images']} out-of-fold images, their mean Dice "

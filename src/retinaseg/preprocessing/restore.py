@@ -168,8 +168,6 @@ def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float =
     ``strength × excess``) or ``"nlm"`` (non-local means, 5×5 patches within 13×13,
     ``h = strength × excess``; about 8× slower), where ``excess = sqrt(std² − trigger²)``.
     ``[H, W]`` or ``[H, W, C]`` float32 in [0, 1] → the same."""
-    from skimage.restoration import denoise_nl_means
-
     if method not in {"tv", "nlm"}:
         raise ValueError(f"denoise method must be 'tv' or 'nlm', not {method!r}")
 
@@ -181,6 +179,8 @@ def denoise(img: np.ndarray, trigger: float = DENOISE_TRIGGER, strength: float =
         _note(f"denoised ({method}, strength {strength * excess:.4f}): noise std {std:.4f} "
               f"above {trigger}")
         if method == "nlm":
+            from skimage.restoration import denoise_nl_means  # imported only when used
+
             out = denoise_nl_means(g, h=strength * excess, sigma=excess, fast_mode=True,
                                    patch_size=5, patch_distance=6)
         else:

@@ -193,9 +193,12 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
 
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two run folders")
+    flips = list(member_flips) if member_flips else None
+    if flips is not None and len(flips) != len(runs):
+        raise ConfigError(f"member_flips names {len(flips)} views for {len(runs)} runs; give "
+                          "one per run")
     members = load_members(runs)
     _check_compatible(members)
-    flips = list(member_flips) if member_flips else None
     params: dict[str, Any] = {"member": members[0].spec.name, "n_members": len(members),
                               "member_params": members[0].spec.params}
     if flips and any(f != "none" for f in flips):
