@@ -48,7 +48,7 @@ def test_predict_without_model_picks_by_modality(tmp_path) -> None:
 def test_fundus_model_on_a_real_drive_image(shared_data) -> None:
     from retinaseg.data import build_dataset
     from retinaseg.evaluation.metrics import image_metrics
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     s = build_dataset("drive", shared_data / "DRIVE", "test")[0]
     seg = Segmenter("fundus-vessels")
@@ -59,7 +59,7 @@ def test_fundus_model_on_a_real_drive_image(shared_data) -> None:
 def test_octa_model_on_a_real_octa500_image(shared_data) -> None:
     from retinaseg.data import build_dataset
     from retinaseg.evaluation.metrics import image_metrics
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     s = build_dataset("octa500", shared_data / "OCTA-500", "val", fov="6M")[0]
     seg = Segmenter("octa-vessels")
@@ -71,7 +71,7 @@ def test_octa_model_heads_are_picked_by_name_and_by_dataset(shared_data) -> None
     picks the head trained on the scored dataset."""
     from retinaseg.data import build_dataset
     from retinaseg.evaluation.metrics import image_metrics
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
     from retinaseg.models.persistence import read_spec, resolve_model_path
 
     spec = read_spec(resolve_model_path("octa-vessels"))

@@ -11,7 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {"train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
-        "Segmenter", "list_datasets", "list_models"}
+        "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
+        "list_bundled_models"}
 _SUBPACKAGES = {"io", "data", "preprocessing", "models", "losses", "training", "inference",
                 "evaluation", "measure"}
 

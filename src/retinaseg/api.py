@@ -1,7 +1,7 @@
 """The Python API: everything the CLI does, callable from scripts and notebooks.
 
 >>> import retinaseg
->>> summary = retinaseg.train("configs/synthetic_octa.yaml")          # doctest: +SKIP
+>>> summary = retinaseg.train("configs/seed/retina_unet_drive.yaml")   # doctest: +SKIP
 >>> report = retinaseg.predict(["img.png"], model=summary["run_dir"], out="out")  # doctest: +SKIP
 """
 
@@ -11,19 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from retinaseg.evaluation.evaluate import evaluate
-from retinaseg.inference.pipeline import PredictReport, Segmenter, predict_files
+from retinaseg.inference.batch import PredictReport, predict_files
+from retinaseg.inference.segmenter import Segmenter
+from retinaseg.models import MODELS
+from retinaseg.models.cards import bundled_models
 from retinaseg.models.persistence import load_model
 from retinaseg.training.ensemble import build_ensemble, train_folds
 from retinaseg.training.trainer import train
 
 
 def predict(inputs: list[str | Path] | str | Path, model: str | Path | None = None,
-            out: str | Path = "predictions", **kw: Any) -> PredictReport:
+            out: str | Path = "predictions", threshold: float | None = None,
+            options: SegmenterOptions | None = None, **overrides: Any) -> PredictReport:
     """Segment images or folders with ``model`` (safetensors file, run folder or bundled name;
-    ``None`` picks the bundled model by each image's modality)."""
+    ``None`` picks the bundled model by each image's modality). ``options`` and keyword
+    ``overrides`` (``tta="flips"``, ``scale=0.4``, ...) are :class:`SegmenterOptions`."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    return predict_files(inputs, model, out, **kw)
+    return predict_files(inputs, model, out, threshold, options, **overrides)
 
 
 def list_datasets() -> list[tuple[str, str, tuple[str, ...], str]]:
@@ -35,11 +40,15 @@ def list_datasets() -> list[tuple[str, str, tuple[str, ...], str]]:
 
 def list_models() -> list[tuple[str, str]]:
     """(name, first docstring line) for every registered architecture."""
-    import retinaseg.models  # noqa: F401
-    from retinaseg.registry import MODELS
-
     return [(n, (MODELS.get(n).__doc__ or "").strip().splitlines()[0]) for n in MODELS.names()]
 
 
+def list_bundled_models() -> list[tuple[str, str]]:
+    """(name, one-line summary from its model card) for every bundled model: the names
+    ``--model`` and ``predict(model=...)`` take besides files and run folders."""
+    return bundled_models()
+
+
 __all__ = ["train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
-           "Segmenter", "list_datasets", "list_models"]
+           "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
+           "list_bundled_models"]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from retinaseg.errors import RetinasegError
+from retinaseg.utils.checks import check_number
 
 
 def _kv(items: list[str] | None) -> dict[str, str]:
@@ -27,13 +28,30 @@ def _kv(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _threshold(text: str | None) -> float | str | None:
-    if text is None or text.startswith("val"):
+def _threshold(text: str | None, allow_val: bool = True) -> float | str | None:
+    """``--threshold``: None, ``val`` (where allowed) or a number strictly between 0 and 1."""
+    if text is None or (allow_val and text.startswith("val")):
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise RetinasegError(f"--threshold must be a number or 'val', not '{text}'") from None
+        what = "a number or 'val'" if allow_val else "a number"
+        raise RetinasegError(f"--threshold must be {what}, not '{text}'") from None
+    check_number("--threshold", value, 0, 1, lo_open=True, hi_open=True)
+    return value
+
+
+def _options(a: argparse.Namespace):  # -> SegmenterOptions (imported late: fast --help)
+    """The inference options of ``predict``/``evaluate``, checked before any work starts."""
+    from retinaseg.inference.segmenter import SegmenterOptions
+
+    try:
+        return SegmenterOptions(device=a.device, threads=a.threads, tile=a.tile,
+                                overlap=a.overlap, tta=a.tta, match_fov=not a.native_scale,
+                                crop_fov=a.crop_fov, scale=a.scale, head=a.head,
+                                precision=a.precision, jit=a.jit)
+    except RetinasegError as err:
+        raise RetinasegError(f"--{err}") from None
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -68,10 +86,8 @@ def cmd_ensemble(a: argparse.Namespace) -> None:
 def cmd_predict(a: argparse.Namespace) -> None:
     from retinaseg.api import predict
 
-    rep = predict(a.inputs, model=a.model, out=a.out, threshold=_threshold(a.threshold),
-                  tta=a.tta, tile=a.tile, device=a.device, threads=a.threads,
-                  match_fov=not a.native_scale, crop_fov=a.crop_fov, head=a.head,
-                  precision=a.precision, jit=a.jit, scale=a.scale)
+    opts, thr = _options(a), _threshold(a.threshold, allow_val=False)
+    rep = predict(a.inputs, model=a.model, out=a.out, threshold=thr, options=opts)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
@@ -81,11 +97,9 @@ def cmd_predict(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from retinaseg.api import evaluate
 
+    opts, thr = _options(a), _threshold(a.threshold)
     s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
-                 threshold=_threshold(a.threshold), palette=a.palette, tta=a.tta,
-                 tile=a.tile, device=a.device, threads=a.threads,
-                 match_fov=not a.native_scale, crop_fov=a.crop_fov, head=a.head,
-                 precision=a.precision, jit=a.jit, scale=a.scale)
+                 threshold=thr, palette=a.palette, segmenter=opts)
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
     head = f"head {s['head']}, " if s.get("head") else ""
     print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, {head}threshold "
@@ -109,18 +123,23 @@ def cmd_datasets(a: argparse.Namespace) -> None:
 
 
 def cmd_models(a: argparse.Namespace) -> None:
-    from retinaseg.api import list_models
+    from retinaseg.api import list_bundled_models, list_models
 
+    print("bundled models (pass the name to --model):")
+    for name, summary in list_bundled_models():
+        print(f"  {name:16s} {summary}")
+    print("architectures (model.name in a training config):")
     for name, doc in list_models():
-        print(f"{name:12s} {doc}")
+        print(f"  {name:16s} {doc}")
 
 
 def cmd_centerline(a: argparse.Namespace) -> None:
-    from retinaseg.inference.pipeline import collect_inputs, unique_stem
+    from retinaseg.inference.batch import collect_inputs, unique_stem
     from retinaseg.io import read_mask, write_png
     from retinaseg.measure import centerline
     from retinaseg.utils.atomic import make_out_dir
 
+    check_number("--prune", a.prune, 0)
     files = collect_inputs(a.inputs)
     out = make_out_dir(a.out)
     bad: list[tuple[Path, str]] = []
@@ -149,6 +168,9 @@ def _report_skipped(skipped: list[tuple[Path, str]] | list[tuple[str, str]]) -> 
 def cmd_demo(a: argparse.Namespace) -> None:
     from retinaseg.demo import run_demo
 
+    check_number("--n", a.n, 1, 1000, integer=True)
+    if a.epochs is not None:
+        check_number("--epochs", a.epochs, 1, 10_000, integer=True)
     s = run_demo(a.out, epochs=a.epochs, roots=a.root, dataset=a.dataset, n_real=a.n)
     for kind in ("octa", "fundus"):
         r = s[kind]
@@ -165,9 +187,13 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores, ≤8)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads, 1-1024 (default: the cores, at most 8)")
     p.add_argument("--tile", type=int, default=None,
-                   help="sliding-window tile size (default: whole image when it fits)")
+                   help="sliding-window tile size in px, at least 16 (default: the whole image "
+                        "at once)")
+    p.add_argument("--overlap", type=float, default=0.25,
+                   help="overlap of neighbouring tiles with --tile, in [0, 1) (default 0.25)")
     p.add_argument("--tta", nargs="?", const="flips", default=None,
                    choices=["none", "hflip", "flips"],
                    help="flip test-time augmentation: hflip (2 passes) or flips (3; the "
@@ -176,7 +202,8 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                    help="do not rescale colour fundus images to the model's field-of-view "
                         "size (default: rescale when the model stores one)")
     p.add_argument("--scale", type=float, default=None, metavar="F",
-                   help="resize every image by F before inference and the map back (e.g. 0.4 "
+                   help="resize every image by F, in [0.05, 20], before inference and the map "
+                        "back (e.g. 0.4 "
                         "for OCTA maps exported at 1024 px from a 400-px scan); replaces the "
                         "fundus field-of-view matching")
     p.add_argument("--crop-fov", action=argparse.BooleanOptionalAction, default=True,
@@ -184,8 +211,8 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                         "outside it (default; OCTA is never cropped); --no-crop-fov runs the "
                         "whole image")
     p.add_argument("--threshold", default=None,
-                   help="number, or 'val' to choose on the validation split "
-                        "(default: the model's own)")
+                   help="a number in (0, 1); evaluate also takes 'val', to choose it on the "
+                        "dataset's validation split (default: the model's own)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: auto = bfloat16 on CPUs with native bfloat16 "
                         "(AVX512-BF16/AMX), else float32")
@@ -199,8 +226,15 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                         "image); --jit insists, also in float32; --no-jit never freezes")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``error: ...`` line (exit 2), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="retinaseg", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="retinaseg", description=__doc__.splitlines()[0])
     from retinaseg import __version__
 
     ap.add_argument("--version", action="version", version=f"retinaseg {__version__}")
@@ -260,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=2, help="real images shown per --root")
     p.set_defaults(func=cmd_demo)
     sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
-    sub.add_parser("models", help="list architectures").set_defaults(func=cmd_models)
+    sub.add_parser("models", help="list bundled models and architectures").set_defaults(
+        func=cmd_models)
     return ap
 
 
@@ -287,7 +322,10 @@ def _one_line_warnings() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return int(done.code or 0)
     if args.command == "train" and not args.config and not args.resume:
         print("error: train needs a CONFIG file or --resume RUN_DIR", file=sys.stderr)
         return 2

@@ -67,7 +67,7 @@ def _run_kind(kind: str, out: Path, epochs: int | None) -> dict[str, Any]:
     from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample
     from retinaseg.evaluation.figures import error_map, overlay
     from retinaseg.evaluation.metrics import image_metrics
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
     from retinaseg.io import write_png
 
     model, how = _demo_model(kind, out, epochs)
@@ -138,8 +138,9 @@ def _run_real(root: str | Path, dataset: str, out: Path, n: int) -> dict[str, An
     """Segment ``n`` real images of the dataset at ``root`` with the default model."""
     from retinaseg.evaluation.figures import error_map
     from retinaseg.evaluation.metrics import image_metrics
+    from retinaseg.inference.batch import write_outputs
     from retinaseg.inference.modality import DEFAULT_MODELS
-    from retinaseg.inference.pipeline import Segmenter, write_outputs
+    from retinaseg.inference.segmenter import Segmenter
     from retinaseg.registry import DATASETS
 
     what, samples = _real_samples(root, dataset, n)

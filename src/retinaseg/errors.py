@@ -25,3 +25,7 @@ class ModelLoadError(RetinasegError):
 
 class TrainingError(RetinasegError):
     """Training could not continue (for example a non-finite loss)."""
+
+
+class OptionError(RetinasegError):
+    """An option (of the API or the CLI) is out of range or of the wrong kind."""

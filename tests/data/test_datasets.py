@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinaseg.data import build_dataset, describe_datasets, fov_from_image
+from retinaseg.data import build_dataset, describe_datasets
 from retinaseg.errors import ConfigError, DatasetLayoutError, RetinasegError
+from retinaseg.preprocessing.fov import fov_from_image
 
 S = 16  # side of the fake images, px
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from retinaseg.data import build_dataset, fov_from_image
+from retinaseg.data import build_dataset
 from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample, render_discs
 from retinaseg.errors import ConfigError
+from retinaseg.preprocessing.fov import fov_from_image
 
 GENERATORS = [make_octa_sample, make_fundus_sample]
 

@@ -8,10 +8,11 @@ import torch
 
 from retinaseg.data.synthetic import make_fundus_sample
 from retinaseg.inference import predict_probability
-from retinaseg.inference.crop import bright_mask, fov_box, paste
-from retinaseg.inference.pipeline import Segmenter
+from retinaseg.inference.crop import fov_box, paste
+from retinaseg.inference.segmenter import Segmenter
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
+from retinaseg.preprocessing.fov import bright_mask
 
 
 def _rect(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:

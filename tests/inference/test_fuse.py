@@ -70,7 +70,7 @@ def test_segmenter_jit_gives_the_same_maps(tmp_path) -> None:
 
     from retinaseg.cli import main
     from retinaseg.data.synthetic import make_octa_sample
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
     from retinaseg.io import write_png
 
     img = make_octa_sample(96, seed=3)["image"]
@@ -117,7 +117,7 @@ def test_segmenter_freezes_by_default_and_falls_back_when_it_cannot(monkeypatch)
     from retinaseg.data.synthetic import make_octa_sample
     from retinaseg.errors import ModelLoadError
     from retinaseg.inference import fuse
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     img = make_octa_sample(64, seed=1)["image"]
     auto = Segmenter("octa-vessels", device="cpu", precision="bf16")

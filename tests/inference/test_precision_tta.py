@@ -70,7 +70,7 @@ def test_hflip_tta_is_exactly_mirror_symmetric() -> None:
 
 
 def test_segmenter_uses_the_models_own_tta_unless_told(tmp_path: Path) -> None:
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     spec = ModelSpec(name="unet", in_channels=1, params={"depth": 2, "width": 4},
                      preprocess=[{"name": "grey"}], info={"tta": "hflip"})
@@ -85,7 +85,7 @@ def test_segmenter_uses_the_models_own_tta_unless_told(tmp_path: Path) -> None:
 
 
 def test_segmenter_bf16_converts_the_network_to_channels_last(tmp_path: Path) -> None:
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     spec = ModelSpec(name="unet", in_channels=1, params={"depth": 2, "width": 4},
                      preprocess=[{"name": "grey"}])

@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from retinaseg.data.synthetic import make_fundus_sample
-from retinaseg.inference.pipeline import Segmenter
+from retinaseg.inference.segmenter import Segmenter
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
 from retinaseg.preprocessing.restore import noise_std
@@ -44,7 +44,7 @@ def test_denoise_step_keeps_clean_maps_and_changes_noisy_ones(tmp_path) -> None:
 
 
 def test_predict_csv_says_which_images_were_restored(tmp_path) -> None:
-    from retinaseg.inference.pipeline import predict_files
+    from retinaseg.inference.batch import predict_files
     from retinaseg.io import write_png
 
     raw = make_fundus_sample(128, seed=4)["image"]
@@ -84,4 +84,5 @@ def test_scale_runs_the_network_at_another_size_and_maps_back(tmp_path, capsys) 
     assert main(["predict", str(tmp_path / "m.png"), "--model", model, "--out",
                  str(tmp_path / "o2"), "--scale", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "scale must be between" in err and len(err.strip().splitlines()) == 1
+    assert "--scale must be at least 0.05 and at most 20" in err
+    assert len(err.strip().splitlines()) == 1

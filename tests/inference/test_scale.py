@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample
-from retinaseg.inference.pipeline import Segmenter
-from retinaseg.inference.scale import fov_diameter, median_fov_diameter, scale_factor
+from retinaseg.inference.segmenter import Segmenter
+from retinaseg.inference.scale import scale_factor
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
+from retinaseg.preprocessing.fov import fov_diameter, median_fov_diameter
 
 
 def test_fov_diameter_of_a_disc_and_of_nothing() -> None:

@@ -49,7 +49,7 @@ def test_large_grey_image_is_tiled_end_to_end(cli, tmp_path, tiny_model, spy_til
 
 def test_segmenter_tiles_non_square_rgb(tmp_path, fundus_model, spy_tiled) -> None:
     """HRF aspect ratio (3:2), RGB through the DRIVE preprocessing, scaled down to 2400 x 1600."""
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     image = np.random.default_rng(1).random((1600, 2400, 3), dtype=np.float32)
     prob = Segmenter(fundus_model, device="cpu", threads=1)(image)
@@ -59,7 +59,7 @@ def test_segmenter_tiles_non_square_rgb(tmp_path, fundus_model, spy_tiled) -> No
 
 
 def test_small_image_is_not_tiled(tiny_model: Path, spy_tiled) -> None:
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     assert Segmenter(tiny_model)(np.zeros((64, 48), np.float32)).shape == (64, 48)
     assert spy_tiled == []

@@ -96,7 +96,7 @@ def folds(tmp_path_factory) -> list[dict]:
 def test_build_ensemble_out_of_fold(folds: list[dict], tmp_path: Path) -> None:
     from retinaseg.data.synthetic import make_octa_sample
     from retinaseg.inference import predict_probability
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
     from retinaseg.models.persistence import load_model, read_spec
     from retinaseg.training.ensemble import build_ensemble
 
@@ -126,7 +126,7 @@ def test_ensemble_with_member_flips_keeps_them_in_file_and_threshold(
     from retinaseg.cli import main
     from retinaseg.data.synthetic import make_octa_sample
     from retinaseg.inference import predict_probability
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
     from retinaseg.models.ensemble import Flipped
     from retinaseg.models.persistence import read_spec
     from retinaseg.training.ensemble import load_members, out_of_fold

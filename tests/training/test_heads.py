@@ -165,7 +165,7 @@ def _two_head_file(path: Path) -> Path:
 
 
 def test_segmenter_uses_the_named_head_and_its_threshold(tmp_path: Path) -> None:
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     path = _two_head_file(tmp_path / "two.safetensors")
     img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
@@ -178,7 +178,7 @@ def test_segmenter_uses_the_named_head_and_its_threshold(tmp_path: Path) -> None
 
 
 def test_unknown_head_is_one_clear_error(tmp_path: Path) -> None:
-    from retinaseg.inference.pipeline import Segmenter
+    from retinaseg.inference.segmenter import Segmenter
 
     path = _two_head_file(tmp_path / "two.safetensors")
     with pytest.raises(ModelLoadError, match="has no head 'c'; its heads: a, b"):

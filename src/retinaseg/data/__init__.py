@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from retinaseg.data import datasets, synthetic  # noqa: F401  (registers the datasets)
-from retinaseg.data.base import ALL, Sample, VesselDataset, fov_from_image, to_grey
+from retinaseg.data.base import ALL, Sample, VesselDataset
 from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample
 from retinaseg.registry import DATASETS
 
@@ -36,4 +36,4 @@ def describe_datasets() -> list[tuple[str, str, tuple[str, ...], str]]:
 
 
 __all__ = ["ALL", "Sample", "VesselDataset", "build_dataset", "describe_datasets",
-           "fov_from_image", "make_fundus_sample", "make_octa_sample", "to_grey"]
+           "make_fundus_sample", "make_octa_sample"]

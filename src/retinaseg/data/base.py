@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import ndimage
 
 from retinaseg.errors import ConfigError, DatasetLayoutError
 from retinaseg.io import list_images, natural_key, read_image, read_mask
+from retinaseg.preprocessing.fov import fov_from_image
+from retinaseg.preprocessing.functions import to_grey
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
 """Split name meaning every labelled sample of every split."""
-
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
 
 @dataclass
 class Sample:
@@ -42,58 +40,6 @@ class Sample:
     label: Path | None
     fov: Path | None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def to_grey(img: np.ndarray) -> np.ndarray:
-    """``[H,W,3]`` → luma (0.299 R + 0.587 G + 0.114 B) ``[H,W]``; other ``[H,W,C]`` → mean."""
-    if img.ndim == 2:
-        return img.astype(np.float32, copy=False)
-    if img.shape[-1] == 3:
-        return (img @ _LUMA).astype(np.float32)
-    return img.mean(axis=-1).astype(np.float32)
-
-
-def _disk(radius: int) -> np.ndarray:
-    yy, xx = np.ogrid[-radius:radius + 1, -radius:radius + 1]
-    return yy**2 + xx**2 <= radius**2
-
-
-def bright_pixels(img: np.ndarray, rel_threshold: float = 0.1, step: int = 1) -> np.ndarray:
-    """Pixels of a fundus image ``[H, W, 3]`` / ``[H, W]`` in [0, 1] brighter than the surround:
-    red channel (grey: the image) above ``max(rel_threshold · p99, 0.02)``; bool ``[H, W]``.
-
-    p99 (robust to hot pixels) is taken on every ``step``-th pixel of each axis; all False when
-    it is not positive.
-    """
-    red = img[..., 0] if img.ndim == 3 else img
-    ref = float(np.percentile(red[::step, ::step], 99))
-    if ref <= 0:
-        return np.zeros(red.shape, bool)
-    return red > max(rel_threshold * ref, 0.02)
-
-
-def fov_from_image(img: np.ndarray, rel_threshold: float = 0.1) -> np.ndarray:
-    """Field-of-view mask of a fundus photograph (bool ``[H, W]``), for sets without FOV masks.
-
-    The retina is bright in the red channel and the surround is (near) black, so: threshold the
-    red channel (grey images: the image) at ``max(rel_threshold · p99, 0.02)`` (p99 = 99th
-    percentile, robust to hot pixels), remove specks and JPEG noise with a binary opening by a
-    disc of radius ``max(1, min(H, W) // 100)`` px, keep the largest connected component and
-    fill its holes (dark lesions, the vessels of a dark image). CHASE_DB1, STARE and the
-    ``folder`` dataset's ``fov=auto`` use this (reference §1.5 recommends a red-channel FOV).
-    """
-    red = img[..., 0] if img.ndim == 3 else img
-    mask = bright_pixels(img, rel_threshold)
-    if not mask.any():
-        return mask
-    radius = max(1, min(red.shape) // 100)
-    opened = ndimage.binary_opening(mask, structure=_disk(radius))
-    mask = opened if opened.any() else mask
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-        mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
 
 
 class VesselDataset:

@@ -64,7 +64,7 @@ class Drive(VesselDataset):
 class ChaseDB1(VesselDataset):
     """CHASE_DB1 (§1.5), one flat folder. No official split: FR-UNet's subjects 01-10
     (20 images) = ``train``, 11-14 (8 images) = ``test``. No FOV masks: derived from the red
-    channel with :func:`~retinaseg.data.base.fov_from_image`. Ids: ``Image_01L`` ...
+    channel with :func:`~retinaseg.preprocessing.fov.fov_from_image`. Ids: ``Image_01L`` ...
     """
 
     name, title, modality = "chase_db1", "CHASE_DB1", "fundus"
@@ -388,7 +388,7 @@ class Folder(VesselDataset):
 
     A label is ``<labels>/<image stem><label_suffix>.<any image ext>``; without a labels
     folder every image is unlabelled (inference). ``fov=auto`` derives the FOV from the image
-    (:func:`~retinaseg.data.base.fov_from_image`); ``fov=<folder>`` reads ``<stem>.*`` or
+    (:func:`~retinaseg.preprocessing.fov.fov_from_image`); ``fov=<folder>`` reads ``<stem>.*`` or
     ``<stem>_mask.*`` there. Only split ``all``.
     """
 

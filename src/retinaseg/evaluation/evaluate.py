@@ -18,7 +18,21 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from retinaseg.data import build_dataset
 from retinaseg.errors import RetinasegError
+from retinaseg.evaluation.figures import error_map, plot_confusion_matrix, plot_roc_pr
+from retinaseg.evaluation.metrics import (
+    TOPOLOGY_KEYS,
+    choose_threshold,
+    confusion_counts,
+    image_metrics,
+    pooled_metrics,
+    summarise,
+    topology_metrics,
+)
+from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
+from retinaseg.io import write_png
+from retinaseg.registry import DATASETS
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 
 METRIC_KEYS = ["dice", "iou", "acc", "sen", "spe", "bacc", "precision", "auc", "ap", "cldice",
@@ -54,9 +68,6 @@ def predict_split(seg: Any, dataset: Any, desc: str) -> Scored:
 def resolve_threshold(threshold: float | str | None, seg: Any, dataset_name: str,
                       root: str | None, split: str, options: dict) -> tuple[float, str]:
     """The decision threshold and a sentence saying where it came from."""
-    from retinaseg.data import build_dataset
-    from retinaseg.evaluation.metrics import choose_threshold
-    from retinaseg.registry import DATASETS
 
     if threshold is None:
         src = seg.spec.info.get("threshold_source", "stored in the model file")
@@ -77,7 +88,6 @@ def resolve_threshold(threshold: float | str | None, seg: Any, dataset_name: str
 
 
 def _rows_csv(rows: list[dict]) -> str:
-    from retinaseg.evaluation.metrics import TOPOLOGY_KEYS
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["id", *METRIC_KEYS, *TOPOLOGY_KEYS])
@@ -87,9 +97,6 @@ def _rows_csv(rows: list[dict]) -> str:
 
 
 def _figures(out: Path, sc: Scored, thr: float, palette: str, save_maps: bool) -> None:
-    from retinaseg.evaluation.figures import error_map, plot_confusion_matrix, plot_roc_pr
-    from retinaseg.evaluation.metrics import confusion_counts
-    from retinaseg.io import write_png
 
     total = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
     for i, p in enumerate(sc.probs):
@@ -107,25 +114,19 @@ def _figures(out: Path, sc: Scored, thr: float, palette: str, save_maps: bool) -
 def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
              out: str | Path, options: dict | None = None,
              threshold: float | str | None = None, palette: str = "classic",
-             save_maps: bool = True, **segmenter_kw: Any) -> dict[str, Any]:
+             save_maps: bool = True, segmenter: SegmenterOptions | None = None,
+             **overrides: Any) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``/``split``; write ``per_image.csv``, ``summary.json``,
     error maps, a confusion matrix and ROC/PR curves to ``out``; return the summary.
 
     A model with several heads is scored with ``head`` when given, else with the head trained
-    on this dataset's labels (same label convention), else with its first head.
+    on this dataset's labels (same label convention), else with its first head. ``options``
+    are the dataset's options; ``segmenter`` (and keyword ``overrides``) the inference options
+    (:class:`~retinaseg.inference.segmenter.SegmenterOptions`).
     """
-    from retinaseg.data import build_dataset
-    from retinaseg.evaluation.metrics import (
-        image_metrics,
-        pooled_metrics,
-        summarise,
-        topology_metrics,
-    )
-    from retinaseg.inference.pipeline import Segmenter
-
     options = dict(options or {})
     ds = build_dataset(dataset, root, split, **options)
-    seg = Segmenter(model, dataset=dataset, **segmenter_kw)
+    seg = Segmenter(model, segmenter, dataset=dataset, **overrides)
     out = make_out_dir(out)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
     sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")

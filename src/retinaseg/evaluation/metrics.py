@@ -33,6 +33,8 @@ from scipy.stats import rankdata
 from skimage.measure import euler_number
 from skimage.morphology import skeletonize
 
+from retinaseg.measure.centerline import centerline
+
 METRIC_KEYS: tuple[str, ...] = (
     "dice", "iou", "acc", "sen", "spe", "bacc", "precision",
     "auc", "ap", "cldice", "betti0_error", "betti1_error", "hd95",
@@ -378,13 +380,15 @@ def betti_errors_patches(
 
 
 def centerline_length(mask: ArrayLike, spacing: float | Sequence[float] = 1.0) -> float:
-    """Length of the skeleton of ``mask`` (2D or 3D), in the units of ``spacing``.
+    """Length of the centerline of ``mask`` (2D or 3D), in the units of ``spacing``.
 
+    The centerline is :func:`retinaseg.measure.centerline` (exact topology-preserving peeling,
+    reference §3), the one the ``centerline`` command writes.
     Sum over every pair of 8-neighbouring (26 in 3D) skeleton pixels, each pair counted once,
     of the step length: 1 for orthogonal steps and √2 for diagonal ones (√3 for 3D corners),
     scaled by ``spacing`` (a scalar or one value per axis). A straight 10-px line gives 9.0.
     """
-    skel = _skeleton(_as_bool(mask))
+    skel = centerline(_as_bool(mask))
     sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (skel.ndim,))
     total = 0.0
     for offset in product((-1, 0, 1), repeat=skel.ndim):

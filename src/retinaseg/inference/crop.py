@@ -2,12 +2,13 @@
 
 Reference §1.5 (the red-channel field of view). A fundus photograph is a bright disc of retina
 on a near-black surround; the network's time grows with the pixels it sees, and the surround
-holds no vessels. :class:`~retinaseg.inference.pipeline.Segmenter` therefore runs the network on
+holds no vessels. :class:`~retinaseg.inference.segmenter.Segmenter` therefore runs the network on
 the bounding box of the non-dark pixels, grown by a margin and to the network's size multiple,
 and gives every pixel outside the box probability 0. For DRIVE (584×565) the padded input of
 592×576 px becomes 544×544, 13 % fewer pixels.
 
-"Non-dark" uses the same rule as :func:`retinaseg.data.fov_from_image` (red channel above a
+"Non-dark" is :func:`retinaseg.preprocessing.fov.bright_mask`, the rule of
+:func:`~retinaseg.preprocessing.fov.fov_from_image` (red channel above a
 tenth of its 99th percentile), but without the opening and without keeping only the largest
 component, so every pixel that could be retina stays inside the box: a bright label or a
 second bright region widens the box rather than being cut off.
@@ -23,17 +24,6 @@ MIN_GAIN = 0.05
 """The crop is skipped unless it removes at least this share of the (padded) pixels."""
 
 Box = tuple[slice, slice]
-
-
-def bright_mask(image: np.ndarray, rel_threshold: float = 0.1) -> np.ndarray:
-    """Non-dark pixels of a fundus image ``[H, W, 3]`` or ``[H, W]`` in [0, 1]: bool ``[H, W]``.
-
-    :func:`retinaseg.data.base.bright_pixels` (the first step of ``fov_from_image``), with p99
-    taken on a strided copy of about 128 px a side, which is fast and as robust to hot pixels.
-    """
-    from retinaseg.data.base import bright_pixels
-
-    return bright_pixels(image, rel_threshold, step=max(1, max(image.shape[:2]) // 128))
 
 
 def _span(lo: int, hi: int, size: int, multiple: int, margin: int) -> slice:

@@ -4,7 +4,7 @@ TorchScript freezing (:class:`Frozen`).
 In eval mode a BatchNorm is a per-channel affine map, so ``BN(conv(x))`` equals one convolution
 with rescaled weights and a shifted bias. On CPU the separate BatchNorm pass costs about a fifth
 of a small U-Net's time (measured on ``fundus-vessels``: convolutions 1.7 s, BatchNorm 0.7 s of
-3.9 s over 5 images, cProfile), so :class:`~retinaseg.inference.pipeline.Segmenter` folds them.
+3.9 s over 5 images, cProfile), so :class:`~retinaseg.inference.segmenter.Segmenter` folds them.
 
 Folded pairs: a ``Conv2d``/``ConvTranspose2d`` directly followed by a ``BatchNorm2d`` inside an
 ``nn.Sequential`` (our ``unet``), or followed by an ``nn.Sequential`` whose first module is the

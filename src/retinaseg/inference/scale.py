@@ -12,9 +12,10 @@ image rescaled to that diameter before inference, and the probability map rescal
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
+
+from retinaseg.preprocessing.fov import fov_diameter, fov_from_image
 
 TOLERANCE = 0.15
 """Relative difference of FOV diameters below which an image is not rescaled."""
@@ -22,36 +23,15 @@ LIMITS = (0.2, 4.0)
 """The factor is clamped to this range (a mis-detected FOV cannot blow up memory)."""
 
 
-def fov_diameter(fov: np.ndarray) -> float:
-    """Diameter in pixels of a FOV mask ``[H, W]`` bool: the wider side of its bounding box.
-
-    Fundus FOVs are discs cut at the top and bottom by the sensor, so the horizontal extent is
-    the diameter. Returns 0 for an empty mask.
-    """
-    rows, cols = np.any(fov, axis=1), np.any(fov, axis=0)
-    if not cols.any():
-        return 0.0
-    width = np.flatnonzero(cols)[[0, -1]]
-    height = np.flatnonzero(rows)[[0, -1]]
-    return float(max(width[1] - width[0], height[1] - height[0]) + 1)
-
-
-def median_fov_diameter(fovs: Iterable[np.ndarray]) -> float:
-    """Median :func:`fov_diameter` of masks (the value a model stores), px."""
-    values = [d for d in (fov_diameter(f) for f in fovs) if d > 0]
-    return float(np.median(values)) if values else 0.0
-
-
 def scale_factor(image: np.ndarray, target: float) -> float:
     """Factor that brings a fundus image's FOV diameter to ``target`` px (1.0 to leave it).
 
-    The FOV is derived from the image (red channel, :func:`~retinaseg.data.fov_from_image`).
+    The FOV is derived from the image (red channel,
+    :func:`~retinaseg.preprocessing.fov.fov_from_image`).
     Only RGB images ``[H, W, 3]`` are rescaled: grey and multi-map images, images without a
     detectable FOV and images within :data:`TOLERANCE` get 1.0. The factor is clamped to
     :data:`LIMITS`.
     """
-    from retinaseg.data.base import fov_from_image
-
     if image.ndim != 3 or image.shape[-1] != 3 or target <= 0:
         return 1.0
     step = max(1, max(image.shape[:2]) // 128)  # the FOV of a strided copy: fast, ±step px
@@ -60,12 +40,3 @@ def scale_factor(image: np.ndarray, target: float) -> float:
         return 1.0
     f = min(max(target / d, LIMITS[0]), LIMITS[1])
     return 1.0 if abs(math.log(f)) <= math.log1p(TOLERANCE) else f
-
-
-def resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``[H, W]`` or ``[H, W, C]`` float image resized to ``shape`` (bilinear, anti-aliased)."""
-    from skimage.transform import resize as sk_resize
-
-    out = sk_resize(arr, (*shape, *arr.shape[2:]), order=1, mode="edge",
-                    anti_aliasing=shape[0] < arr.shape[0], preserve_range=True)
-    return out.astype(np.float32)

@@ -21,6 +21,7 @@ from skimage.morphology import skeletonize
 from torch import nn
 
 from retinaseg.errors import ConfigError
+from retinaseg.losses.factory import build_loss
 from retinaseg.losses.skeleton import ibp_skeleton, soft_dilate, soft_skeleton
 from retinaseg.losses.standard import BCELoss, SoftDiceLoss
 from retinaseg.registry import LOSSES
@@ -249,8 +250,6 @@ class ComboLoss(nn.Module):
 
     def __init__(self, terms: Sequence[Mapping[str, Any]]) -> None:
         super().__init__()
-        from retinaseg.losses import build_loss  # late: the package imports this module
-
         if isinstance(terms, (str, Mapping)) or not isinstance(terms, Sequence) or not terms:
             raise ConfigError("loss 'combo': 'terms' must be a non-empty list of "
                               "{name, weight, params} mappings")

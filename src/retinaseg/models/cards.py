@@ -83,8 +83,28 @@ def _threads(n: object) -> str:
     return f"{n} thread" + ("" if n == 1 else "s")
 
 
-def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = "") -> str:
-    """The markdown model card of a bundled model."""
+def card_summary(name: str) -> str:
+    """The one-line summary of bundled model ``name``: the card's ``> `` line under its title
+    ('' when the card or the line is missing)."""
+    card = WEIGHTS_DIR / f"{name}.md"
+    if not card.is_file():
+        return ""
+    for line in card.read_text(encoding="utf-8").splitlines()[1:6]:
+        if line.startswith("> "):
+            return line[2:].strip()
+    return ""
+
+
+def bundled_models() -> list[tuple[str, str]]:
+    """(name, one-line summary) of every model bundled in ``retinaseg/weights``, by name."""
+    return [(p.stem, card_summary(p.stem)) for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))]
+
+
+def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = "",
+              summary: str | None = None) -> str:
+    """The markdown model card of a bundled model (``summary``: its one-line summary; None
+    keeps the one of the card already there)."""
+    summary = card_summary(name) if summary is None else summary
     spec = read_spec(weights)
     info: dict[str, Any] = spec.info
     steps = json.dumps(spec.preprocess)
@@ -93,6 +113,8 @@ def card_text(name: str, weights: Path, data: str, scores_md: str, notes: str = 
         threshold = "per head, chosen on validation data: " + "; ".join(
             f"`{h['name']}` {h['threshold']:.3f}" for h in spec.heads)
     return f"""# Model card: {name}
+
+> {summary}
 
 | field | value |
 |---|---|

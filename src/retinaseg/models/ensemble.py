@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from retinaseg.errors import ConfigError
+from retinaseg.models.factory import build_model
 from retinaseg.registry import MODELS
 
 EPS = 1e-6  # probabilities are clamped to [EPS, 1 - EPS] before the logit
@@ -69,9 +71,6 @@ class Ensemble(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 1, member: str = "unet",
                  n_members: int = 2, member_params: dict[str, Any] | None = None,
                  member_flips: list[str] | None = None) -> None:
-        from retinaseg.errors import ConfigError
-        from retinaseg.models import build_model
-
         super().__init__()
         if member == "ensemble":
             raise ConfigError("an ensemble's members cannot themselves be ensembles")

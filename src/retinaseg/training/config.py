@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from retinaseg.errors import ConfigError
+from retinaseg.registry import DATASETS, LOSSES, MODELS
 
 
 class _Strict(BaseModel):
@@ -23,11 +24,21 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     """One dataset to train on: name, root, splits and dataset options."""
 
-    dataset: str
-    root: str | None = None
-    train_split: str = "train"
-    val_split: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = Field(description=(
+        "a registered dataset name (`retinaseg datasets` lists them with their layouts)"))
+    root: str | None = Field(None, description=(
+        "the dataset's folder; a relative path is tried from the current folder, then from "
+        "the config file's folder; null for a dataset that needs none (synthetic)"))
+    train_split: str = Field("train", description=(
+        "the split to train on (validation images are carved from it where the dataset has "
+        "no validation split or data.folds is set)"))
+    val_split: str | None = Field(None, description=(
+        "the split that chooses the checkpoint and the threshold; null = the dataset's own "
+        "validation split, or a seeded carve of train_split (val_fraction or a fold) where "
+        "it has none; ignored when data.folds is set"))
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "dataset options, e.g. for octa500 {fov: 6M, maps: ILM_OPL, label: LargeVessel}; "
+        "each dataset documents its own"))
     head: str | None = Field(None, description=(
         "with model.heads: the output head this dataset's labels train (default: the first)"))
 
@@ -35,15 +46,23 @@ class SourceConfig(_Strict):
 class DataConfig(SourceConfig):
     """The main dataset, the shared preprocessing, and optional extra datasets mixed in."""
 
-    val_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description=(
+        "share of the training images held out for validation (seeded by seed) when the "
+        "dataset has no validation split and data.folds is not set"))
     folds: int | None = Field(None, ge=2, description=(
         "k-fold cross-validation: each dataset's training images are shuffled with the seed "
         "and cut into this many near-equal folds, and 'fold' is held out for validation "
         "(instead of a val split or val_fraction; with 5 folds, fold 0 is the "
         "val_fraction 0.2 carve)"))
     fold: int = Field(0, ge=0, description="the held-out fold, 0 ≤ fold < folds")
-    preprocess: str | list[str | dict[str, Any]] = "none"
-    extra: list[SourceConfig] = Field(default_factory=list)
+    preprocess: str | list[str | dict[str, Any]] = Field("none", description=(
+        "preprocessing of every image, stored in the model so that inference repeats it: a "
+        "preset name or a list of steps (a step name, or {name: STEP, ...parameters}); "
+        "'none' only converts to channel-first"))
+    extra: list[SourceConfig] = Field(default_factory=list, description=(
+        "more datasets mixed into training, each with the keys of a dataset entry (dataset, "
+        "root, splits, options, head); each keeps its own validation split, and the "
+        "validation score and the threshold weight every dataset equally"))
     acquisition_copies: int = Field(0, ge=0, description=(
         "each training image (not validation) of every source is added this many more times, "
         "each copy after a random acquisition change of its raw pixels (colour balance, "
@@ -71,28 +90,44 @@ class DataConfig(SourceConfig):
 
 
 class SamplingConfig(_Strict):
-    mode: Literal["patch", "whole"] = "patch"
-    patch_size: int = Field(128, ge=8)
-    patches_per_image: int = Field(16, ge=1)
-    inside_fov: bool = True
-    vessel_fraction: float = Field(0.0, ge=0, le=1)
-    batch_size: int = Field(8, ge=1)
+    mode: Literal["patch", "whole"] = Field("patch", description=(
+        "patch: random square patches; whole: each whole image once per epoch, batched with "
+        "images of the same size"))
+    patch_size: int = Field(128, ge=8, description=(
+        "patch side in px (mode patch); a multiple of the model's size multiple"))
+    patches_per_image: int = Field(16, ge=1, description=(
+        "patches drawn from each training image per epoch (mode patch)"))
+    inside_fov: bool = Field(True, description=(
+        "draw patch centres inside the FOV mask only (mode patch)"))
+    vessel_fraction: float = Field(0.0, ge=0, le=1, description=(
+        "share of patch centres drawn on vessel pixels rather than anywhere in the FOV"))
+    batch_size: int = Field(8, ge=1, description=(
+        "patches, or whole images of one size, per optimiser step"))
 
 
 class AugmentConfig(_Strict):
-    flips: bool = True
-    rot90: bool = True
-    rotate_deg: float = Field(0.0, ge=0, le=180)
-    elastic: bool = False
+    flips: bool = Field(True, description="random horizontal and vertical flips")
+    rot90: bool = Field(True, description=(
+        "random rotations by 90, 180 or 270 degrees (with sampling.mode whole the images must "
+        "be square)"))
+    rotate_deg: float = Field(0.0, ge=0, le=180, description=(
+        "random rotation within plus or minus this many degrees; 0 = off"))
+    elastic: bool = Field(False, description=(
+        "random elastic deformation (control points every 32 px, displaced 1-3 px)"))
     zoom: float = Field(0.0, ge=0, le=1, description="random zoom in [1/(1+z), 1+z]")
-    intensity: bool = True
+    intensity: bool = Field(True, description=(
+        "random gamma contrast (0.7-1.5), scale (x0.9-1.1) and shift (+-0.1) of intensities"))
     degrade: bool = Field(False, description="random blur and noise of the image")
-    prob: float = Field(0.5, ge=0, le=1)
+    prob: float = Field(0.5, ge=0, le=1, description=(
+        "probability of each random transform; 0 turns augmentation off"))
 
 
 class ModelConfig(_Strict):
-    name: str = "unet"
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("unet", description=(
+        "a registered architecture (`retinaseg models` lists them)"))
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "keyword arguments of the architecture (e.g. unet width and depth); the input "
+        "channels come from the preprocessed data and out_channels from model.heads"))
     init: str | None = Field(None, description=(
         "start from these weights (a .safetensors file, a run folder or a bundled model name) "
         "instead of a random initialisation; the architecture must match (a one-output "
@@ -104,40 +139,60 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    name: str = "bce_dice"
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("bce_dice", description=(
+        "a registered loss (retinaseg.registry.LOSSES: bce, dice, bce_dice, cldice, ...)"))
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "keyword arguments of the loss, e.g. the terms of combo"))
 
 
 class OptimConfig(_Strict):
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    name: Literal["adam", "adamw", "sgd"] = Field("adamw", description="the optimiser")
+    lr: float = Field(1e-3, gt=0, description=(
+        "base learning rate, scaled over training by the schedule"))
+    weight_decay: float = Field(1e-4, ge=0, description=(
+        "weight decay (decoupled from the gradient for adamw)"))
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum (sgd only)")
 
 
 class ScheduleConfig(_Strict):
-    name: Literal["constant", "step", "cosine", "onecycle", "poly"] = "cosine"
-    step_size: int = Field(30, ge=1)
-    gamma: float = Field(0.1, gt=0)
-    power: float = Field(0.9, gt=0)
-    warmup_epochs: int = Field(0, ge=0)
-    min_lr: float = Field(0.0, ge=0)
+    name: Literal["constant", "step", "cosine", "onecycle", "poly"] = Field(
+        "cosine", description=(
+            "learning-rate schedule over training progress: constant; step (x gamma every "
+            "step_size epochs); cosine (to 0 at the last epoch); onecycle (rising from 4 % "
+            "to the base lr over the first 30 %, then cosine); poly ((1 - progress)^power)"))
+    step_size: int = Field(30, ge=1, description="epochs between lr drops (step)")
+    gamma: float = Field(0.1, gt=0, description="lr factor at each drop (step)")
+    power: float = Field(0.9, gt=0, description="exponent of the poly schedule")
+    warmup_epochs: int = Field(0, ge=0, description=(
+        "linear warm-up from near 0 to the base lr over this many epochs; 0 = none"))
+    min_lr: float = Field(0.0, ge=0, description="the lr never falls below this")
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(50, ge=1)
-    val_every: int = Field(1, ge=1)
+    epochs: int = Field(50, ge=1, description=(
+        "epochs to train; the schedule spans them (see time_limit_min)"))
+    val_every: int = Field(1, ge=1, description=(
+        "validate every this many epochs, and after the last"))
     early_stopping: int = Field(0, ge=0, description="patience in validations; 0 = off")
-    monitor: Literal["dice", "auc", "cldice", "loss"] = "dice"
-    threshold: float = Field(0.5, gt=0, lt=1)
-    device: str = "auto"
-    threads: int | None = Field(None, ge=1)
+    monitor: Literal["dice", "auc", "cldice", "loss"] = Field("dice", description=(
+        "the validation figure that picks the best checkpoint (loss: the lowest validation "
+        "BCE; cldice is not computed during validation and falls back to dice)"))
+    threshold: float = Field(0.5, gt=0, lt=1, description=(
+        "threshold of the validation Dice during training; the saved model's own threshold "
+        "is chosen on the validation images after training"))
+    device: str = Field("auto", description=(
+        "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"))
+    threads: int | None = Field(None, ge=1, description=(
+        "CPU threads for torch; null = the cores this process may use, at most 8"))
     amp: bool | None = Field(None, description=(
         "mixed precision: on CUDA float16 unless false; on a CPU with native bfloat16 "
         "(avx512_bf16/amx_bf16) bfloat16 when true, about twice the steps per second; "
         "None/false on CPU = float32"))
-    time_limit_min: float | None = Field(None, gt=0)
-    grad_clip: float | None = Field(1.0, gt=0)
+    time_limit_min: float | None = Field(None, gt=0, description=(
+        "stop after this many minutes; the schedule follows whichever is further along, "
+        "epochs or this budget, so a run cut short by the clock still ends annealed"))
+    grad_clip: float | None = Field(1.0, gt=0, description=(
+        "clip the gradient norm to this value; null = no clipping"))
     ema: float | None = Field(None, gt=0, lt=1, description=(
         "decay of an exponential moving average of the weights (and BatchNorm statistics), "
         "updated every step; validation, checkpoints and the saved model use the average"))
@@ -145,8 +200,11 @@ class TrainConfig(_Strict):
 
 class InferenceConfig(_Strict):
     tile: int | None = Field(None, ge=16, description="sliding-window size; None = whole image")
-    overlap: float = Field(0.25, ge=0, lt=1)
-    tta: bool = False
+    overlap: float = Field(0.25, ge=0, lt=1, description=(
+        "overlap of neighbouring sliding-window tiles, as a fraction of the tile"))
+    tta: bool = Field(False, description=(
+        "not read: validation predicts without TTA; kept so that older configs validate "
+        "(a model's TTA is set by `retinaseg ensemble --tta` or `predict --tta`)"))
     match_fov: bool = Field(False, description=(
         "store the training images' median FOV diameter in the model, so that fundus images "
         "of other resolutions are rescaled to it at inference"))
@@ -166,24 +224,33 @@ class DistillConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = "run"
-    seed: int = 0
-    runs_dir: str = "runs"
-    data: DataConfig
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    inference: InferenceConfig = Field(default_factory=InferenceConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
+    name: str = Field("run", description="run name: runs go to runs_dir/name/<timestamp>")
+    seed: int = Field(0, description=(
+        "seed of everything random (validation carve, folds, patches, augmentation, "
+        "initialisation); the same seed gives the same metrics on CPU"))
+    runs_dir: str = Field("runs", description="the folder that holds the run folders")
+    data: DataConfig = Field(description=(
+        "the main dataset, its preprocessing and validation, and extra datasets"))
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description=(
+        "how training batches are drawn: patches or whole images"))
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description=(
+        "random augmentation of training images (MONAI dictionary transforms)"))
+    model: ModelConfig = Field(default_factory=ModelConfig, description=(
+        "the architecture, its parameters, output heads and starting weights"))
+    loss: LossConfig = Field(default_factory=LossConfig, description=(
+        "the training loss, on logits"))
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="the optimiser")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description=(
+        "the learning rate as a function of training progress"))
+    train: TrainConfig = Field(default_factory=TrainConfig, description=(
+        "the training loop: length, validation, checkpoint choice, device and precision"))
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description=(
+        "how validation images are predicted, and what the model stores for inference"))
+    distill: DistillConfig = Field(default_factory=DistillConfig, description=(
+        "knowledge distillation from finished runs"))
 
     @model_validator(mode="after")
     def _check_names(self) -> RunConfig:
-        from retinaseg.registry import DATASETS, LOSSES, MODELS
-
         checks = [("data.dataset", DATASETS, self.data.dataset),
                   ("model.name", MODELS, self.model.name), ("loss.name", LOSSES, self.loss.name)]
         checks += [(f"data.extra.{i}.dataset", DATASETS, src.dataset)
@@ -292,36 +359,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
                 cfg.model.init = str(cand.resolve())
                 break
     return cfg
-
-
-def check_paths(cfg: RunConfig) -> None:
-    """Fail early when a configured dataset root is not a folder; the error names the key.
-
-    Called before a run folder is created, so a typo in ``data.root`` costs nothing. A root left
-    out is not checked here (the dataset says whether it needs one).
-    """
-    if cfg.distill.teachers:
-        from retinaseg.training.distill import teacher_runs
-
-        teacher_runs(cfg)
-    if cfg.model.init:
-        from retinaseg.errors import ModelLoadError
-        from retinaseg.models.persistence import resolve_model_path
-
-        try:
-            resolve_model_path(cfg.model.init)
-        except ModelLoadError as err:
-            raise ConfigError(f"invalid config key 'model.init': {err}") from None
-    sources = [("data.root", cfg.data.root)]
-    sources += [(f"data.extra.{i}.root", src.root) for i, src in enumerate(cfg.data.extra)]
-    for key, root in sources:
-        if not root:
-            continue
-        path = Path(root).expanduser()
-        if not path.is_dir():
-            what = "is not a folder" if path.exists() else "does not exist"
-            raise ConfigError(f"invalid config key '{key}': '{root}' {what} (relative paths are "
-                              "tried from the current folder, then from the config's folder)")
 
 
 def dump_config(cfg: RunConfig) -> str:

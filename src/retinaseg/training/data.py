@@ -19,7 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from retinaseg.data import build_dataset
 from retinaseg.errors import ConfigError
+from retinaseg.preprocessing.acquisition import random_change
+from retinaseg.preprocessing.pipeline import build_preprocess
+from retinaseg.registry import DATASETS
 from retinaseg.training.config import DataConfig, SamplingConfig, SourceConfig
 
 
@@ -65,9 +69,6 @@ def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "",
 
 
 def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str) -> list[Item]:
-    from retinaseg.data import build_dataset
-    from retinaseg.preprocessing.pipeline import build_preprocess
-
     ds = build_dataset(src.dataset, src.root, split, **src.options)
     prep = build_preprocess(preprocess)
     items = []
@@ -123,10 +124,6 @@ def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], se
     n = cfg.val_acquisition_copies if validation else cfg.acquisition_copies
     if not n or not items:
         return []
-    from retinaseg.data import build_dataset
-    from retinaseg.preprocessing.acquisition import random_change
-    from retinaseg.preprocessing.pipeline import build_preprocess
-
     ds = build_dataset(src.dataset, src.root, split or src.train_split, **src.options)
     index = {sample.id: i for i, sample in enumerate(ds.samples)}
     prep = build_preprocess(cfg.preprocess)
@@ -142,8 +139,6 @@ def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], se
 
 def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
                       cache: LoadCache | None) -> tuple[list[Item], list[Item], str]:
-    from retinaseg.registry import DATASETS
-
     name = src.dataset
     train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train", cache)
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)

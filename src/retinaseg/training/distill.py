@@ -3,7 +3,7 @@
 Reference: none of the seed methods distils; this follows Hinton, Vinyals and Dean, "Distilling
 the knowledge in a neural network" (2015, arXiv:1503.02531), where the soft targets of an
 ensemble train one network. Here the teachers are finished training runs (in
-``configs/drive_unet_kfold_kd.yaml``: the two k-fold members of the student's own fold) and each
+an archived DRIVE experiment: the two k-fold members of the student's own fold) and each
 training image gets the target ``(1 - w)·label + w·mean_t p_t``, ``p_t`` with the teachers' flip
 TTA, so the student learns the averaged teachers' soft vessel edges in one network.
 
@@ -26,16 +26,17 @@ import torch
 from tqdm import tqdm
 
 from retinaseg.errors import ConfigError
+from retinaseg.inference import predict_probability
 from retinaseg.training.config import RunConfig
 from retinaseg.training.data import Item, LoadCache, load_train_val
-from retinaseg.training.ensemble import Member, load_member, resolve_run, run_finished
+from retinaseg.training.runs import Member, load_member, resolve_run, run_finished
 
 
 def teacher_runs(cfg: RunConfig) -> list[Path]:
     """The teachers' run folders: ``{fold}`` filled in; a folder of runs gives its newest run.
 
     A teacher must have finished training (``summary.json``, see
-    :func:`~retinaseg.training.ensemble.run_finished`).
+    :func:`~retinaseg.training.runs.run_finished`).
     """
     runs = []
     for ref in cfg.distill.teachers:
@@ -77,8 +78,6 @@ def teacher_probability(teachers: list[Member], item: Item,
                         tta: Literal["none", "hflip", "flips"],
                         device: str | torch.device = "cpu") -> np.ndarray:
     """Mean of the teachers' probabilities ``[H,W]`` float32 in [0,1] on one training item."""
-    from retinaseg.inference import predict_probability
-
     probs = [predict_probability(t.net, item.image, device, tta=tta, channel=item.head)
              for t in teachers]
     return np.mean(probs, axis=0).astype(np.float32)

@@ -1,7 +1,8 @@
-"""Build an ensemble model file from the runs of a k-fold cross-validation.
+"""k-fold training and ensembling: train every fold, build an ensemble model file from the
+runs, and unpack an ensemble file back into run folders.
 
-Reference: the default fundus model's recipe (README "Default models", ``configs/
-drive_unet_kfold.yaml``); the model itself is :class:`retinaseg.models.ensemble.Ensemble`.
+Reference: the recipe of the bundled ``fundus-vessels`` (its model card names the config); the
+model itself is :class:`retinaseg.models.ensemble.Ensemble`.
 
 Each run chose its checkpoint on its own held-out fold. The ensemble's decision threshold is
 chosen on the **out-of-fold** probabilities: every validation image is predicted by the one
@@ -13,64 +14,26 @@ ensemble itself has no held-out score; its out-of-fold figure describes one memb
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import numpy as np
-from torch import nn
 from tqdm import tqdm
 
 from retinaseg.errors import ConfigError
+from retinaseg.evaluation.metrics import confusion_counts, threshold_metrics
+from retinaseg.inference import predict_probability
+from retinaseg.models.ensemble import Ensemble, Flipped
 from retinaseg.models.persistence import ModelSpec, load_model, resolve_model_path, save_model
-from retinaseg.training.config import RunConfig, load_config
-from retinaseg.training.data import Item, LoadCache
+from retinaseg.training.config import RunConfig, dump_config, load_config
+from retinaseg.training.data import Item, LoadCache, load_train_val
+from retinaseg.training.distill import pin_teachers
+from retinaseg.training.runs import Member, load_members, newest_run, write_summary
+from retinaseg.training.trainer import head_thresholds, train
+from retinaseg.utils.atomic import write_text_atomic
 
 SAME_KEYS = ("name", "in_channels", "params", "preprocess", "modality")
-
-
-@dataclass
-class Member:
-    """One trained run: its network, spec, config and validation items."""
-
-    run: Path
-    net: nn.Module
-    spec: ModelSpec
-    cfg: RunConfig
-    val: list[Item]
-    val_source: str
-
-
-def load_member(run: str | Path, cache: LoadCache | None = None) -> Member:
-    """A run's best model, config and validation items (``cache``: see ``load_train_val``)."""
-    from retinaseg.training.data import load_train_val
-
-    run = Path(run)
-    cfg_path = run / "config.yaml"
-    if not run.is_dir() or not cfg_path.is_file():
-        raise ConfigError(f"'{run}' is not a training run folder (it needs config.yaml and "
-                          "best.safetensors)")
-    net, spec = load_model(resolve_model_path(run))
-    cfg = load_config(cfg_path)
-    _, val, where = load_train_val(cfg.data, cfg.seed, cfg.model.heads, cache)
-    return Member(run, net, spec, cfg, val, where)
-
-
-def load_members(runs: Sequence[str | Path]) -> list[Member]:
-    """:func:`load_member` for each run, reading the shared training data only once."""
-    cache: LoadCache = {}
-    return [load_member(r, cache) for r in runs]
-
-
-def ensemble_members(model: str | Path, root: str | Path = ".") -> list[Member]:
-    """The member runs recorded in an ensemble model file (paths relative to ``root``)."""
-    from retinaseg.models.persistence import read_spec
-
-    spec = read_spec(resolve_model_path(model))
-    if spec.name != "ensemble":
-        raise ConfigError(f"'{model}' is a '{spec.name}' model, not an ensemble")
-    return load_members([Path(root) / m["run"] for m in spec.info["members"]])
 
 
 def _check_compatible(members: list[Member]) -> None:
@@ -96,13 +59,10 @@ def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
     """Each member's probabilities ``[H,W]`` on its own validation items, and those items.
 
     Fundus members run on the box of each image's FOV mask, as
-    :class:`~retinaseg.inference.pipeline.Segmenter` does by default
+    :class:`~retinaseg.inference.segmenter.Segmenter` does by default
     (:mod:`retinaseg.inference.crop`), so the threshold is chosen on the maps it will see.
     ``member_flips``: each member sees its view of the image, as in the ensemble.
     """
-    from retinaseg.inference import predict_probability
-    from retinaseg.models.ensemble import Flipped
-
     flips = list(member_flips or ["none"] * len(members))
     if len(flips) != len(members):
         raise ConfigError(f"member_flips names {len(flips)} views for {len(members)} members")
@@ -119,8 +79,6 @@ def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
 
 def _per_image_dice(probs: list[np.ndarray], items: list[Item],
                     thresholds: list[float]) -> list[float]:
-    from retinaseg.evaluation.metrics import confusion_counts, threshold_metrics
-
     return [threshold_metrics(confusion_counts(p > thresholds[it.head], it.label,
                                                it.fov))["dice"]
             for p, it in zip(probs, items)]
@@ -188,9 +146,6 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
     Returns:
         ``{"path", "threshold", "thresholds", "oof_dice_mean", "n_images", "members"}``.
     """
-    from retinaseg.models.ensemble import Ensemble
-    from retinaseg.training.trainer import head_thresholds
-
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two run folders")
     flips = list(member_flips) if member_flips else None
@@ -220,30 +175,6 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
             "members": [str(m.run) for m in members]}
 
 
-def run_finished(run: Path) -> bool:
-    """A run folder whose training finished (``summary.json``, also written by
-    :func:`unpack_ensemble`) and that holds its model."""
-    return (run / "summary.json").is_file() and (run / "best.safetensors").is_file()
-
-
-def newest_run(base: Path) -> tuple[Path | None, bool]:
-    """The newest run folder under ``base`` and whether it finished (:func:`run_finished`)."""
-    runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) \
-        if base.is_dir() else []
-    if not runs:
-        return None, False
-    return runs[-1], run_finished(runs[-1])
-
-
-def resolve_run(path: str | Path) -> Path:
-    """``path`` itself when it is a run folder (has ``config.yaml``), else the newest run in
-    it (``path`` unchanged when it holds none)."""
-    path = Path(path)
-    if (path / "config.yaml").is_file():
-        return path
-    return newest_run(path)[0] or path
-
-
 def _check_fold(run: Path, fold: int, cfg: RunConfig) -> None:
     """A reused or resumed run must hold out that fold and follow the same recipe."""
     saved = load_config(run / "config.yaml")
@@ -253,8 +184,6 @@ def _check_fold(run: Path, fold: int, cfg: RunConfig) -> None:
                           f"fold {fold} of {folds}; move it away to train this fold afresh")
     theirs, mine = saved.model_dump(), cfg.model_dump()
     if cfg.distill.teachers:  # the saved run pinned its teachers (distill.pin_teachers)
-        from retinaseg.training.distill import pin_teachers
-
         now = cfg.model_copy(deep=True)
         now.data.fold = fold
         pin_teachers(now)
@@ -280,8 +209,6 @@ def train_folds(config: str | Path, overrides: list[str] | None = None,
         ``{"runs": [run folders], "reused": [fold numbers], **build_ensemble(...)}``; the
         ensemble goes to ``out`` (default ``runs_dir/<name>/ensemble.safetensors``).
     """
-    from retinaseg.training.trainer import train
-
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)
     if cfg.data.folds is None:
@@ -343,8 +270,6 @@ def _member_spec(ens: ModelSpec, member: dict[str, Any]) -> ModelSpec:
 def _member_config(config: str | Path, member: dict[str, Any], cache: LoadCache) -> RunConfig:
     """``config`` with the member's name and fold, checked to hold out the member's images
     (``cache``: the training data is read once for all members)."""
-    from retinaseg.training.data import load_train_val
-
     if member.get("fold") is None or member.get("folds") is None or "run" not in member:
         raise ConfigError("the ensemble file does not record its members' folds (it predates "
                           "k-fold ensembles), so they cannot be unpacked")
@@ -376,11 +301,6 @@ def unpack_ensemble(model: str | Path, config: str | Path,
     Returns:
         The run folders written, in member order.
     """
-    import json
-
-    from retinaseg.training.config import dump_config
-    from retinaseg.utils.atomic import write_text_atomic
-
     net, ens = load_model(resolve_model_path(model))
     if ens.name != "ensemble":
         raise ConfigError(f"'{model}' is a '{ens.name}' model, not an ensemble")
@@ -397,8 +317,8 @@ def unpack_ensemble(model: str | Path, config: str | Path,
         seconds = spec.info["train_seconds"]
         save_model(run / "best.safetensors", member.eval(), spec)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
-        write_text_atomic(run / "summary.json", json.dumps(
-            {"run_dir": str(run), "best_epoch": m.get("epoch"), "best_score": m.get("val_dice"),
-             "monitor": "dice", "validation": m.get("validation"),
-             "unpacked_from": str(model), "train_seconds": seconds}, indent=2))
+        write_summary(run, {"run_dir": str(run), "best_epoch": m.get("epoch"),
+                            "best_score": m.get("val_dice"), "monitor": "dice",
+                            "validation": m.get("validation"), "unpacked_from": str(model),
+                            "train_seconds": seconds})
     return runs

@@ -26,12 +26,32 @@ from torch import nn
 from tqdm import tqdm
 
 from retinaseg.errors import ConfigError, TrainingError
+from retinaseg.evaluation.figures import error_map, plot_training_curves
+from retinaseg.evaluation.metrics import (
+    choose_threshold,
+    confusion_counts,
+    roc_auc,
+    threshold_metrics,
+)
+from retinaseg.inference import predict_probability
+from retinaseg.io import write_png
 from retinaseg.losses import build_loss
 from retinaseg.models import build_model
-from retinaseg.models.persistence import ModelSpec, save_model
+from retinaseg.models.persistence import (
+    ModelSpec,
+    load_model,
+    read_spec,
+    resolve_model_path,
+    save_model,
+)
+from retinaseg.preprocessing.augment import build_augmentation
+from retinaseg.preprocessing.fov import median_fov_diameter
 from retinaseg.preprocessing.pipeline import without_adaptive
-from retinaseg.training.config import RunConfig, check_paths, dump_config, load_config
+from retinaseg.registry import DATASETS
+from retinaseg.training.config import RunConfig, dump_config, load_config
 from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
+from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
+from retinaseg.training.runs import check_paths, write_summary
 from retinaseg.training.schedule import learning_rate
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, cpu_has_bf16, seed_everything, select_device
@@ -74,8 +94,6 @@ def _optimizer(cfg: RunConfig, net: nn.Module) -> torch.optim.Optimizer:
 
 
 def _augment(cfg: RunConfig, seed: int):
-    from retinaseg.preprocessing.augment import build_augmentation
-
     a = cfg.augment
     if a.prob == 0:
         return None
@@ -86,8 +104,6 @@ def _augment(cfg: RunConfig, seed: int):
 
 def _modality(cfg: RunConfig) -> str:
     """``"fundus"``, ``"octa"`` or ``"any"``: the modality of the main training dataset."""
-    from retinaseg.registry import DATASETS
-
     if cfg.data.dataset == "synthetic":
         return str(cfg.data.options.get("kind", "octa"))
     if cfg.data.dataset == "folder":
@@ -137,10 +153,6 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
     model with ``model.heads`` (see :func:`expand_heads`); a different preprocessing is only
     warned about (the adaptive restorations, no-ops on training images, are not compared).
     """
-    import warnings
-
-    from retinaseg.models.persistence import load_model
-
     src, spec = load_model(str(cfg.model.init))
     mine, theirs = net.state_dict(), src.state_dict()
     state: dict[str, torch.Tensor] = {}
@@ -163,8 +175,6 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
 def _model_seconds(model: str | Path) -> float:
     """Training seconds of a saved model, including any model it was fine-tuned or distilled
     from."""
-    from retinaseg.models.persistence import read_spec, resolve_model_path
-
     info = read_spec(resolve_model_path(str(model))).info
     return float(info.get("total_train_seconds", info.get("train_seconds", 0.0)))
 
@@ -180,8 +190,6 @@ def _fov_diameter(cfg: RunConfig, items: list[Item]) -> float | None:
     """Median FOV diameter (px) of fundus training images with ``inference.match_fov``."""
     if not (cfg.inference.match_fov and _modality(cfg) == "fundus"):
         return None
-    from retinaseg.inference.scale import median_fov_diameter
-
     return median_fov_diameter(it.fov for it in items)
 
 
@@ -222,8 +230,6 @@ class Trainer:
         cache: LoadCache = {}  # the teachers' checks reuse the data read here
         self.train_items, self.val_items, self.val_source = load_train_val(
             cfg.data, cfg.seed, cfg.model.heads, cache)
-        from retinaseg.training.distill import attach_targets
-
         self.teachers, self.teacher_seconds = attach_targets(
             cfg, self.train_items, self.val_items, self.device, cache)
         self.in_channels = int(self.train_items[0].image.shape[0])
@@ -363,8 +369,6 @@ class Trainer:
 
     # ---- validation --------------------------------------------------------------------------
     def predict_items(self, items: list[Item]) -> list[np.ndarray]:
-        from retinaseg.inference import predict_probability
-
         net = self.eval_net
         net.eval()
         inf = self.cfg.inference
@@ -372,8 +376,6 @@ class Trainer:
                                     overlap=inf.overlap, channel=it.head) for it in items]
 
     def validate(self) -> dict[str, float]:
-        from retinaseg.evaluation.metrics import confusion_counts, roc_auc, threshold_metrics
-
         probs = self.predict_items(self.val_items)
         dice, auc, loss = [], [], []
         for p, it in zip(probs, self.val_items):
@@ -467,8 +469,6 @@ def head_thresholds(probs: list[np.ndarray], items: list[Item], n_heads: int) ->
     ``probs[i]`` is item ``i``'s probability map from its own head (:attr:`Item.head`); each
     dataset counts equally within a head. A head without validation items gets 0.5.
     """
-    from retinaseg.evaluation.metrics import choose_threshold
-
     out = []
     for h in range(n_heads):
         sel = [i for i, it in enumerate(items) if it.head == h]
@@ -490,10 +490,6 @@ def _head_specs(tr: Trainer, thresholds: list[float]) -> list[dict[str, Any]]:
 
 def _finish(tr: Trainer) -> dict[str, Any]:
     """Reload the best model, choose the threshold on validation, write predictions and plots."""
-    from retinaseg.evaluation.figures import error_map, plot_training_curves
-    from retinaseg.io import write_png
-    from retinaseg.models.persistence import load_model
-
     best = tr.run / "best.safetensors"
     if not best.is_file():
         raise TrainingError(f"no validation was run, so '{best}' was never written")
@@ -526,8 +522,15 @@ def _finish(tr: Trainer) -> dict[str, Any]:
                "train_seconds": round(tr.state.elapsed, 1)}
     if tr.teachers:
         summary["teachers"] = tr.teachers
-    write_text_atomic(tr.run / "summary.json", json.dumps(summary, indent=2))
+    write_summary(tr.run, summary)
     return summary
+
+
+def _check_inputs(cfg: RunConfig) -> None:
+    """Dataset roots, ``model.init`` and the teachers, before any run folder is made."""
+    check_paths(cfg)
+    if cfg.distill.teachers:
+        teacher_runs(cfg)
 
 
 def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
@@ -541,14 +544,12 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
         if not (run / "config.yaml").is_file():
             raise ConfigError(f"'{run}' is not a run folder: it has no config.yaml")
         cfg = load_config(run / "config.yaml", overrides)
-        check_paths(cfg)
+        _check_inputs(cfg)
     else:
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg, overrides)
-        check_paths(cfg)
+        _check_inputs(cfg)
         if cfg.distill.teachers:  # a resume must learn from these same runs
-            from retinaseg.training.distill import pin_teachers
-
             pin_teachers(cfg)
         run = new_run_dir(cfg)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
