@@ -26,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from retinaseg.measure import centerline
 
         return centerline
+    if name == "project":
+        from retinaseg.preprocessing.projection import project
+
+        return project
     if name in _SUBPACKAGES:
         import importlib
 

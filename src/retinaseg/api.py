@@ -12,7 +12,7 @@ from typing import Any
 
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.batch import PredictReport, predict_files
-from retinaseg.inference.segmenter import Segmenter
+from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
 from retinaseg.models import MODELS
 from retinaseg.models.cards import bundled_models
 from retinaseg.models.persistence import load_model

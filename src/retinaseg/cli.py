@@ -259,31 +259,44 @@ def build_parser() -> argparse.ArgumentParser:
                         "none,h,v,hv,none); free diversity, the same passes as without")
     p.set_defaults(func=cmd_ensemble)
     p = sub.add_parser("predict", help="segment images or folders")
-    p.add_argument("inputs", nargs="+")
+    p.add_argument("inputs", nargs="+",
+                   help="image files or folders (a folder: the images directly in it)")
     p.add_argument("--model", default=None,
                    help="safetensors file, run folder or bundled name (default: the bundled "
                         "model for each image's modality: fundus-vessels or octa-vessels)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True,
+                   help="output folder: probability, mask and overlay PNGs per image and "
+                        "predictions.csv")
     _device_args(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--root", default=None)
+    p.add_argument("--model", required=True,
+                   help="safetensors file, run folder or bundled name")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name, e.g. drive, octa500, rossa ('retinaseg datasets' lists "
+                        "them)")
+    p.add_argument("--root", default=None,
+                   help="the dataset's folder, in the layout 'retinaseg datasets' shows "
+                        "(not needed for the synthetic datasets)")
     p.add_argument("--split", required=True, help="a split name, or 'all'")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, e.g. fov=6M, maps=ILM_OPL, label=LargeVessel")
-    p.add_argument("--out", required=True)
-    p.add_argument("--palette", default="classic", choices=["classic", "colorblind"])
+    p.add_argument("--out", required=True,
+                   help="output folder: summary.json, per_image.csv, maps/ and plots")
+    p.add_argument("--palette", default="classic", choices=["classic", "colorblind"],
+                   help="colours of the error maps: classic (correct vessel green, false "
+                        "positive red, missed blue) or colorblind (a colour-blind-safe set)")
     _device_args(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("centerline", help="extract 1-px centerlines from binary masks")
-    p.add_argument("inputs", nargs="+")
-    p.add_argument("--out", required=True)
+    p.add_argument("inputs", nargs="+",
+                   help="binary mask files or folders (a folder: the images directly in it)")
+    p.add_argument("--out", required=True, help="output folder: one centerline PNG per mask")
     p.add_argument("--prune", type=float, default=0, help="remove spurs shorter than this (px)")
     p.set_defaults(func=cmd_centerline)
     p = sub.add_parser("demo", help="run the whole pipeline on generated images")
-    p.add_argument("--out", default="demo_out")
+    p.add_argument("--out", default="demo_out",
+                   help="output folder: predictions/, side_by_side.png and summary.json")
     p.add_argument("--epochs", type=int, default=None,
                    help="train small synthetic models for this many epochs instead of using "
                         "the bundled ones")

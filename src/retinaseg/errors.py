@@ -29,3 +29,7 @@ class TrainingError(RetinasegError):
 
 class OptionError(RetinasegError):
     """An option (of the API or the CLI) is out of range or of the wrong kind."""
+
+
+class VolumeError(RetinasegError):
+    """A volume array has the wrong shape or values, or is too large, for the step asked."""

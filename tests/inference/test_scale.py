@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample
-from retinaseg.inference.segmenter import Segmenter
 from retinaseg.inference.scale import scale_factor
+from retinaseg.inference.segmenter import Segmenter
 from retinaseg.models import build_model
 from retinaseg.models.persistence import ModelSpec, save_model
 from retinaseg.preprocessing.fov import fov_diameter, median_fov_diameter

@@ -294,11 +294,11 @@ def test_read_mask_16bit_small_values(tmp_path):
 
 
 def test_volume_from_folder_natural_order(tmp_path):
-    for k in (1, 2, 10):
+    for k in range(1, 11):  # 10.bmp sorts after 9.bmp, not after 1.bmp
         _save(tmp_path / f"{k}.bmp", np.full((5, 3), k * 10, np.uint8))  # 5 rows x 3 columns
-    vol = read_volume(tmp_path)
-    assert vol.dtype == np.float32 and vol.shape == (3, 5, 3)
-    np.testing.assert_array_equal(vol[:, 0, 0] * 255, [10, 20, 100])
+    vol = read_volume(tmp_path)  # [D rows, H B-scans (last file first), W columns]
+    assert vol.dtype == np.float32 and vol.shape == (5, 10, 3)
+    np.testing.assert_array_equal(vol[0, :, 0] * 255, np.arange(100, 0, -10))
 
 
 def test_volume_folder_errors(tmp_path):

@@ -31,6 +31,30 @@ def test_dice_half_probability() -> None:
     assert build_loss("dice", smooth=0.0)(_t([0, 0]), _t([1, 0])).item() == pytest.approx(0.5)
 
 
+def test_iou_half_probability_and_known_overlap() -> None:
+    # p = 0.5, g = [1, 0]: 1 - 0.5 / (1 + 1 - 0.5) = 2/3
+    assert build_loss("iou", smooth=0.0)(_t([0, 0]), _t([1, 0])).item() == pytest.approx(2 / 3)
+    # p ≈ [1, 1, 0], g = [1, 0, 0]: IoU = 1/2 → loss 0.5 (Dice would give 1/3)
+    assert build_loss("iou", smooth=0.0)(_t([30, 30, -30]), _t([1, 0, 0])).item() \
+        == pytest.approx(0.5, abs=1e-6)
+
+
+def test_two_class_softmax_unet_is_two_class_cross_entropy() -> None:
+    from retinaseg.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("unet", 1, depth=2, width=4, softmax_two_class=True).eval()
+    x, y = torch.randn(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) > 0.6).float()
+    d = net(x)
+    z = net.head(net.ups[-1](net.ups[0](net.downs[1](torch.nn.functional.max_pool2d(
+        net.downs[0](torch.nn.functional.max_pool2d(net.inc(x), 2)), 2)),
+        net.downs[0](torch.nn.functional.max_pool2d(net.inc(x), 2))), net.inc(x)))
+    assert d.shape == (2, 1, 16, 16) and z.shape == (2, 2, 16, 16)
+    torch.testing.assert_close(torch.sigmoid(d), torch.softmax(z, 1)[:, 1:])
+    ce = torch.nn.functional.cross_entropy(z, y[:, 0].long())
+    torch.testing.assert_close(build_loss("bce")(d, y), ce)
+
+
 def test_dice_sums_over_batch_not_per_sample() -> None:
     # sample 1 perfect (p≈1,g=1), sample 2 empty target and p≈0 -> whole-batch Dice = 1
     logits = torch.tensor([20.0, -20.0]).view(2, 1, 1, 1)
@@ -54,7 +78,7 @@ def test_mse_on_probabilities() -> None:
     assert build_loss("mse")(_t([0, 0]), _t([1, 0])).item() == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("name", ["bce", "dice", "bce_dice", "focal", "mse"])
+@pytest.mark.parametrize("name", ["bce", "dice", "bce_dice", "focal", "mse", "iou"])
 def test_perfect_prediction_is_minimal(name: str) -> None:
     target = (torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.7).float()
     loss = build_loss(name)

@@ -1,6 +1,6 @@
 """Large images go through the tiled (sliding-window) path and keep memory bounded.
 
-CI-sized versions of ``benchmarks/bench_huge_images.py`` (HRF 3504 x 2336 and 8192 x 8192,
+CI-sized versions of ``benchmarks/speed/huge_images.py`` (HRF 3504 x 2336 and 8192 x 8192,
 measured there with the DRIVE-size model): a 2600 x 2600 grey image with a tiny model.
 """
 

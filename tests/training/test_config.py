@@ -61,7 +61,8 @@ def test_missing_file() -> None:
         load_config("/nonexistent/x.yaml")
 
 
-@pytest.mark.parametrize("name", ["drive_unet", "octa500_unet", "rossa_unet"])
+@pytest.mark.parametrize("name", ["seed/retina_unet_drive", "examples/octa500_unet",
+                                  "examples/rossa_unet"])
 def test_shipped_configs_validate(name: str) -> None:
     from pathlib import Path
 

@@ -117,7 +117,7 @@ def test_validation_score_averages_sources_equally() -> None:
 
 def test_model_init_that_does_not_exist_names_the_key(tmp_path: Path) -> None:
     from retinaseg.errors import ConfigError
-    from retinaseg.training.config import check_paths
+    from retinaseg.training.runs import check_paths
 
     with pytest.raises(ConfigError, match="model.init"):
         check_paths(_tiny_cfg(init=str(tmp_path / "missing.safetensors")))

@@ -188,11 +188,17 @@ OCTA500_SPLITS = {  # reference §1.1, inclusive subject-id ranges
     "6M": {"train": (10001, 10180), "val": (10181, 10200), "test": (10201, 10300)},
     "3M": {"train": (10301, 10440), "val": (10441, 10450), "test": (10451, 10500)},
 }
+SEED003_SPLITS = {  # the U-Net student project (seed 003): 6M only, inside the official train+val
+    "6M": {"train": (10001, 10160), "val": (10161, 10180), "test": (10181, 10200)},
+    "3M": {},
+}
 
 
-def octa500_split(fov: str, subject: int) -> str | None:
-    """Official OCTA-500 split of ``subject`` in field of view ``fov`` ("3M"/"6M"), or None."""
-    for split, (lo, hi) in OCTA500_SPLITS[fov].items():
+def octa500_split(fov: str, subject: int, scheme: str = "official") -> str | None:
+    """OCTA-500 split of ``subject`` in field of view ``fov`` ("3M"/"6M") under ``scheme``
+    (``official``, or ``seed003``: the U-Net student project's 6M split), or None."""
+    table = SEED003_SPLITS if scheme == "seed003" else OCTA500_SPLITS
+    for split, (lo, hi) in table[fov].items():
         if lo <= subject <= hi:
             return split
     return None
@@ -232,10 +238,13 @@ class Octa500(VesselDataset):
               "Vein,Capillary,FAZ}/<id>.bmp")
     options_help = ("fov=3M|6M|both (default both); maps=comma list of FULL, ILM_OPL, OPL_BM, "
                     "OCT_FULL, OCT_ILM_OPL, OCT_OPL_BM (default ILM_OPL); label=LargeVessel|"
-                    "Artery|Vein|Capillary|FAZ (default LargeVessel)")
-    defaults = {"fov": "both", "maps": "ILM_OPL", "label": "LargeVessel"}
+                    "Artery|Vein|Capillary|FAZ (default LargeVessel); splits=official|seed003 "
+                    "(seed003: the U-Net student project's 6M split, train 10001-10160, val "
+                    "10161-10180, test 10181-10200; no 3M subjects)")
+    defaults = {"fov": "both", "maps": "ILM_OPL", "label": "LargeVessel", "splits": "official"}
     choices = {"fov": ("3M", "6M", "both"),
-               "label": ("LargeVessel", "Artery", "Vein", "Capillary", "FAZ")}
+               "label": ("LargeVessel", "Artery", "Vein", "Capillary", "FAZ"),
+               "splits": ("official", "seed003")}
 
     def _find_samples(self) -> list[Sample]:
         maps = parse_octa500_maps(self.options["maps"])
@@ -268,7 +277,7 @@ class Octa500(VesselDataset):
         ids = sorted({s for idx in indexes for s in idx if s.isdigit()}, key=int)
         out = []
         for sid in ids:
-            split = octa500_split(fov, int(sid))
+            split = octa500_split(fov, int(sid), self.options["splits"])
             if split is None or not (self.split == ALL or split == self.split):
                 continue
             lacking = [f.name for f, idx in zip(folders, indexes, strict=True) if sid not in idx]

@@ -71,7 +71,8 @@ class Frozen(nn.Module):
     overhead between layers. Per image, ``fundus-vessels`` in bfloat16 ran 1.1-1.3x faster on
     a 2-core AMD EPYC and 1.4-1.6x on an Intel Xeon with AMX; in float32 the gain was within
     run-to-run noise, and the smaller ``octa-vessels`` is about the same either way
-    (``bench_default_models``, ``benchmarks/RESULTS.md``). Tracing costs 0.5-3 s once per model.
+    (``benchmarks/speed/inference.py``, ``benchmarks/RESULTS.md``). Tracing costs 0.5-3 s once
+    per model.
 
     Tracing records one run, so a network whose Python code turns the input's size into
     constants would be wrong at other sizes. The frozen graph is therefore checked once against

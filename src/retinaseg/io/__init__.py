@@ -6,10 +6,10 @@ from retinaseg.io.images import (
     natural_key,
     read_image,
     read_mask,
-    read_volume,
     write_png,
     write_tiff,
 )
+from retinaseg.io.volumes import read_volume
 
 __all__ = [
     "IMAGE_EXTENSIONS",

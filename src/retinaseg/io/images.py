@@ -1,4 +1,4 @@
-"""Read and write 2D images, binary masks and 3D volumes.
+"""Read and write 2D images and binary masks (3D volumes: :mod:`retinaseg.io.volumes`).
 
 Everything read comes back as NumPy ``float32`` in [0, 1] (images, volumes) or ``bool`` (masks);
 see ``docs/architecture.md``. Value mapping on read:
@@ -8,11 +8,6 @@ see ``docs/architecture.md``. Value mapping on read:
 - other integer types (``int16``, ``int32``, ...) → min-max rescaled to [0, 1];
 - floats → kept when every value is already in [0, 1], otherwise min-max rescaled
   (a constant image outside [0, 1] becomes all zeros); NaN or infinity is refused.
-
-Volumes follow the OCTA-500 layout of ``../shared/docs/reference.md`` §1.1: a folder holds one
-B-scan per file (640 depth rows × W A-scan columns), named ``1.bmp .. N.bmp`` and sorted
-naturally. :func:`read_volume` stacks them as ``[N_bscans, rows, cols]``; IPN's ``vol[d, a, b]``
-orientation is ``np.transpose(volume, (1, 2, 0))``.
 
 Every file written goes through :func:`retinaseg.utils.atomic.atomic_path`.
 """
@@ -26,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image, ImageSequence
+from PIL import Image
 
 from retinaseg.errors import ImageReadError
 from retinaseg.utils.atomic import atomic_path
@@ -299,101 +294,6 @@ def read_mask(path: PathLike) -> np.ndarray:
     if peak <= 0:
         return np.zeros(img.shape, dtype=bool)
     return img > 0.5 * peak
-
-
-def _volume_error(path: Path, reason: str) -> ImageReadError:
-    return ImageReadError(f"cannot read volume '{path}': {reason}.")
-
-
-def _check_volume_array(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.ndim != 3:
-        raise _volume_error(path, f"expected a 3D array [D,H,W], got shape {arr.shape}")
-    if arr.size == 0:
-        raise _volume_error(path, f"the volume has zero size {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise _volume_error(path, f"unsupported element type {arr.dtype}")
-    return _to_unit_float(arr, path)
-
-
-def _grey_bscan(arr: np.ndarray, path: Path) -> np.ndarray:
-    """A B-scan must be grey; RGB with three identical channels is accepted."""
-    if arr.ndim == 2:
-        return arr
-    if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
-        return arr[..., 0]
-    raise ImageReadError(f"cannot read B-scan '{path}': it is a colour image; expected grey.")
-
-
-def _read_bscan_folder(folder: Path) -> np.ndarray:
-    files = list_images(folder)
-    if not files:
-        raise _volume_error(folder, "the folder contains no image files")
-    first = _grey_bscan(_decode(files[0]), files[0])
-    raw = np.empty((len(files), *first.shape), dtype=first.dtype)
-    raw[0] = first
-    for i, f in enumerate(files[1:], start=1):
-        scan = _grey_bscan(_decode(f), f)
-        if scan.shape != first.shape or scan.dtype != first.dtype:
-            raise _volume_error(
-                folder, f"B-scan '{f.name}' is {scan.shape} {scan.dtype} but '{files[0].name}' "
-                f"is {first.shape} {first.dtype}"
-            )
-        raw[i] = scan
-    return raw
-
-
-def _read_tiff_stack(path: Path) -> np.ndarray:
-    _check_file(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return np.stack([_tiff_page_array(p) for p in tif.pages])
-    except Exception as first_exc:  # fall back to Pillow (e.g. LZW without codecs)
-        try:
-            with Image.open(path) as im:
-                return np.stack([_pillow_to_array(f) for f in ImageSequence.Iterator(im)])
-        except Exception:
-            raise _volume_error(path, _reason(first_exc)) from first_exc
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    _check_file(path)
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as exc:  # np.load raises ValueError/OSError/EOFError
-        raise _volume_error(path, _reason(exc)) from exc
-
-
-def read_volume(path: PathLike) -> np.ndarray:
-    """Read a 3D volume as float32 ``[D, H, W]`` in [0, 1].
-
-    ``path`` may be:
-
-    - a folder of B-scan images (one 2D grey image per file, natural sort, e.g. OCTA-500
-      ``OCTA/10001/1.bmp .. 400.bmp``) → ``[N_bscans, rows, cols]`` = ``[400, 640, 400]`` for
-      OCTA-500 6M (reference §1.1); all B-scans must share shape and pixel type;
-    - a multi-page TIFF (pages on axis 0; every page grey);
-    - a ``.npy`` file holding a 3D numeric array (loaded with ``allow_pickle=False``).
-
-    Values are mapped to [0, 1] over the whole volume with the rules of the module docstring.
-    Raises :class:`ImageReadError` for a missing path, empty folder, mismatched B-scans or an
-    array that is not 3D.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raw = _read_bscan_folder(path)
-    elif path.suffix.lower() == ".npy":
-        raw = _read_npy(path)
-    elif path.suffix.lower() in TIFF_EXTENSIONS:
-        raw = _read_tiff_stack(path)
-        if raw.shape[0] == 1:
-            raise _volume_error(path, "expected a 3D multi-page TIFF, got a single 2D page")
-    elif not path.exists():
-        raise _volume_error(path, "the path does not exist")
-    else:
-        raise _volume_error(
-            path, "expected a folder of B-scans, a multi-page .tif/.tiff or a .npy file"
-        )
-    return _check_volume_array(raw, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,21 @@ class SoftDiceLoss(nn.Module):
         return self.loss(logits, target.float())
 
 
+@LOSSES.register("iou")
+class SoftIoULoss(nn.Module):
+    """1 − (Σpg + ε)/(Σp + Σg − Σpg + ε), the soft Jaccard (IoU) loss of the U-Net student
+    project (seed 003), Σ over the whole batch, p = sigmoid(logits); MONAI's ``DiceLoss`` with
+    ``jaccard=True``."""
+
+    def __init__(self, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.loss = DiceLoss(sigmoid=True, batch=True, jaccard=True, smooth_nr=smooth,
+                             smooth_dr=smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, target.float())
+
+
 @LOSSES.register("bce_dice")
 class BCEDiceLoss(nn.Module):
     """``bce_weight``·BCE + ``dice_weight``·Dice."""

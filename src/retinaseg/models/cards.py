@@ -76,7 +76,7 @@ def _restoration(steps: Any) -> str:
     return ("\n| restoration | " + "; ".join(found) + ": adaptive steps "
             "(`retinaseg.preprocessing.restore`) that change only images far noisier or blurrier "
             "than clean photographs and maps (none of the DRIVE, OCTA-500 or ROSSA images), with "
-            "parameters chosen on validation data (`benchmarks/bench_restore.py`) |")
+            "parameters chosen on validation data (`tools/choose_restore.py`) |")
 
 
 def _threads(n: object) -> str:

@@ -1,7 +1,7 @@
 """Ensemble: several trained networks of one architecture, averaged in probability space.
 
 Reference: no seed method ships one; this is the cross-validated ensemble of the default fundus
-model (``configs/drive_unet_kfold.yaml``, README "Default models"). The members are usually the
+model (``configs/fundus_vessels.yaml``, docs/models/selection-log.md). The members are usually the
 ``k`` models of a ``k``-fold cross-validation (:mod:`retinaseg.training.ensemble` builds the
 file and chooses its threshold on out-of-fold predictions). The ensemble is an ordinary model:
 it maps ``[B, C, H, W]`` to logits ``[B, K, H, W]`` and saves to one safetensors file, so the
@@ -36,7 +36,7 @@ class Flipped(nn.Module):
 
     With flips and rotations in training augmentation, a flipped view is as good as the
     original but not identical, so members that see different views disagree more, which an
-    average can use (README "Default models").
+    average can use (docs/models/selection-log.md).
     """
 
     def __init__(self, net: nn.Module, flip: str) -> None:

@@ -85,12 +85,17 @@ class UNet(nn.Module):
         up: "transpose", "upsample" (nearest, as retina-unet) or "bilinear".
         norm: "batch", "instance", "group" or "none".
         dropout: dropout between the two convs of each level.
+        softmax_two_class: the head has two channels (background, vessel) with a softmax
+            over them, as the U-Net student project (seed 003) trains it with cross-entropy;
+            the network returns the vessel log-odds ``z1 − z0`` per output, so that
+            ``sigmoid(z1 − z0) = softmax(z)[1]`` and binary cross-entropy on it *is* the
+            two-class cross-entropy: every loss, threshold and inference path stays the same.
     Shapes: ``[B, C, H, W] → [B, out_channels, H, W]``.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, depth: int = 4,
                  width: int = 16, up: str = "transpose", norm: str = "batch",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, softmax_two_class: bool = False) -> None:
         super().__init__()
         if up not in {"transpose", "upsample", "bilinear"}:
             raise ValueError(f"up must be transpose, upsample or bilinear, not '{up}'")
@@ -101,7 +106,8 @@ class UNet(nn.Module):
                                    for i in range(depth))
         self.ups = nn.ModuleList(Up(chs[i + 1], chs[i], chs[i], up, norm, dropout)
                                  for i in reversed(range(depth)))
-        self.head = nn.Conv2d(chs[0], out_channels, 1)
+        self.two_class = softmax_two_class
+        self.head = nn.Conv2d(chs[0], out_channels * (2 if softmax_two_class else 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = nn.functional.max_pool2d if self.training else max_pool2x2
@@ -111,7 +117,10 @@ class UNet(nn.Module):
         y = skips.pop()
         for up in self.ups:
             y = up(y, skips.pop())
-        return self.head(y)
+        z = self.head(y)
+        if self.two_class:  # [B, 2·out, H, W] as (z0, z1) pairs → the log-odds z1 − z0
+            z = z[:, 1::2] - z[:, 0::2]
+        return z
 
 
 @MODELS.register("unet")

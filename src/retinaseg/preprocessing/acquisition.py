@@ -1,9 +1,10 @@
 """Acquisition changes: what another camera or OCTA device, or a lossy file, does to an image.
 
 Reference: no seed method does this (reference.md §8, retina-unet, trains on DRIVE as it is);
-it serves the default models' robustness (README "Robustness to other devices"). The same
+it serves the default models' robustness (docs/explanation/robustness.md). The same
 functions make the training copies of ``data.acquisition_copies``
-(:mod:`retinaseg.training.data`) and the test conditions of ``benchmarks/bench_robustness.py``.
+(:mod:`retinaseg.training.data`) and the test conditions of
+``benchmarks/accuracy/robustness.py``.
 
 Every function takes and returns a float image in [0, 1], ``[H,W]`` or ``[H,W,C]`` (channels
 last, as read from a file), before any preprocessing: a change of the raw pixels passes

@@ -1,12 +1,12 @@
 """Adaptive restoration: undo heavy sensor noise or blur before a model sees an image.
 
 Reference: no seed method has this; it answers the default-models issue's request for robustness
-to other devices (README "Robustness to other devices"). The bundled models lose most under
+to other devices (docs/explanation/robustness.md). The bundled models lose most under
 two acquisition changes: ``fundus-vessels`` under sensor noise (DRIVE test Dice 0.828 → 0.482
 at noise std 0.04) and ``octa-vessels`` under blur (val Dice −0.04 to −0.07 at a 1-px Gaussian).
 ``fundus-vessels`` carries :func:`denoise`. :func:`sharpen` is not bundled: it helps blurred
 OCTA maps, but maps upsampled by interpolation are just as smooth at the pixel scale and lose
-to it (``benchmarks/bench_restore.py``); use it for data known to be blurred.
+to it (``tools/choose_restore.py``); use it for data known to be blurred.
 
 Both steps measure the image first and change it only when it lies far outside the training
 data, so images like the training images pass through untouched (the same array object) and
@@ -27,14 +27,14 @@ their predictions do not move at all:
   variation minimization and applications", J. Math. Imaging Vis. 20:89-97, 2004, with the same
   step, stopping rule and defaults as ``skimage.restoration.denoise_tv_chambolle`` (its output
   matches that function's to within 1e-5), but faster on a 584×565 image
-  (``benchmarks/bench_denoise_speed.py``, idle machine: 2.3-3.0× with 2 threads).
+  (``benchmarks/speed/denoise.py``, idle machine: 2.3-3.0× with 2 threads).
 - :func:`sharpen` (OCTA): when the estimate falls below ``trigger``, an unsharp mask
   ``x + a (x − G_σ * x)`` with ``a = strength × ln(trigger / std)`` (0 at the trigger, larger
   for blurrier images, at most ``max_amount``), clipped to [0, 1] (or to the input's range where
   that is wider).
 
 The parameters of both were chosen on validation data only (out-of-fold DRIVE training images
-for fundus, the OCTA val splits for OCTA) by ``benchmarks/bench_restore.py``; the figures
+for fundus, the OCTA val splits for OCTA) by ``tools/choose_restore.py``; the figures
 are in ``benchmarks/RESULTS.md``. Inputs are intensities in [0, 1] as :mod:`retinaseg.io`
 reads them, ``[H, W]`` or ``[H, W, C]`` (each channel measured and restored on its own).
 """

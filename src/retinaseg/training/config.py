@@ -187,7 +187,7 @@ class TrainConfig(_Strict):
     amp: bool | None = Field(None, description=(
         "mixed precision: on CUDA float16 unless false; on a CPU with native bfloat16 "
         "(avx512_bf16/amx_bf16) bfloat16 when true, about twice the steps per second; "
-        "None/false on CPU = float32"))
+        "null or false on CPU = float32"))
     time_limit_min: float | None = Field(None, gt=0, description=(
         "stop after this many minutes; the schedule follows whichever is further along, "
         "epochs or this budget, so a run cut short by the clock still ends annealed"))
@@ -199,7 +199,7 @@ class TrainConfig(_Strict):
 
 
 class InferenceConfig(_Strict):
-    tile: int | None = Field(None, ge=16, description="sliding-window size; None = whole image")
+    tile: int | None = Field(None, ge=16, description="sliding-window size; null = whole image")
     overlap: float = Field(0.25, ge=0, lt=1, description=(
         "overlap of neighbouring sliding-window tiles, as a fraction of the tile"))
     tta: bool = Field(False, description=(
