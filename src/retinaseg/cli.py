@@ -87,11 +87,50 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from retinaseg.api import predict
 
     opts, thr = _options(a), _threshold(a.threshold, allow_val=False)
-    rep = predict(a.inputs, model=a.model, out=a.out, threshold=thr, options=opts)
+    rep = predict(a.inputs, model=a.model, out=a.out, threshold=thr, options=opts,
+                  volume=a.volume, projection=a.projection)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
         raise RetinasegError("no input could be segmented")
+
+
+def _depth(text: str | None) -> tuple[int, int] | None:
+    """``--depth A:B`` → (A, B), planes A <= d < B."""
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        lo, hi = int(a), int(b)
+    except ValueError:
+        lo = hi = -1
+    if not sep or lo < 0 or hi <= lo:
+        raise RetinasegError(f"--depth must look like A:B with whole numbers 0 <= A < B (planes "
+                             f"A to B-1), not '{text}'")
+    return lo, hi
+
+
+def cmd_project(a: argparse.Namespace) -> None:
+    from retinaseg.api import project_volume
+
+    depth = _depth(a.depth)
+    if depth is not None and a.slab:
+        raise RetinasegError("give either --depth A:B or --slab auto, not both")
+    r = project_volume(a.volume, a.out, method=a.method, depth=depth, slab=a.slab,
+                       equalise=a.equalise, preview=not a.no_preview)
+    print(f"{a.method} projection ({r['depth']} planes) {r['shape'][0]}×{r['shape'][1]} px: "
+          f"{', '.join(r['files'])} (read {r['seconds_read']:.2f} s, projected "
+          f"{r['seconds_project']:.2f} s)")
+
+
+def cmd_layers(a: argparse.Namespace) -> None:
+    from retinaseg.api import layer_frames_of
+
+    check_number("--step", a.step, 1, integer=True)
+    check_number("--thickness", a.thickness, 1, integer=True)
+    path = layer_frames_of(a.volume, a.out, depth=_depth(a.depth), step=a.step,
+                           thickness=a.thickness, method=a.method, bits=a.bits)
+    print(f"wrote layer frames to {a.out} (depths in {path})")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -260,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ensemble)
     p = sub.add_parser("predict", help="segment images or folders")
     p.add_argument("inputs", nargs="+",
-                   help="image files or folders (a folder: the images directly in it)")
+                   help="image files, volumes or folders (a folder: the images and volumes "
+                        "directly in it, or itself one volume of B-scans)")
     p.add_argument("--model", default=None,
                    help="safetensors file, run folder or bundled name (default: the bundled "
                         "model for each image's modality: fundus-vessels or octa-vessels)")
@@ -269,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "predictions.csv")
     _device_args(p)
     p.set_defaults(func=cmd_predict)
+    p.add_argument("--volume", action=argparse.BooleanOptionalAction, default=None,
+                   help="read every input as a volume (--volume) or as images (--no-volume); "
+                        "default: decided by content (a folder of numbered, equal-sized, "
+                        "non-square images is a volume of B-scans; .npy, NIfTI and multi-page "
+                        "TIFF files are volumes) and logged")
+    p.add_argument("--projection", default="max",
+                   choices=["mean", "max", "min", "std", "sum", "median"],
+                   help="how a volume is projected inside the automatic inner-retina slab "
+                        "before a 2-D model segments it (default max)")
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     p.add_argument("--model", required=True,
                    help="safetensors file, run folder or bundled name")
@@ -294,6 +343,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: one centerline PNG per mask")
     p.add_argument("--prune", type=float, default=0, help="remove spurs shorter than this (px)")
     p.set_defaults(func=cmd_centerline)
+    p = sub.add_parser("project", help="project an OCTA/OCT volume to an en-face map")
+    p.add_argument("volume", help="a folder of B-scans (OCTA-500 layout), .npy, .nii/.nii.gz "
+                                  "or multi-page .tif")
+    p.add_argument("--out", required=True,
+                   help="map file: .png (16-bit) or .tif (float32), plus <stem>_preview.png")
+    p.add_argument("--method", default="mean",
+                   choices=["mean", "max", "min", "std", "sum", "median"],
+                   help="reduction over depth (default mean)")
+    p.add_argument("--depth", default=None, metavar="A:B",
+                   help="project planes A to B-1 only (0 = top of the B-scan)")
+    p.add_argument("--slab", default=None, choices=["auto"],
+                   help="auto: the inner-retina slab found from the depth profile of the "
+                        "signal (approximates ILM-OPL without layer labels)")
+    p.add_argument("--equalise", action="store_true",
+                   help="histogram-equalise the map (the U-Net student project's step)")
+    p.add_argument("--no-preview", action="store_true", help="do not write the 8-bit preview")
+    p.set_defaults(func=cmd_project)
+    p = sub.add_parser("layers", help="write a volume as en-face frames at successive depths")
+    p.add_argument("volume", help="a folder of B-scans, .npy, .nii/.nii.gz or multi-page .tif")
+    p.add_argument("--out", required=True, help="folder for frame_<i>.png and frames.json")
+    p.add_argument("--depth", default=None, metavar="A:B",
+                   help="planes A to B-1 only (default: the whole depth)")
+    p.add_argument("--step", type=int, default=1, help="planes between frame starts (>= 1)")
+    p.add_argument("--thickness", type=int, default=1,
+                   help="planes reduced into each frame (>= 1)")
+    p.add_argument("--method", default="mean",
+                   choices=["mean", "max", "min", "std", "sum", "median"],
+                   help="reduction over each frame's planes (default mean)")
+    p.add_argument("--bits", type=int, default=8, choices=[8, 16], help="PNG bit depth")
+    p.set_defaults(func=cmd_layers)
     p = sub.add_parser("demo", help="run the whole pipeline on generated images")
     p.add_argument("--out", default="demo_out",
                    help="output folder: predictions/, side_by_side.png and summary.json")

@@ -38,6 +38,7 @@ from retinaseg.data.synthetic import SyntheticDataset, _faz, _octa_trees, render
 from retinaseg.errors import DatasetLayoutError
 from retinaseg.io import natural_key, read_mask, read_volume
 from retinaseg.io.volumes import VOLUME_FILE_SUFFIXES
+from retinaseg.preprocessing.projection import project
 from retinaseg.registry import DATASETS
 
 # --------------------------------------------------------------------------------------------
@@ -122,8 +123,39 @@ def _tissue(rng: np.random.Generator, top: np.ndarray, band: float, faz: np.ndar
     return image
 
 
+PROJECTIONS = ("none", "mean", "max", "auto_mean", "auto_max")
+"""``project`` option of the volume datasets: ``none`` yields the volume; otherwise its en-face
+projection (``auto_*``: inside the automatic inner-retina slab), for the "project, then a 2-D
+network" route on the same volumes."""
+
+
+def _projected(image: np.ndarray, how: str) -> np.ndarray:
+    """``image`` ``[D,H,W]``/``[C,D,H,W]`` as the projection ``how`` (``[H,W]``/``[H,W,C]``)."""
+    if how == "none":
+        return image
+    method = how.removeprefix("auto_")
+    slab = "auto" if how.startswith("auto_") else None
+    if image.ndim == 3:
+        return project(image, method, slab=slab)
+    return np.stack([project(ch, method, slab=slab) for ch in image], axis=-1)
+
+
+class _Projecting:
+    """Mixin: the ``project`` option turns a volume dataset into a 2-D one."""
+
+    options: dict[str, str]
+    volumetric: bool
+
+    def _set_projection(self) -> None:
+        self.volumetric = self.options["project"] == "none"
+
+    def _output(self, item: dict[str, Any]) -> dict[str, Any]:
+        item["image"] = _projected(item["image"], self.options["project"])
+        return item
+
+
 @DATASETS.register("synthetic_volume")
-class SyntheticVolumeDataset(SyntheticDataset):
+class SyntheticVolumeDataset(_Projecting, SyntheticDataset):
     """Generated OCTA cubes (:func:`make_volume_sample`); ``root`` is ignored.
 
     Each split holds ``n`` cubes; seeds are derived from ``(seed, split, i)`` as in
@@ -136,11 +168,13 @@ class SyntheticVolumeDataset(SyntheticDataset):
     volumetric = True
     layout = "no files: volumes are generated on the fly (root is ignored)"
     options_help = ("n=<volumes per split> (default 8), size=<lateral px> (default 64), "
-                    "depth=<planes> (default 64), seed=<int> (default 0)")
-    defaults = {"n": "8", "size": "64", "depth": "64", "seed": "0"}
-    choices: dict[str, tuple[str, ...]] = {}
+                    "depth=<planes> (default 64), seed=<int> (default 0), project=none|mean|"
+                    "max|auto_mean|auto_max (default none: the volume; else its projection)")
+    defaults = {"n": "8", "size": "64", "depth": "64", "seed": "0", "project": "none"}
+    choices: dict[str, tuple[str, ...]] = {"project": PROJECTIONS}
 
     def _find_samples(self) -> list[Sample]:
+        self._set_projection()
         self.n = self._int_option("n", 1)
         self.size = self._int_option("size", 16)
         self.depth = self._int_option("depth", 16)
@@ -156,7 +190,7 @@ class SyntheticVolumeDataset(SyntheticDataset):
         sample = self.samples[index]
         item = make_volume_sample(self.size, self.depth, sample.meta["seed"])
         item["id"] = sample.id
-        return item
+        return self._output(item)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +225,7 @@ def _volume_index(folder: Path) -> dict[str, Path]:
 
 
 @DATASETS.register("volume_folder")
-class VolumeFolder(Folder):
+class VolumeFolder(_Projecting, Folder):
     """Volumes with optional 2D labels matched by stem (label ``<labels>/<stem><suffix>.*``).
 
     ``volumes`` may list several folders (``OCT,OCTA``): a sample needs the same stem in each,
@@ -206,11 +240,14 @@ class VolumeFolder(Folder):
               "[+ <root>/<labels>/<stem>.png|bmp|...]")
     options_help = ("volumes=<folder>[,<folder>...] (default volumes); labels=<folder> "
                     "(default labels; optional); label_suffix=<text after the stem> (default "
-                    "none); axes=<order of D,H,W in array files> (default DHW)")
-    defaults = {"volumes": "volumes", "labels": "labels", "label_suffix": "", "axes": "DHW"}
-    choices: dict[str, tuple[str, ...]] = {}
+                    "none); axes=<order of D,H,W in array files> (default DHW); project=none|"
+                    "mean|max|auto_mean|auto_max (default none: the volume; else its projection)")
+    defaults = {"volumes": "volumes", "labels": "labels", "label_suffix": "", "axes": "DHW",
+                "project": "none"}
+    choices: dict[str, tuple[str, ...]] = {"project": PROJECTIONS}
 
     def _find_samples(self) -> list[Sample]:
+        self._set_projection()
         folders = [self._volume_dir(v) for v in self.options["volumes"].split(",")]
         labels = self._optional_dir("labels")
         label_index = self._by_stem(labels)
@@ -257,8 +294,8 @@ class VolumeFolder(Folder):
                                      f"'{sample.label}' is {label.shape[0]}x{label.shape[1]} px "
                                      f"but the volume is {image.shape[-2]}x{image.shape[-1]} px "
                                      "en face")
-        return {"id": sample.id, "image": image, "label": label, "fov": None,
-                "path": str(sample.image[-1])}
+        return self._output({"id": sample.id, "image": image, "label": label, "fov": None,
+                             "path": str(sample.image[-1])})
 
 
 __all__ = ["SyntheticVolumeDataset", "VolumeFolder", "make_volume_sample",

@@ -23,11 +23,18 @@ from retinaseg.evaluation.figures import overlay
 from retinaseg.evaluation.metrics import centerline_length
 from retinaseg.inference.modality import DEFAULT_MODELS, detect_modality
 from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
-from retinaseg.io import list_images, read_image, write_png
+from retinaseg.io import list_images, natural_key, read_image, read_volume, write_png
+from retinaseg.io.volumes import NIFTI_SUFFIXES, bscan_folder_reason, volume_file_reason
 from retinaseg.models.persistence import ModelSpec, read_spec, resolve_model_path
+from retinaseg.preprocessing.projection import METHODS, auto_slab, project, save_projection
 from retinaseg.preprocessing.restore import recording
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 from retinaseg.utils.checks import check_number
+
+VOLUME_PROJECTION = "max"
+"""How ``predict`` projects a volume inside the automatic inner-retina slab by default: the
+maximum over depth, as OCTA en-face angiograms are usually made (reference §1.1 checks the
+volume orientation with a max projection)."""
 
 
 @dataclass
@@ -45,19 +52,71 @@ def check_threshold(threshold: float | None) -> None:
         check_number("threshold", threshold, 0, 1, lo_open=True, hi_open=True)
 
 
+@dataclass
+class Input:
+    """One thing to segment: an image file, or a volume (``why`` says how that was decided)."""
+
+    path: Path
+    volume: bool = False
+    why: str = ""
+
+
+def _check_exists(p: Path) -> None:
+    if p.is_symlink() and not p.exists():
+        raise RetinasegError(f"input '{p}' is a broken symbolic link or a symlink loop")
+    if not p.exists():
+        raise RetinasegError(f"input '{p}' does not exist")
+
+
+def _folder_inputs(p: Path, volume: bool | None) -> list[Input]:
+    """A folder: one volume of B-scans (by content, or ``volume=True``), else its images,
+    its volume files and its sub-folders that hold B-scans (``volume=False``: images only)."""
+    why = "--volume: read as one volume of B-scans" if volume else bscan_folder_reason(p) \
+        if volume is None else None
+    if why:
+        return [Input(p, True, why)]
+    found = [_file_input(f, volume) for f in list_images(p)]
+    if volume is None:
+        found += [Input(f, True, r) for f in sorted(p.iterdir(), key=lambda q: natural_key(q.name))
+                  if f.is_file() and f.name.lower().endswith((".npy", *NIFTI_SUFFIXES))
+                  and (r := volume_file_reason(f))]
+        found += [Input(d, True, r) for d in sorted(p.iterdir(), key=lambda q: natural_key(q.name))
+                  if d.is_dir() and not d.name.startswith(".") and (r := bscan_folder_reason(d))]
+    return found
+
+
+def _file_input(p: Path, volume: bool | None) -> Input:
+    if volume is False:
+        return Input(p)
+    why = "--volume: read as a volume" if volume else volume_file_reason(p)
+    return Input(p, bool(why), why or "")
+
+
+def collect_predict_inputs(inputs: Iterable[str | Path],
+                           volume: bool | None = None) -> list[Input]:
+    """Expand files and folders (natural order) into images and volumes.
+
+    ``volume=None`` decides by content (:func:`~retinaseg.io.volumes.bscan_folder_reason`,
+    :func:`~retinaseg.io.volumes.volume_file_reason`); True reads every input as a volume;
+    False reads every file as an image.
+    """
+    found: list[Input] = []
+    for item in inputs:
+        p = Path(item)
+        _check_exists(p)
+        found += _folder_inputs(p, volume) if p.is_dir() else [_file_input(p, volume)]
+    if not found:
+        raise RetinasegError("no image files or volumes found in the inputs")
+    return found
+
+
 def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     """Expand files and folders (natural order) into a list of image files."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            files.extend(list_images(p))
-        elif p.exists():
-            files.append(p)
-        elif p.is_symlink():
-            raise RetinasegError(f"input '{p}' is a broken symbolic link or a symlink loop")
-        else:
-            raise RetinasegError(f"input '{p}' does not exist")
+        _check_exists(p)
+        files.extend(list_images(p) if p.is_dir() else [p])
     if not files:
         raise RetinasegError("no image files found in the inputs")
     return files
@@ -110,6 +169,7 @@ class _ModelPicker:
 
 def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: str | Path,
                   threshold: float | None = None, options: SegmenterOptions | None = None,
+                  volume: bool | None = None, projection: str = VOLUME_PROJECTION,
                   **overrides: Any) -> PredictReport:
     """Segment every image in ``inputs`` and write ``<stem>_prob/_mask/_overlay.png`` to ``out``.
 
@@ -119,6 +179,10 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
     the adaptive restoration applied, if any: :mod:`retinaseg.preprocessing.restore`).
     Unreadable files are skipped and listed in the report's ``skipped``. Two inputs with the
     same file stem (``a/x.png``, ``b/x.tif``) get ``x`` and ``x-2`` outputs, never overwrite.
+    Volumes (a folder of B-scans, ``.npy``, NIfTI, a multi-page TIFF; ``volume``: see
+    :func:`collect_predict_inputs`) are projected inside the automatic inner-retina slab with
+    ``projection`` (default ``max``) and the projection segmented (``<stem>_projection.png``
+    is written too); a volume model (IPN) gets the volume itself.
     ``options`` (:class:`~retinaseg.inference.segmenter.SegmenterOptions`) and keyword
     ``overrides`` say how inference runs; they, the threshold and the model are checked before
     the first image, and a model that cannot be loaded later stops the run (it is no fault of
@@ -126,37 +190,63 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
     """
     opts = (options or SegmenterOptions()).updated(**overrides)
     check_threshold(threshold)
-    files = collect_inputs(inputs)
+    if projection not in METHODS:
+        raise RetinasegError(f"projection must be one of {', '.join(METHODS)}, not "
+                             f"'{projection}'")
+    files = collect_predict_inputs(inputs, volume)
     pick = _ModelPicker(model, opts)
     if model is not None:
         pick(np.zeros((8, 8), np.float32))  # load now: a bad model is one error, not N skips
     out = make_out_dir(out)
     report = PredictReport()
     used: set[str] = set()
-    for path in tqdm(files, desc="predicting", unit="img"):
+    for item in tqdm(files, desc="predicting", unit="img"):
+        path = item.path
+        if item.volume:
+            tqdm.write(f"{path}: {item.why}")
         try:
-            image = read_image(path)
+            image, volume_data, how = _read_input(item, model, pick, projection)
         except RetinasegError as err:
             report.skipped.append((str(path), str(err)))
             continue
         ref, seg = pick(image)  # a model or option error stops the run
         try:
             with recording() as restored:
-                prob = seg(image, source=f"'{path}'")
+                prob = seg(image if volume_data is None or not seg.takes_volumes
+                           else volume_data, source=f"'{path}'")
         except RetinasegError as err:
             report.skipped.append((str(path), str(err)))
             continue
         thr = seg.threshold if threshold is None else float(threshold)
         report.spec = seg.spec
-        row = {"image": str(path), "model": ref, "head": seg.head_name,
+        row = {"image": str(path), "input": "volume" if item.volume else "image",
+               "projection": how if not seg.takes_volumes else "learned (volume model)",
+               "model": ref, "head": seg.head_name,
                "threshold": round(thr, 4), "rescaled": round(seg.last_scale, 4),
                "restoration": "; ".join(dict.fromkeys(restored)) or "none"}
         if restored:
             tqdm.write(f"{path.name}: {restored[0]}")
-        row.update(write_outputs(out, unique_stem(path, used), image, prob, thr))
+        stem = unique_stem(path, used)
+        if item.volume:
+            save_projection(out / f"{stem}_projection.png", image, preview=False)
+        row.update(write_outputs(out, stem, image, prob, thr))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)
     return report
+
+
+def _read_input(item: Input, model: str | Path | None, pick: _ModelPicker,
+                projection: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(image to segment and show, the volume or None, how it was projected)."""
+    if not item.volume:
+        return read_image(item.path), None, ""
+    volume = read_volume(item.path)
+    depth = auto_slab(volume)
+    image = project(volume, projection, depth=depth)
+    top, bottom = (float(np.median(d)) for d in depth)
+    how = f"{projection}, auto slab (median planes {top:.0f}-{bottom:.0f} of {volume.shape[0]})"
+    takes_volumes = model is not None and pick(image)[1].takes_volumes
+    return image, volume if takes_volumes else None, how
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

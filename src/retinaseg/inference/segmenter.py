@@ -17,6 +17,7 @@ from retinaseg.errors import ModelLoadError, OptionError, RetinasegError
 from retinaseg.inference.fuse import Frozen, fold_batchnorm
 from retinaseg.inference.predictor import TTA_FLIPS, predict_probability
 from retinaseg.inference.scale import scale_factor
+from retinaseg.inference.volume import predict_volume
 from retinaseg.models.persistence import load_model
 from retinaseg.preprocessing.fov import bright_mask
 from retinaseg.preprocessing.functions import resize
@@ -150,6 +151,9 @@ class Segmenter:
         self.device = select_device(opt.device)
         self.precision = resolve_precision(opt.precision, self.device)
         self.net, self.spec = load_model(model, self.device)
+        self.takes_volumes = self.spec.info.get("input") == "volume"  # e.g. IPN
+        if self.takes_volumes:  # 3-D convolutions: float32, no channels-last, no tracing
+            self.precision, opt = "fp32", opt.updated(jit=False)
         head = opt.head
         self.head = head if head is not None or dataset is None else self.spec.head_for(dataset)
         self.channel = self.spec.head_index(self.head)  # checks the name
@@ -164,6 +168,15 @@ class Segmenter:
         self.tta = self.spec.info.get("tta", "none") if opt.tta is None else opt.tta
         self.match_fov, self.crop_fov, self.scale = opt.match_fov, opt.crop_fov, opt.scale
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
+
+    def _volume(self, volume: np.ndarray, source: str) -> np.ndarray:
+        if volume.ndim < 3 or (volume.ndim == 3 and volume.shape[-1] in (1, 3, 4)
+                               and volume.shape[0] > 4):
+            raise RetinasegError(f"{source} is a 2-D image, but model '{self.spec.name}' takes "
+                                 "volumes [D, H, W] (a folder of B-scans, .npy, NIfTI or a "
+                                 "multi-page TIFF)")
+        return predict_volume(self.net, volume, roi=self.tile or 96, overlap=self.overlap,
+                              device=self.device)[self.channel]
 
     def _freeze(self, jit: bool | None) -> tuple[bool, str]:
         """Replace ``self.net`` by its TorchScript-frozen graph when asked, or by default when
@@ -217,6 +230,11 @@ class Segmenter:
         return bright_mask(image)
 
     def __call__(self, image: np.ndarray, source: str = "image") -> np.ndarray:
+        """Probability ``[H, W]`` float32 in [0, 1] of an image ``[H, W]``/``[H, W, C]`` or,
+        for a volume model (:attr:`takes_volumes`), of a volume ``[D, H, W]``/``[C, D, H, W]``
+        (:func:`~retinaseg.inference.volume.predict_volume`, tiles of ``tile`` px, default 96)."""
+        if self.takes_volumes:
+            return self._volume(image, source)
         f = self.last_scale = self.scale_for(image)
         h, w = image.shape[:2]
         if f != 1.0:

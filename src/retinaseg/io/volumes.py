@@ -400,4 +400,62 @@ def read_volume(path: PathLike, axes: str | None = None,
         src.close()
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "NIFTI_SUFFIXES", "VOLUME_FILE_SUFFIXES", "read_volume"]
+# --------------------------------------------------------------------------------------------
+# telling volumes from images
+
+
+MIN_BSCANS = 8
+"""A folder needs at least this many numbered images to be taken for a B-scan folder."""
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, or None when Pillow cannot read it."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError):
+        return None
+
+
+def bscan_folder_reason(folder: PathLike) -> str | None:
+    """Why ``folder`` looks like one volume of B-scans, or None when it looks like images.
+
+    The content decides: at least :data:`MIN_BSCANS` image files, all named by a number (the
+    same prefix, e.g. ``1.bmp .. 400.bmp``), all of one size, and that size not square (a
+    B-scan is depth × A-scans, e.g. 640 × 400; en-face maps are square). Only headers are read.
+    """
+    files = list_images(Path(folder))
+    if len(files) < MIN_BSCANS:
+        return None
+    matches = [_TRAILING_NUMBER.match(f.stem) for f in files]
+    if not all(matches) or len({m.group(1) for m in matches if m}) != 1:
+        return None
+    sizes = {_image_size(f) for f in files[:: max(1, len(files) // 16)] + [files[-1]]}
+    if len(sizes) != 1 or None in sizes:
+        return None
+    w, h = sizes.pop()  # type: ignore[misc]
+    if w == h:
+        return None
+    return (f"{len(files)} numbered images of one size ({h}×{w}, not square): read as one "
+            "volume of B-scans")
+
+
+def volume_file_reason(path: PathLike) -> str | None:
+    """Why the file ``path`` is a volume (``.npy``, NIfTI, a multi-page TIFF), or None."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".npy", *NIFTI_SUFFIXES)):
+        return f"a {'NumPy' if name.endswith('.npy') else 'NIfTI'} file: read as a volume"
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                pages = len(tif.pages)
+        except (OSError, ValueError, tifffile.TiffFileError):
+            return None
+        if pages > 1:
+            return f"a TIFF of {pages} pages: read as a volume"
+    return None
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "MIN_BSCANS", "NIFTI_SUFFIXES", "VOLUME_FILE_SUFFIXES",
+           "bscan_folder_reason", "read_volume", "volume_file_reason"]

@@ -13,7 +13,9 @@ rot90=False, intensity=False)`` reproduces that (only the tensor conversion rema
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import (
     Compose,
@@ -143,3 +145,40 @@ def build_augmentation(
     if seed is not None:
         compose.set_random_state(seed=seed)
     return compose
+
+
+class VolumeAugmentation:
+    """Random en-face flips and 90° turns of a volume sample, the same for image and labels.
+
+    A volume model maps ``image [C, D, H, W]`` to a 2-D map, so only the two en-face axes
+    (the last two) may move; depth never flips (the retina has a top). Each of the vertical
+    flip, the horizontal flip and a turn by 90°·k (k in 1-3) happens with ``prob``. Square
+    crops keep their shape; ``label``/``fov`` ``[1, H, W]`` move with the image.
+    """
+
+    def __init__(self, flips: bool = True, rot90: bool = True, prob: float = 0.5,
+                 seed: int | None = None) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        self.flips, self.rot90, self.prob = flips, rot90, prob
+        self.set_random_state(seed)
+
+    def set_random_state(self, seed: int | None = None) -> VolumeAugmentation:
+        """Re-seed (the trainer does so each epoch, as for MONAI's ``Compose``)."""
+        self.rng = np.random.default_rng(seed)
+        return self
+
+    def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+        moves: list[tuple[str, int]] = []
+        if self.flips:
+            moves += [("flip", ax) for ax in (-2, -1) if self.rng.random() < self.prob]
+        if self.rot90 and self.rng.random() < self.prob:
+            moves.append(("rot", int(self.rng.integers(1, 4))))
+        out = dict(d)
+        for key in KEYS:
+            if key in out:
+                arr = np.asarray(out[key])
+                for kind, k in moves:
+                    arr = np.flip(arr, axis=k) if kind == "flip" else np.rot90(arr, k, (-2, -1))
+                out[key] = np.ascontiguousarray(arr)
+        return out

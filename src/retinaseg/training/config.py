@@ -63,6 +63,10 @@ class DataConfig(SourceConfig):
         "more datasets mixed into training, each with the keys of a dataset entry (dataset, "
         "root, splits, options, head); each keeps its own validation split, and the "
         "validation score and the threshold weight every dataset equally"))
+    volume_planes: int | None = Field(None, ge=1, description=(
+        "volume datasets (synthetic_volume, volume_folder): resample each volume's depth to "
+        "this many planes when it is loaded, as inference does for a volume model (IPN's "
+        "model.params.depth); null keeps the depth as read"))
     acquisition_copies: int = Field(0, ge=0, description=(
         "each training image (not validation) of every source is added this many more times, "
         "each copy after a random acquisition change of its raw pixels (colour balance, "

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from retinaseg.data import build_dataset
 from retinaseg.errors import ConfigError
+from retinaseg.inference.volume import prepare_volume
 from retinaseg.preprocessing.acquisition import random_change
 from retinaseg.preprocessing.pipeline import build_preprocess
 from retinaseg.registry import DATASETS
@@ -29,7 +30,8 @@ from retinaseg.training.config import DataConfig, SamplingConfig, SourceConfig
 
 @dataclass
 class Item:
-    """One preprocessed image: ``image [C,H,W]`` float32; ``label``, ``fov`` bool ``[H,W]``."""
+    """One preprocessed image: ``image [C,H,W]`` float32 (a volume: ``[C,D,H,W]``); ``label``,
+    ``fov`` bool ``[H,W]``."""
 
     id: str
     image: np.ndarray
@@ -53,23 +55,35 @@ LoadCache = dict[str, list["Item"]]
 
 
 def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "",
-               cache: LoadCache | None = None) -> list[Item]:
+               cache: LoadCache | None = None, planes: int | None = None) -> list[Item]:
     """Read and preprocess every labelled sample of ``split`` of one source into memory.
 
     With ``cache``, a source/split/preprocessing read before is not read again: its items come
     back as fresh copies that share the (read-only) arrays, so callers may retag them.
     """
-    key = json.dumps([src.model_dump(), split, preprocess], sort_keys=True, default=str)
+    key = json.dumps([src.model_dump(), split, preprocess, planes], sort_keys=True, default=str)
     if cache is not None and key in cache:
         return [replace(it) for it in cache[key]]
-    items = _read_items(src, split, preprocess, desc)
+    items = _read_items(src, split, preprocess, desc, planes)
     if cache is not None:
         cache[key] = [replace(it) for it in items]
     return items
 
 
-def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str) -> list[Item]:
+def _volume_input(image: np.ndarray, planes: int | None) -> np.ndarray:
+    """A volume sample ``[D,H,W]``/``[C,D,H,W]`` as network input ``[C,P,H,W]`` float32
+    (depth resampled to ``planes`` unless None), the way :func:`~retinaseg.inference.volume.
+    predict_volume` prepares it at inference."""
+    return prepare_volume(image, planes=planes)
+
+
+def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
+                planes: int | None = None) -> list[Item]:
     ds = build_dataset(src.dataset, src.root, split, **src.options)
+    volumetric = bool(getattr(ds, "volumetric", False))
+    if volumetric and build_preprocess(preprocess).steps:
+        raise ConfigError(f"data.preprocess must be 'none' for the volume dataset "
+                          f"'{src.dataset}' (volumes go to the network as read)")
     prep = build_preprocess(preprocess)
     items = []
     for i in tqdm(range(len(ds)), desc=desc or f"loading {split}", leave=False):
@@ -77,7 +91,9 @@ def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str) -> li
         if s["label"] is None:
             continue
         fov = s["fov"] if s["fov"] is not None else np.ones_like(s["label"], dtype=bool)
-        items.append(Item(s["id"], prep(s["image"]).astype(np.float32), s["label"], fov))
+        image = _volume_input(s["image"], planes) if volumetric \
+            else prep(s["image"]).astype(np.float32)
+        items.append(Item(s["id"], image, s["label"], fov))
     if not items:
         raise ConfigError(f"dataset '{src.dataset}' split '{split}' has no labelled images")
     return items
@@ -140,10 +156,12 @@ def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], se
 def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
                       cache: LoadCache | None) -> tuple[list[Item], list[Item], str]:
     name = src.dataset
-    train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train", cache)
+    planes = cfg.volume_planes
+    train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train", cache,
+                       planes)
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
     if val_split and val_split != src.train_split and cfg.folds is None:
-        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache)
+        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache, planes)
         where = f"{name} split '{val_split}'"
     else:
         train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
@@ -207,7 +225,8 @@ class PatchSampler:
             return it.image, lab, it.fov
         q = self.pad
         mode = "reflect" if min(it.image.shape[-2:]) > q else "edge"
-        img = np.pad(it.image, ((0, 0), (q, q), (q, q)), mode=mode)
+        lead = [(0, 0)] * (it.image.ndim - 2)  # channels (and depth, for volumes)
+        img = np.pad(it.image, [*lead, (q, q), (q, q)], mode=mode)
         lab = np.pad(lab, q)
         fov = np.pad(it.fov, q)
         return img, lab, fov
@@ -223,7 +242,8 @@ class PatchSampler:
         cy, cx = divmod(int(flat), w)
         p = self.cfg.patch_size
         sl = (slice(cy, cy + p), slice(cx, cx + p))
-        return {"image": img[:, sl[0], sl[1]], "label": lab[None, sl[0], sl[1]].astype(np.float32),
+        return {"image": img[..., sl[0], sl[1]],
+                "label": lab[None, sl[0], sl[1]].astype(np.float32),
                 "fov": fov[None, sl[0], sl[1]].astype(np.float32), "head": self.items[k].head}
 
     def _whole(self, k: int) -> dict[str, np.ndarray]:

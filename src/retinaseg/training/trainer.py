@@ -34,6 +34,7 @@ from retinaseg.evaluation.metrics import (
     threshold_metrics,
 )
 from retinaseg.inference import predict_probability
+from retinaseg.inference.volume import predict_volume
 from retinaseg.io import write_png
 from retinaseg.losses import build_loss
 from retinaseg.models import build_model
@@ -44,7 +45,7 @@ from retinaseg.models.persistence import (
     resolve_model_path,
     save_model,
 )
-from retinaseg.preprocessing.augment import build_augmentation
+from retinaseg.preprocessing.augment import VolumeAugmentation, build_augmentation
 from retinaseg.preprocessing.fov import median_fov_diameter
 from retinaseg.preprocessing.pipeline import without_adaptive
 from retinaseg.registry import DATASETS
@@ -93,10 +94,12 @@ def _optimizer(cfg: RunConfig, net: nn.Module) -> torch.optim.Optimizer:
     return cls(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _augment(cfg: RunConfig, seed: int):
+def _augment(cfg: RunConfig, seed: int, volumetric: bool = False):
     a = cfg.augment
     if a.prob == 0:
         return None
+    if volumetric:  # only en-face flips and turns: depth has a top
+        return VolumeAugmentation(flips=a.flips, rot90=a.rot90, prob=a.prob, seed=seed)
     return build_augmentation(flips=a.flips, rot90=a.rot90, rotate_deg=a.rotate_deg,
                               elastic=a.elastic, intensity=a.intensity, prob=a.prob, seed=seed,
                               zoom=a.zoom, degrade=a.degrade)
@@ -233,6 +236,7 @@ class Trainer:
         self.teachers, self.teacher_seconds = attach_targets(
             cfg, self.train_items, self.val_items, self.device, cache)
         self.in_channels = int(self.train_items[0].image.shape[0])
+        self.volumetric = self.train_items[0].image.ndim == 4  # [C, D, H, W]
         self._check_channels()
         self.net = build_model(cfg.model.name, self.in_channels,
                                **_model_params(cfg)).to(self.device)
@@ -240,7 +244,7 @@ class Trainer:
             _init_weights(self.net, cfg)
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
         self.opt = _optimizer(cfg, self.net)
-        self.augment = _augment(cfg, cfg.seed)
+        self.augment = _augment(cfg, cfg.seed, self.volumetric)
         self.sampler = PatchSampler(self.train_items, cfg.sampling, self.augment)
         self.amp, self.amp_dtype = _amp_mode(self.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
@@ -372,6 +376,10 @@ class Trainer:
         net = self.eval_net
         net.eval()
         inf = self.cfg.inference
+        if self.volumetric:  # items are prepared already: no depth resampling here
+            return [predict_volume(net, it.image, planes=None, roi=inf.tile or 96,
+                                   overlap=inf.overlap, device=self.device)[it.head]
+                    for it in items]
         return [predict_probability(net, it.image, self.device, tile=inf.tile,
                                     overlap=inf.overlap, channel=it.head) for it in items]
 
@@ -423,6 +431,8 @@ class Trainer:
             info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
             if self.fov_diameter:
                 info["fov_diameter"] = self.fov_diameter
+            if self.volumetric:  # predict and Segmenter feed this model volumes, not images
+                info["input"] = "volume"
             save_model(self.run / "best.safetensors", self.eval_net,
                        _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
         else:
