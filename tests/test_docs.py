@@ -147,3 +147,18 @@ def test_link_parser_finds_links_and_skips_code() -> None:
     assert LINK.findall(_prose(page)) == ["x.md", "img/d.png", "https://h", "j.md#k"]
     assert _slug("`retinaseg predict`") == "retinaseg-predict"
     assert _slug("How-to guides") == "how-to-guides"
+
+
+def test_readme_lists_every_registered_component() -> None:
+    """The README's lists of models, losses and datasets match the registries."""
+    import retinaseg.data  # noqa: F401  (registration)
+    import retinaseg.losses  # noqa: F401
+    import retinaseg.models  # noqa: F401
+    from retinaseg.registry import DATASETS, LOSSES, MODELS
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    for label, registry in (("models", MODELS), ("losses", LOSSES), ("datasets", DATASETS)):
+        block = re.search(rf"^- {label}: (.*?)(?=^- |^$)", text, re.M | re.S)
+        assert block, f"README has no '- {label}:' line"
+        listed = set(re.findall(r"`([a-z0-9_]+)`", block.group(1)))
+        assert listed == set(registry.names()), (label, listed ^ set(registry.names()))

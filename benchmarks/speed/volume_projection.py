@@ -4,7 +4,10 @@ Data: OCTA-500 6M subject 10225 (``../shared/data/OCTA-500/OCTA_6M/OCTA/10225``,
 640 × 400 px), the only real OCTA volume available. It belongs to the OCTA-500 *test* split: it is
 used here to check IO, orientation, projection and inference only; nothing is tuned on it.
 
-Each timed case runs in a fresh Python process, so its peak resident memory (``VmHWM``) is its
+Whole commands (``retinaseg project`` and ``predict`` on the B-scan folder, against a plain
+Pillow + NumPy script that reads the 400 files, averages them and saves the map) are timed as
+fresh processes from start to exit, imports included. Each timed in-process case runs in a fresh
+Python process, so its peak resident memory (``VmHWM``) is its
 own; ``import RSS`` is the resident memory after the imports, before any work. Cases:
 
 - ``pillow+numpy``: the floor: ``np.stack`` of the 400 BMPs read with Pillow, ``mean`` over depth;
@@ -34,14 +37,18 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("RETINASEG_SHARED_DATA", REPO.parent / "shared" / "data"))
-VOLUME = SHARED / "OCTA-500/OCTA_6M/OCTA/10225"
-OFFICIAL = SHARED / "OCTA-500/OCTA_6M/Projection Maps/OCTA(ILM_OPL)/10225.bmp"
+import numpy as np
+from common import REPO, SHARED_DATA, md_table, publish
+
+VOLUME = SHARED_DATA / "OCTA-500/OCTA_6M/OCTA/10225"
+OFFICIAL = SHARED_DATA / "OCTA-500/OCTA_6M/Projection Maps/OCTA(ILM_OPL)/10225.bmp"
+GT = SHARED_DATA / "OCTA-500/OCTA_6M/GT_LargeVessel/10225.bmp"
 
 _PRELUDE = """
 import json, time, torch
@@ -153,9 +160,61 @@ def agreement() -> tuple[list[list[str]], list[list[str]], dict[str, object]]:
     return rows, flip_rows, facts
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+FLOOR_COMMAND = """
+import sys
+import numpy as np
+from PIL import Image
+folder = sys.argv[1]
+vol = np.stack([np.asarray(Image.open(f'{folder}/{k}.bmp')) for k in range(1, 401)])
+Image.fromarray(vol.mean(axis=1).astype(np.uint8)).save(sys.argv[2])
+"""
+
+
+def time_command(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB, GNU time) of one fresh process from start to exit."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with tempfile.NamedTemporaryFile(suffix=".txt") as rss:
+        t0 = time.perf_counter()
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], env=env,
+                       check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        return wall, int(Path(rss.name).read_text().split()[-1]) / 1024
+
+
+def command_rows(repeats: int, out: Path) -> tuple[list[list[object]], dict[str, object]]:
+    """The whole commands, from the files on disk to the files written, interleaved."""
+    py = sys.executable
+    cases = {
+        "Pillow + NumPy script (read 400 BMPs, mean, save)":
+            [py, "-c", FLOOR_COMMAND, str(VOLUME), str(out / "floor.png")],
+        "retinaseg project (mean, full depth)":
+            [py, "-m", "retinaseg.cli", "project", str(VOLUME), "--out", str(out / "m.png")],
+        "retinaseg project --slab auto --method max":
+            [py, "-m", "retinaseg.cli", "project", str(VOLUME), "--out", str(out / "a.png"),
+             "--slab", "auto", "--method", "max"],
+        "retinaseg predict (volume → octa-vessels)":
+            [py, "-m", "retinaseg.cli", "predict", str(VOLUME), "--out", str(out / "pred")],
+    }
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, argv in cases.items():
+            got[name].append(time_command(argv))
+    floor = statistics.median(w for w, _ in got[next(iter(cases))])
+    rows = []
+    for name in cases:
+        wall = statistics.median(w for w, _ in got[name])
+        rows.append([name, f"{wall:.2f}", f"{wall / floor:.2f}×",
+                     f"{max(r for _, r in got[name]):.0f}"])
+    return rows, {k: v for k, v in got.items()}
+
+
+def predict_check(out: Path) -> dict[str, float]:
+    """Dice of ``predict``'s mask on 10225 against the official GT_LargeVessel (a check)."""
+    from retinaseg.io import read_mask
+
+    mask = read_mask(out / "pred" / "10225_mask.png")
+    gt = read_mask(GT)
+    return {"dice": float(2 * (mask & gt).sum() / (mask.sum() + gt.sum()))}
 
 
 def main() -> None:
@@ -166,6 +225,9 @@ def main() -> None:
     args = parser.parse_args()
     if not VOLUME.is_dir():
         sys.exit(f"OCTA-500 volume 10225 not found at {VOLUME} (set RETINASEG_SHARED_DATA)")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd_rows, cmd_raw = command_rows(args.repeats, Path(tmp))
+        check = predict_check(Path(tmp))
     names = [n for n in CASES if not (args.skip_ipn and n.startswith("ipn"))]
     runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for i in range(args.repeats):  # interleaved, so load changes hit every case alike
@@ -173,6 +235,7 @@ def main() -> None:
             if name.startswith("ipn") and i > 0:
                 continue  # minutes per run: once is enough
             runs[name].append(run_case(name, args.threads, warm=not name.startswith("ipn")))
+
     def med(name: str, key: str) -> float | None:
         values = [r[key] for r in runs[name] if r[key] is not None]
         return statistics.median(values) if values else None
@@ -188,20 +251,31 @@ def main() -> None:
         cells += [f"{max(r['import_rss'] for r in runs[name]) / 2**20:.0f}",
                   f"{max(r['peak_rss'] for r in runs[name]) / 2**20:.0f}"]
         rows.append(cells)
-    print(f"## Volume projection and IPN inference, OCTA-500 10225 (640×400×400), median of "
-          f"{args.repeats} fresh processes, {args.threads} threads\n")
-    print(md_table(["case", "cold s", "cold vs floor", f"warm s (best of {WARM_RUNS})",
-                    "warm vs floor", "import RSS MiB", "peak RSS MiB"], rows))
-    print("\ncold: the first call in a fresh process (pays first-touch page faults of the new "
-          "arrays); warm: later calls in the same process; floor: pillow+numpy.")
     method_rows, flip_rows, facts = agreement()
-    print("\n### Correlation with the official OCTA(ILM_OPL) map\n")
-    print(md_table(["method", "full depth", f"global auto slab {facts['global slab']}",
-                    "per-A-scan auto slab"], method_rows))
-    print(f"\nPer-A-scan slab: top planes {facts['slab top planes']}, thickness "
-          f"min/median/max {facts['slab thickness planes']} planes.")
-    print("\n### Orientation: full-depth mean under the 8 flips/transposes\n")
-    print(md_table(["orientation", "correlation"], flip_rows))
+    body = "\n".join([
+        f"OCTA-500 6M subject 10225 (640×400×400 B-scans; a test-split subject, used for IO, "
+        f"orientation and inference checks only, nothing tuned on it). Median of "
+        f"{args.repeats} fresh processes, interleaved; {args.threads} threads.",
+        "", "### Whole commands, from the files on disk to the files written", "",
+        md_table(["command", "wall s", "vs Pillow + NumPy", "peak RSS MiB"], cmd_rows), "",
+        f"`predict` on the volume, its mask against the official GT_LargeVessel/10225.bmp: "
+        f"Dice {check['dice']:.4f} (a check, not a score to tune).", "",
+        "### Inside one process: reading, projecting, IPN", "",
+        md_table(["case", "cold s", "cold vs floor", f"warm s (best of {WARM_RUNS})",
+                  "warm vs floor", "import RSS MiB", "peak RSS MiB"], rows), "",
+        "cold: the first call in a fresh process (pays first-touch page faults of the new "
+        "arrays); warm: later calls in the same process; floor: pillow+numpy. The IPN rows "
+        "use untrained weights (speed and memory only).", "",
+        "### Correlation with the official OCTA(ILM_OPL) map", "",
+        md_table(["method", "full depth", f"global auto slab {facts['global slab']}",
+                  "per-A-scan auto slab"], method_rows), "",
+        f"Per-A-scan slab: top planes {facts['slab top planes']}, thickness min/median/max "
+        f"{facts['slab thickness planes']} planes.", "",
+        "### Orientation: full-depth mean under the 8 flips/transposes", "",
+        md_table(["orientation", "correlation"], flip_rows)])
+    publish("volume_projection", "Volumes: reading, projection and inference on a real cube",
+            body, {"commands": cmd_raw, "predict_check": check, "cases": runs,
+                   "methods": method_rows, "orientation": flip_rows})
 
 
 if __name__ == "__main__":

@@ -7,27 +7,18 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.batch import PredictReport, predict_files
 from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
-from retinaseg.io import read_volume
 from retinaseg.models import MODELS
 from retinaseg.models.cards import bundled_models
 from retinaseg.models.persistence import load_model
-from retinaseg.preprocessing.projection import (
-    auto_slab,
-    layer_frames,
-    project,
-    save_layer_frames,
-    save_projection,
-)
+from retinaseg.preprocessing.projection import layer_frames_of, project, project_volume
 from retinaseg.training.ensemble import build_ensemble, train_folds
 from retinaseg.training.trainer import train
-from retinaseg.utils.atomic import make_out_dir
 
 
 def predict(inputs: list[str | Path] | str | Path, model: str | Path | None = None,
@@ -39,40 +30,6 @@ def predict(inputs: list[str | Path] | str | Path, model: str | Path | None = No
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     return predict_files(inputs, model, out, threshold, options, **overrides)
-
-
-def project_volume(volume: str | Path, out: str | Path, method: str = "mean",
-                   depth: tuple[int, int] | None = None, slab: str | None = None,
-                   equalise: bool = False, preview: bool = True) -> dict[str, Any]:
-    """Read a volume, project it en face (:func:`retinaseg.preprocessing.projection.project`)
-    and write the map losslessly (16-bit ``.png`` or float32 ``.tif``) plus an 8-bit preview.
-
-    Returns ``{"files", "shape", "depth", "method", "seconds_read", "seconds_project"}``; the
-    output is written only after the volume was read and projected.
-    """
-    t0 = time.perf_counter()
-    vol = read_volume(volume)
-    t1 = time.perf_counter()
-    bounds = auto_slab(vol) if slab == "auto" else depth
-    image = project(vol, method, depth=bounds, equalise=equalise)
-    t2 = time.perf_counter()
-    del vol
-    files = save_projection(out, image, preview=preview)
-    where = "all" if bounds is None else "auto slab" if slab == "auto" else f"{depth[0]}:{depth[1]}"
-    return {"files": [str(f) for f in files], "shape": list(image.shape), "depth": where,
-            "method": method, "seconds_read": t1 - t0, "seconds_project": t2 - t1}
-
-
-def layer_frames_of(volume: str | Path, out: str | Path, depth: tuple[int, int] | None = None,
-                    step: int = 1, thickness: int = 1, method: str = "mean",
-                    bits: int = 8) -> Path:
-    """Read a volume and write it as en-face frames (thin slabs at successive depths):
-    ``frame_<i>.png`` and ``frames.json`` with each frame's depth range (returned)."""
-    vol = read_volume(volume)
-    frames, ranges = layer_frames(vol, depth, step, thickness, method)
-    del vol
-    info = {"volume": str(volume), "method": method, "step": step, "thickness": thickness}
-    return save_layer_frames(make_out_dir(out), frames, ranges, bits=bits, info=info)
 
 
 def list_datasets() -> list[tuple[str, str, tuple[str, ...], str]]:

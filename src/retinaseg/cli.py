@@ -111,7 +111,7 @@ def _depth(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_project(a: argparse.Namespace) -> None:
-    from retinaseg.api import project_volume
+    from retinaseg.preprocessing.projection import project_volume  # light: no torch
 
     depth = _depth(a.depth)
     if depth is not None and a.slab:
@@ -124,7 +124,7 @@ def cmd_project(a: argparse.Namespace) -> None:
 
 
 def cmd_layers(a: argparse.Namespace) -> None:
-    from retinaseg.api import layer_frames_of
+    from retinaseg.preprocessing.projection import layer_frames_of  # light: no torch
 
     check_number("--step", a.step, 1, integer=True)
     check_number("--thickness", a.thickness, 1, integer=True)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from skimage import transform
 from retinaseg.errors import OptionError, VolumeError
 from retinaseg.io import read_volume, write_png, write_tiff
 from retinaseg.preprocessing.functions import hist_equalise
-from retinaseg.utils.atomic import write_text_atomic
+from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 
 METHODS: tuple[str, ...] = ("mean", "max", "min", "std", "sum", "median")
 CHUNK_BYTES: int = 64 * 2**20
@@ -477,6 +478,44 @@ def save_layer_frames(out_dir: str | os.PathLike, frames: np.ndarray,
     return out / "frames.json"
 
 
+# --------------------------------------------------------------------------------------------
+# from files to files (the project and layers commands)
+
+
+def project_volume(volume: str | Path, out: str | Path, method: str = "mean",
+                   depth: tuple[int, int] | None = None, slab: str | None = None,
+                   equalise: bool = False, preview: bool = True) -> dict[str, Any]:
+    """Read a volume, project it en face (:func:`retinaseg.preprocessing.projection.project`)
+    and write the map losslessly (16-bit ``.png`` or float32 ``.tif``) plus an 8-bit preview.
+
+    Returns ``{"files", "shape", "depth", "method", "seconds_read", "seconds_project"}``; the
+    output is written only after the volume was read and projected.
+    """
+    t0 = time.perf_counter()
+    vol = read_volume(volume)
+    t1 = time.perf_counter()
+    bounds = auto_slab(vol) if slab == "auto" else depth
+    image = project(vol, method, depth=bounds, equalise=equalise)
+    t2 = time.perf_counter()
+    del vol
+    files = save_projection(out, image, preview=preview)
+    where = "all" if bounds is None else "auto slab" if slab == "auto" else f"{depth[0]}:{depth[1]}"
+    return {"files": [str(f) for f in files], "shape": list(image.shape), "depth": where,
+            "method": method, "seconds_read": t1 - t0, "seconds_project": t2 - t1}
+
+
+def layer_frames_of(volume: str | Path, out: str | Path, depth: tuple[int, int] | None = None,
+                    step: int = 1, thickness: int = 1, method: str = "mean",
+                    bits: int = 8) -> Path:
+    """Read a volume and write it as en-face frames (thin slabs at successive depths):
+    ``frame_<i>.png`` and ``frames.json`` with each frame's depth range (returned)."""
+    vol = read_volume(volume)
+    frames, ranges = layer_frames(vol, depth, step, thickness, method)
+    del vol
+    info = {"volume": str(volume), "method": method, "step": step, "thickness": thickness}
+    return save_layer_frames(make_out_dir(out), frames, ranges, bits=bits, info=info)
+
+
 __all__ = ["CHUNK_BYTES", "METHODS", "auto_slab", "check_volume", "frame_ranges",
            "layer_frames", "preview_8bit", "project", "resample_depth", "save_layer_frames",
-           "save_projection"]
+           "save_projection", "project_volume", "layer_frames_of"]
