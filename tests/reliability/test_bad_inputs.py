@@ -249,7 +249,7 @@ def test_empty_folder_is_clear_error(cli, tmp_path, tiny_model, content) -> None
         (folder / "volume.npy").write_bytes(b"x")
         (folder / ".hidden.png").write_bytes(png_bytes(noise(4, 4)))
     res = cli("predict", folder, "--model", tiny_model, "--out", tmp_path / "out")
-    res.assert_fatal("no image files found")
+    res.assert_fatal("no image files or volumes found")
 
 
 def test_missing_input_is_clear_error(cli, tmp_path, tiny_model) -> None:

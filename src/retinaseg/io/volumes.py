@@ -444,8 +444,15 @@ def volume_file_reason(path: PathLike) -> str | None:
     """Why the file ``path`` is a volume (``.npy``, NIfTI, a multi-page TIFF), or None."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith((".npy", *NIFTI_SUFFIXES)):
-        return f"a {'NumPy' if name.endswith('.npy') else 'NIfTI'} file: read as a volume"
+    if name.endswith(".npy"):
+        try:
+            with open(path, "rb") as f:
+                np.lib.format.read_magic(f)
+        except (OSError, ValueError):
+            return None
+        return "a NumPy file: read as a volume"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "a NIfTI file: read as a volume" if path.stat().st_size >= 348 else None
     if path.suffix.lower() in TIFF_EXTENSIONS:
         try:
             with tifffile.TiffFile(path) as tif:
