@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from retinaseg.data import datasets, synthetic, volumes  # noqa: F401  (registers the datasets)
+from retinaseg.data import datasets, sam_octa2, synthetic, volumes  # noqa: F401  (registers)
 from retinaseg.data.base import ALL, Sample, VesselDataset
 from retinaseg.data.synthetic import make_fundus_sample, make_octa_sample
 from retinaseg.registry import DATASETS
