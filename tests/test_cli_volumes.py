@@ -186,3 +186,10 @@ def test_real_volume_predicts_over_its_official_label(shared_data, tmp_path) -> 
     gt = read_mask(shared_data / "OCTA-500" / "OCTA_6M" / "GT_LargeVessel" / "10225.bmp")
     dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
     assert dice > 0.8  # 0.89 measured; a flipped or transposed map would score about 0.1
+
+
+def test_cli_projection_methods_are_the_library_s() -> None:
+    from retinaseg.cli import METHODS
+    from retinaseg.preprocessing.projection import METHODS as LIBRARY
+
+    assert METHODS == LIBRARY

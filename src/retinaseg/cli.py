@@ -17,6 +17,10 @@ from pathlib import Path
 from retinaseg.errors import RetinasegError
 from retinaseg.utils.checks import check_number
 
+METHODS = ("mean", "max", "min", "std", "sum", "median")
+"""Reductions over depth (:data:`retinaseg.preprocessing.projection.METHODS`; repeated here so
+that parsing the command line imports no numerical library)."""
+
 
 def _kv(items: list[str] | None) -> dict[str, str]:
     out = {}
@@ -315,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "non-square images is a volume of B-scans; .npy, NIfTI and multi-page "
                         "TIFF files are volumes) and logged")
     p.add_argument("--projection", default="max",
-                   choices=["mean", "max", "min", "std", "sum", "median"],
+                   choices=METHODS,
                    help="how a volume is projected inside the automatic inner-retina slab "
                         "before a 2-D model segments it (default max)")
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
@@ -349,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="map file: .png (16-bit) or .tif (float32), plus <stem>_preview.png")
     p.add_argument("--method", default="mean",
-                   choices=["mean", "max", "min", "std", "sum", "median"],
+                   choices=METHODS,
                    help="reduction over depth (default mean)")
     p.add_argument("--depth", default=None, metavar="A:B",
                    help="project planes A to B-1 only (0 = top of the B-scan)")
@@ -369,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thickness", type=int, default=1,
                    help="planes reduced into each frame (>= 1)")
     p.add_argument("--method", default="mean",
-                   choices=["mean", "max", "min", "std", "sum", "median"],
+                   choices=METHODS,
                    help="reduction over each frame's planes (default mean)")
     p.add_argument("--bits", type=int, default=8, choices=[8, 16], help="PNG bit depth")
     p.set_defaults(func=cmd_layers)
