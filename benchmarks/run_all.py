@@ -36,6 +36,7 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "huge_images": (["benchmarks/speed/huge_images.py"], "speed"),
     "inference_speed": (["benchmarks/speed/inference.py"], "speed"),
     "volume_projection": (["benchmarks/speed/volume_projection.py"], "speed"),
+    "sam2": (["benchmarks/speed/sam2.py"], "speed"),
     "default_models": (["benchmarks/accuracy/default_models.py"], "accuracy"),
     "robustness": (["benchmarks/accuracy/robustness.py"], "accuracy"),
     "resolution": (["benchmarks/accuracy/robustness.py", "--mode", "resolution"], "accuracy"),

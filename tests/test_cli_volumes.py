@@ -193,3 +193,17 @@ def test_cli_projection_methods_are_the_library_s() -> None:
     from retinaseg.preprocessing.projection import METHODS as LIBRARY
 
     assert METHODS == LIBRARY
+
+
+@pytest.mark.parametrize("method", ["mean", "max", "std", "median", "sum", "min"])
+def test_a_bscan_folder_is_projected_bscan_by_bscan_to_the_same_values(tmp_path, cube,
+                                                                       method) -> None:
+    import tifffile
+
+    from retinaseg.preprocessing.projection import project_volume
+
+    folder = _bscan_folder(tmp_path / "vol", cube)
+    r = project_volume(folder, tmp_path / "m.tif", method=method, depth=(5, 40), preview=False)
+    assert r["streamed"] and r["depth"] == "5:40"
+    expected = project(read_volume(folder), method, depth=(5, 40))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), expected)

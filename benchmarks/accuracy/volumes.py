@@ -4,7 +4,7 @@ cube.
 Trains (or takes the runs of) ``configs/seed/ipn_synthetic.yaml`` (IPN, CPU preset, learning
 the projection from 96 × 96 × 64 cubes) and ``configs/examples/unet_synthetic_projection.yaml``
 (the same cubes projected inside the automatic inner-retina slab, then a 2-D U-Net), each with
-an 18-minute budget, and scores both on the same held-out synthetic test cubes. Then times the
+an 18-minute limit, and scores both on the same held-out synthetic test cubes. Then times the
 trained IPN on the real OCTA-500 volume 10225 (640 × 400 × 400; a test-split subject, used for
 speed and memory only) in a fresh process, whole volume, with its peak RSS. A training run: not
 part of ``make bench`` (``benchmarks/run_all.py --training`` runs it).
@@ -98,8 +98,8 @@ def main() -> None:
             "scored)")
     body = (f"Synthetic OCTA cubes (`synthetic_volume`, 96 × 96 en face × 64 deep), the same "
             f"train/val/test cubes for both routes; val chose checkpoint and threshold, test is "
-            f"held out; per-image means. Recipes: `{IPN}`, `{UNET}`; the same 18-minute CPU "
-            "budget each.\n\n"
+            f"held out; per-image means. Recipes: `{IPN}`, `{UNET}`, each with an 18-minute "
+            "CPU limit (`train min`: what each used; the U-Net may stop early).\n\n"
             + md_table(["route", "test cubes", *KEYS, "train min", "best epoch"], rows)
             + f"\n\n- {real}\n" + "".join(f"- run folder: `{r}`\n" for r in runs.values()))
     publish("volumes_ipn", "Volumes: IPN against project then U-Net", body, raw)

@@ -122,9 +122,10 @@ def cmd_project(a: argparse.Namespace) -> None:
         raise RetinasegError("give either --depth A:B or --slab auto, not both")
     r = project_volume(a.volume, a.out, method=a.method, depth=depth, slab=a.slab,
                        equalise=a.equalise, preview=not a.no_preview)
+    how = (f"read and projected B-scan by B-scan in {r['seconds_read']:.2f} s" if r["streamed"]
+           else f"read {r['seconds_read']:.2f} s, projected {r['seconds_project']:.2f} s")
     print(f"{a.method} projection ({r['depth']} planes) {r['shape'][0]}×{r['shape'][1]} px: "
-          f"{', '.join(r['files'])} (read {r['seconds_read']:.2f} s, projected "
-          f"{r['seconds_project']:.2f} s)")
+          f"{', '.join(r['files'])} ({how})")
 
 
 def cmd_layers(a: argparse.Namespace) -> None:

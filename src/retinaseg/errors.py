@@ -33,3 +33,7 @@ class OptionError(RetinasegError):
 
 class VolumeError(RetinasegError):
     """A volume array has the wrong shape or values, or is too large, for the step asked."""
+
+
+class MissingDependencyError(RetinasegError):
+    """An optional package (an extra such as ``retinaseg[sam]``) is needed but not installed."""

@@ -400,6 +400,44 @@ def read_volume(path: PathLike, axes: str | None = None,
         src.close()
 
 
+def volume_planes(path: PathLike, max_bytes: int = DEFAULT_MAX_BYTES
+                  ) -> tuple[tuple[int, int, int], Iterator[tuple[int, np.ndarray]]] | None:
+    """Stream a volume stored as slices along ``H`` (a folder of B-scans), without holding it.
+
+    Returns the ``[D, H, W]`` shape and an iterator of ``(h, plane)``, ``plane`` float32
+    ``[D, W]`` in [0, 1] exactly as row ``h`` of :func:`read_volume`'s result; None for a
+    volume stored otherwise (read it whole). The checks of :func:`read_volume` apply.
+    """
+    src = _open(Path(path))
+    try:
+        _check_source(src, max_bytes)
+        stored = src.axes
+        if stored[src.slice_axis] != "H":
+            src.close()
+            return None
+        offset, scale = _value_map(src)
+    except BaseException:
+        src.close()
+        raise
+    shape = tuple(src.shape[stored.index(a)] for a in AXES)
+    rest = [a for k, a in enumerate(stored) if k != src.slice_axis]
+    flips = [rest.index(a) for a in "DW" if stored.index(a) in src.reverse]
+    h_reversed = stored.index("H") in src.reverse
+
+    def planes() -> Iterator[tuple[int, np.ndarray]]:
+        try:
+            for i, sl in _slices(src):
+                buf = np.empty(sl.shape, np.float32)
+                _to_unit(sl, offset, scale, buf)
+                buf = np.flip(buf, flips) if flips else buf
+                yield (shape[1] - 1 - i if h_reversed else i,
+                       buf if rest == ["D", "W"] else buf.T)
+        finally:
+            src.close()
+
+    return shape, planes()  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------------------------
 # telling volumes from images
 
@@ -465,4 +503,4 @@ def volume_file_reason(path: PathLike) -> str | None:
 
 
 __all__ = ["DEFAULT_MAX_BYTES", "MIN_BSCANS", "NIFTI_SUFFIXES", "VOLUME_FILE_SUFFIXES",
-           "bscan_folder_reason", "read_volume", "volume_file_reason"]
+           "bscan_folder_reason", "read_volume", "volume_file_reason", "volume_planes"]

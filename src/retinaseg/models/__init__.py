@@ -13,6 +13,7 @@ from retinaseg.models import (  # noqa: F401 (registration)
     ipn,
     monai_nets,
     s3octa,
+    sam2,
     unet,
 )
 from retinaseg.models.factory import build_model

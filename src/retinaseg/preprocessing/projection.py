@@ -54,6 +54,7 @@ from skimage import transform
 
 from retinaseg.errors import OptionError, VolumeError
 from retinaseg.io import read_volume, write_png, write_tiff
+from retinaseg.io.volumes import volume_planes
 from retinaseg.preprocessing.functions import hist_equalise
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 
@@ -482,26 +483,50 @@ def save_layer_frames(out_dir: str | os.PathLike, frames: np.ndarray,
 # from files to files (the project and layers commands)
 
 
+def _project_streamed(shape: tuple[int, int, int], planes: Any, method: str,
+                      depth: tuple[int, int] | None) -> np.ndarray:
+    """:func:`project` of a streamed volume (:func:`retinaseg.io.volumes.volume_planes`) over
+    the fixed planes ``depth``: the same values, one B-scan in memory at a time."""
+    a, b = _check_bounds(depth, shape)
+    out = np.empty(shape[1:], np.float32)
+    for h, plane in planes:
+        _check_finite(plane[None], slice(0, 1))
+        out[h] = _reduce(plane[a:b, None, :], method)[0]
+    return out
+
+
 def project_volume(volume: str | Path, out: str | Path, method: str = "mean",
                    depth: tuple[int, int] | None = None, slab: str | None = None,
                    equalise: bool = False, preview: bool = True) -> dict[str, Any]:
     """Read a volume, project it en face (:func:`retinaseg.preprocessing.projection.project`)
     and write the map losslessly (16-bit ``.png`` or float32 ``.tif``) plus an 8-bit preview.
 
-    Returns ``{"files", "shape", "depth", "method", "seconds_read", "seconds_project"}``; the
+    A folder of B-scans with a fixed depth range is projected B-scan by B-scan as it is read
+    (one B-scan in memory; ``streamed``), anything else is read whole first.
+
+    Returns ``{"files", "shape", "depth", "method", "streamed", "seconds_read",
+    "seconds_project"}`` (streamed: reading and projecting together in ``seconds_read``); the
     output is written only after the volume was read and projected.
     """
     t0 = time.perf_counter()
-    vol = read_volume(volume)
-    t1 = time.perf_counter()
-    bounds = auto_slab(vol) if slab == "auto" else depth
-    image = project(vol, method, depth=bounds, equalise=equalise)
-    t2 = time.perf_counter()
-    del vol
+    streamed = None if slab == "auto" else volume_planes(volume)
+    if streamed is not None:  # a B-scan folder: project each B-scan as it is read
+        image = _project_streamed(*streamed, _check_method(method), depth)
+        t1 = t2 = time.perf_counter()
+        image = hist_equalise(image).astype(np.float32) if equalise else image
+    else:
+        vol = read_volume(volume)
+        t1 = time.perf_counter()
+        bounds = auto_slab(vol) if slab == "auto" else depth
+        image = project(vol, method, depth=bounds, equalise=equalise)
+        t2 = time.perf_counter()
+        del vol
     files = save_projection(out, image, preview=preview)
-    where = "all" if bounds is None else "auto slab" if slab == "auto" else f"{depth[0]}:{depth[1]}"
+    where = "auto slab" if slab == "auto" else "all" if depth is None else \
+        f"{depth[0]}:{depth[1]}"
     return {"files": [str(f) for f in files], "shape": list(image.shape), "depth": where,
-            "method": method, "seconds_read": t1 - t0, "seconds_project": t2 - t1}
+            "method": method, "streamed": streamed is not None, "seconds_read": t1 - t0,
+            "seconds_project": t2 - t1}
 
 
 def layer_frames_of(volume: str | Path, out: str | Path, depth: tuple[int, int] | None = None,
