@@ -207,3 +207,18 @@ def test_a_bscan_folder_is_projected_bscan_by_bscan_to_the_same_values(tmp_path,
     assert r["streamed"] and r["depth"] == "5:40"
     expected = project(read_volume(folder), method, depth=(5, 40))
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), expected)
+
+
+@pytest.mark.parametrize("method", ["mean", "max", "median"])
+def test_the_auto_slab_of_a_bscan_folder_is_streamed_to_the_same_values(tmp_path, cube,
+                                                                       method) -> None:
+    import tifffile
+
+    from retinaseg.preprocessing.projection import project_volume
+
+    folder = _bscan_folder(tmp_path / "vol", cube)
+    r = project_volume(folder, tmp_path / "m.tif", method=method, slab="auto", preview=False)
+    assert r["streamed"] and r["depth"] == "auto slab"
+    vol = read_volume(folder)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"),
+                                  project(vol, method, slab="auto"))

@@ -26,7 +26,13 @@ from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
 from retinaseg.io import list_images, natural_key, read_image, read_volume, write_png
 from retinaseg.io.volumes import NIFTI_SUFFIXES, bscan_folder_reason, volume_file_reason
 from retinaseg.models.persistence import ModelSpec, read_spec, resolve_model_path
-from retinaseg.preprocessing.projection import METHODS, auto_slab, project, save_projection
+from retinaseg.preprocessing.projection import (
+    METHODS,
+    auto_slab,
+    project,
+    project_slab_streamed,
+    save_projection,
+)
 from retinaseg.preprocessing.restore import recording
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 from retinaseg.utils.checks import check_number
@@ -240,12 +246,17 @@ def _read_input(item: Input, model: str | Path | None, pick: _ModelPicker,
     """(image to segment and show, the volume or None, how it was projected)."""
     if not item.volume:
         return read_image(item.path), None, ""
-    volume = read_volume(item.path)
-    depth = auto_slab(volume)
-    image = project(volume, projection, depth=depth)
+    takes_volumes = model is not None and pick(np.zeros((8, 8), np.float32))[1].takes_volumes
+    streamed = None if takes_volumes else project_slab_streamed(item.path, projection)
+    if streamed is not None:  # a B-scan folder for a 2-D model: never held whole
+        image, depth, n_depth = streamed
+        volume = None
+    else:
+        volume = read_volume(item.path)
+        depth, n_depth = auto_slab(volume), volume.shape[0]
+        image = project(volume, projection, depth=depth)
     top, bottom = (float(np.median(d)) for d in depth)
-    how = f"{projection}, auto slab (median planes {top:.0f}-{bottom:.0f} of {volume.shape[0]})"
-    takes_volumes = model is not None and pick(image)[1].takes_volumes
+    how = f"{projection}, auto slab (median planes {top:.0f}-{bottom:.0f} of {n_depth})"
     return image, volume if takes_volumes else None, how
 
 

@@ -298,8 +298,14 @@ def auto_slab(volume: np.ndarray, block: int | None = 16, rise: float = 0.2,
                           f"fraction={fraction}")
     if block is not None and int(block) < 1:
         raise OptionError(f"auto_slab block must be a positive number of pixels, got {block}")
-    top, end = _surfaces(_block_profiles(vol, block), rise, fraction)
-    n_depth, height, width = vol.shape
+    return _slab_bounds(_block_profiles(vol, block), vol.shape, block, rise, fraction)
+
+
+def _slab_bounds(profiles: np.ndarray, shape: tuple[int, ...], block: int | None, rise: float,
+                 fraction: float) -> tuple[Bound, Bound]:
+    """:func:`auto_slab`'s result from the block profiles ``[D, nH, nW]`` of a volume."""
+    top, end = _surfaces(profiles, rise, fraction)
+    n_depth, height, width = shape
     if block is None:
         return int(top[0, 0]), int(min(np.ceil(end[0, 0]), n_depth))
     if top.shape[0] > 2 and top.shape[1] > 2:
@@ -309,6 +315,28 @@ def auto_slab(volume: np.ndarray, block: int | None = 16, rise: float = 0.2,
     a = np.clip(np.rint(up_top), 0, n_depth).astype(np.int64)
     b = np.clip(np.ceil(up_end), 0, n_depth).astype(np.int64)
     return a, np.maximum(a, b)
+
+
+def _streamed_profiles(shape: tuple[int, int, int], planes: Any, block: int = 16) -> np.ndarray:
+    """:func:`_block_profiles` of a streamed volume: each block row's B-scans are summed in
+    ascending row order once all have arrived, as the in-memory version sums them."""
+    n_depth, height, width = shape
+    bh, bw = min(block, height), min(block, width)
+    starts_w = np.arange(0, width, bw)
+    counts_w = np.diff(np.append(starts_w, width))
+    pending: dict[int, dict[int, np.ndarray]] = {}
+    rows: dict[int, np.ndarray] = {}
+    for h, plane in planes:
+        _check_finite(plane[None], slice(h, h + 1))
+        k = h // bh
+        pending.setdefault(k, {})[h] = plane
+        size = min(bh, height - k * bh)
+        if len(pending[k]) == size:
+            group = pending.pop(k)
+            stack = np.stack([group[r] for r in range(k * bh, k * bh + size)], axis=1)
+            col_sum = stack.sum(axis=1, dtype=np.float64)  # [D, W]
+            rows[k] = np.add.reduceat(col_sum, starts_w, axis=1) / (counts_w * size)
+    return np.stack([rows[k] for k in sorted(rows)], axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,6 +523,33 @@ def _project_streamed(shape: tuple[int, int, int], planes: Any, method: str,
     return out
 
 
+def project_slab_streamed(path: str | Path, method: str
+                          ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], int] | None:
+    """:func:`project` with ``slab="auto"`` of a B-scan folder in two streamed passes (the block
+    profiles, then the projection): the same values, one block of B-scans in memory.
+
+    Returns the map ``[H, W]``, the slab surfaces ``(top, bottom)`` and the volume's depth;
+    None for a volume that is not stored as B-scans (read it whole instead).
+    """
+    first = volume_planes(path)
+    if first is None:
+        return None
+    shape, planes = first
+    a, b = _slab_bounds(_streamed_profiles(shape, planes), shape, 16, 0.2, 0.5)
+    out = np.empty(shape[1:], np.float32)
+    again = volume_planes(path)
+    assert again is not None
+    for h, plane in again[1]:
+        lo, hi = int(a[h].min()), int(b[h].max())
+        if hi <= lo:
+            out[h] = 0
+            continue
+        depth = np.arange(lo, hi)[:, None, None]
+        inside = (depth >= a[h][None, None]) & (depth < b[h][None, None])
+        out[h] = _reduce_masked(plane[lo:hi, None, :], inside, method)[0]
+    return out, (a, b), shape[0]
+
+
 def project_volume(volume: str | Path, out: str | Path, method: str = "mean",
                    depth: tuple[int, int] | None = None, slab: str | None = None,
                    equalise: bool = False, preview: bool = True) -> dict[str, Any]:
@@ -509,9 +564,19 @@ def project_volume(volume: str | Path, out: str | Path, method: str = "mean",
     output is written only after the volume was read and projected.
     """
     t0 = time.perf_counter()
-    streamed = None if slab == "auto" else volume_planes(volume)
-    if streamed is not None:  # a B-scan folder: project each B-scan as it is read
-        image = _project_streamed(*streamed, _check_method(method), depth)
+    method = _check_method(method)
+    if slab is not None and str(slab).lower() != "auto":
+        raise OptionError(f"slab '{slab}' is unknown; use 'auto' or give depth=(a, b)")
+    if slab is not None and depth is not None:
+        raise OptionError("give either depth=(a, b) or slab='auto', not both")
+    if slab is not None:
+        done = project_slab_streamed(volume, method)
+        image = None if done is None else done[0]
+    else:
+        planes = volume_planes(volume)
+        image = None if planes is None else _project_streamed(*planes, method, depth)
+    streamed = image is not None  # a B-scan folder: projected B-scan by B-scan
+    if streamed:
         t1 = t2 = time.perf_counter()
         image = hist_equalise(image).astype(np.float32) if equalise else image
     else:
@@ -525,7 +590,7 @@ def project_volume(volume: str | Path, out: str | Path, method: str = "mean",
     where = "auto slab" if slab == "auto" else "all" if depth is None else \
         f"{depth[0]}:{depth[1]}"
     return {"files": [str(f) for f in files], "shape": list(image.shape), "depth": where,
-            "method": method, "streamed": streamed is not None, "seconds_read": t1 - t0,
+            "method": method, "streamed": streamed, "seconds_read": t1 - t0,
             "seconds_project": t2 - t1}
 
 
@@ -543,4 +608,5 @@ def layer_frames_of(volume: str | Path, out: str | Path, depth: tuple[int, int] 
 
 __all__ = ["CHUNK_BYTES", "METHODS", "auto_slab", "check_volume", "frame_ranges",
            "layer_frames", "preview_8bit", "project", "resample_depth", "save_layer_frames",
-           "save_projection", "project_volume", "layer_frames_of"]
+           "save_projection", "project_volume", "layer_frames_of",
+           "project_slab_streamed"]
