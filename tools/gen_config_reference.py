@@ -259,15 +259,28 @@ def cli_markdown() -> str:
     lines.append("\nOptions of `retinaseg` itself: `--version` prints the version, `-h` the help "
                  "(also after any command).\n")
     for name, p in sub.choices.items():
-        lines.append(f"## retinaseg {name}\n")
-        what = _cell(helps.get(name, ""))
-        if what:
-            lines.append(what[:1].upper() + what[1:] + ".\n")
-        lines.append("```text\n" + _usage(p) + "\n```\n")
-        table = _args_table(p)
-        if len(table) > 2:
-            lines.append("\n".join(table) + "\n")
+        lines += _command_section(f"retinaseg {name}", p, helps.get(name, ""))
     return "\n".join(lines)
+
+
+def _command_section(title: str, parser: argparse.ArgumentParser, what: str) -> list[str]:
+    """The section of one command, then one per sub-command (``retinaseg sam2 init``)."""
+    lines = [f"## {title}\n"]
+    what = _cell(what)
+    if what:
+        lines.append(what[:1].upper() + what[1:] + ".\n")
+    lines.append("```text\n" + _usage(parser) + "\n```\n")
+    table = _args_table(parser)
+    if len(table) > 2:
+        lines.append("\n".join(table) + "\n")
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in nested:
+        helps = {a.dest: a.help or "" for a in action._choices_actions}
+        lines.append("Sub-commands: " + ", ".join(
+            f"[`{name}`](#{title.replace(' ', '-')}-{name})" for name in action.choices) + ".\n")
+        for name, p in action.choices.items():
+            lines += _command_section(f"{title} {name}", p, helps.get(name, ""))
+    return lines
 
 
 # ---- main --------------------------------------------------------------------------------------

@@ -32,6 +32,19 @@ def predict(inputs: list[str | Path] | str | Path, model: str | Path | None = No
     return predict_files(inputs, model, out, threshold, options, **overrides)
 
 
+def prompt_image(image: str | Path, model: Any, points: object = None, box: object = None,
+                 out: str | Path | None = None, refine: bool = False, *,
+                 device: str = "auto") -> dict[str, Any]:
+    """Segment what ``points`` (``"x,y,1;x,y,0"``: 1 object, 0 background) and/or ``box``
+    (``"x0,y0,x1,y1"``) mark in ``image`` with a SAM 2 model folder, and write the probability,
+    mask, overlay, logits and prompt record into ``out`` (``retinaseg prompt``); ``refine``
+    passes the previous answer's logits in ``out`` back to refine the mask. Needs the ``sam``
+    extra. See :func:`retinaseg.inference.prompting.prompt_image`."""
+    from retinaseg.inference.prompting import prompt_image as run
+
+    return run(image, model, points=points, box=box, out=out, refine=refine, device=device)
+
+
 def list_datasets() -> list[tuple[str, str, tuple[str, ...], str]]:
     """(name, modality, splits, expected layout) for every registered dataset."""
     from retinaseg.data import describe_datasets
@@ -52,4 +65,5 @@ def list_bundled_models() -> list[tuple[str, str]]:
 
 __all__ = ["train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
            "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
-           "list_bundled_models", "project", "project_volume", "layer_frames_of"]
+           "list_bundled_models", "project", "project_volume", "layer_frames_of",
+           "prompt_image"]

@@ -229,6 +229,50 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"outputs: {s['out']}/predictions, summary: {s['out']}/summary.json")
 
 
+SAM2_SIZES = ("tiny", "small", "base_plus", "large", "test-tiny")
+"""SAM 2 sizes (:data:`retinaseg.models.sam2.config.SIZES`; repeated here so that parsing the
+command line imports no transformers)."""
+
+
+def _sam2_written(folder: Path, what: str) -> None:
+    from retinaseg.models.sam2.weights import read_info, weights_sha256
+
+    info = read_info(folder)
+    size = f"SAM {info.version} {info.size}" if info else "SAM 2"
+    print(f"wrote {size} ({what}) to {folder}: config.json, model.safetensors (sha256 "
+          f"{weights_sha256(folder)[:12]}...), retinaseg.json")
+
+
+def cmd_sam2_init(a: argparse.Namespace) -> None:
+    check_number("--seed", a.seed, 0, integer=True)
+    from retinaseg.models.sam2 import init_weights
+
+    _sam2_written(init_weights(a.size, a.out, seed=a.seed), f"random weights, seed {a.seed}")
+
+
+def cmd_sam2_convert(a: argparse.Namespace) -> None:
+    from retinaseg.models.sam2 import convert_checkpoint
+
+    folder = convert_checkpoint(a.checkpoint, a.out, size=a.size)
+    _sam2_written(folder, f"converted from {Path(a.checkpoint).name}")
+
+
+def cmd_prompt(a: argparse.Namespace) -> None:
+    from retinaseg.api import prompt_image
+
+    if a.points is None and a.box is None:
+        raise RetinasegError("give --points 'x,y,1;x,y,0' or --box x0,y0,x1,y1 (or both): a "
+                             "SAM 2 prompt needs at least one point or a box")
+    r = prompt_image(a.image, a.model, points=a.points, box=a.box, out=a.out, refine=a.refine,
+                     device=a.device)
+    n_pos = int((r["labels"] == 1).sum())
+    box = "" if r["box"] is None else ", a box"
+    how = "refined mask" if r["refined"] else "mask"
+    print(f"{how} of {int(r['mask'].sum())} px from {n_pos} positive and "
+          f"{len(r['labels']) - n_pos} negative point(s){box} (predicted IoU {r['score']:.3f}): "
+          f"{', '.join(Path(f).name for f in r['files'])} in {a.out}")
+
+
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
     p.add_argument("--threads", type=int, default=None,
@@ -390,6 +434,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="name the --root dataset instead")
     p.add_argument("--n", type=int, default=2, help="real images shown per --root")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("sam2", help="write SAM 2 model folders (convert official weights, or "
+                                    "random init)")
+    sam = p.add_subparsers(dest="sam2_command", required=True, metavar="{init,convert}")
+    q = sam.add_parser("init", help="write a model folder with random weights (to try the "
+                                    "mechanics; no download)")
+    q.add_argument("--size", required=True, choices=SAM2_SIZES,
+                   help="the SAM 2 size (test-tiny: about 1 M parameters, for tests)")
+    q.add_argument("--out", required=True, help="the model folder to write")
+    q.add_argument("--seed", type=int, default=0, help="random seed of the weights (>= 0)")
+    q.set_defaults(func=cmd_sam2_init)
+    q = sam.add_parser("convert", help="convert an official SAM 2 / 2.1 checkpoint (.pt) on "
+                                       "disk into a model folder")
+    q.add_argument("checkpoint", help="an official sam2*_hiera_*.pt file (loaded with "
+                                      "weights_only=True)")
+    q.add_argument("--out", required=True, help="the model folder to write")
+    q.add_argument("--size", default=None, choices=SAM2_SIZES,
+                   help="check that the checkpoint is of this size (default: read from its "
+                        "shapes)")
+    q.set_defaults(func=cmd_sam2_convert)
+    p = sub.add_parser("prompt", help="segment what points and a box mark in one image with "
+                                      "SAM 2")
+    p.add_argument("image", help="the image file (grey or RGB)")
+    p.add_argument("--model", required=True,
+                   help="a SAM 2 model folder ('retinaseg sam2 convert' or 'sam2 init')")
+    p.add_argument("--points", default=None, metavar="X,Y,L;...",
+                   help="points in image pixels (x = column, y = row), label 1 on the object, "
+                        "0 background, e.g. '120,80,1;60,90,0'")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
+                   help="a box around the object, top-left corner first")
+    p.add_argument("--out", required=True,
+                   help="output folder: <stem>_prob.png, _mask.png, _prompt_overlay.png, "
+                        "_logits.npy and _prompt.json")
+    p.add_argument("--refine", action="store_true",
+                   help="refine the previous answer in --out (its <stem>_logits.npy) with "
+                        "these points; give all points again, with the new ones")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    p.set_defaults(func=cmd_prompt)
     sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list bundled models and architectures").set_defaults(
         func=cmd_models)
