@@ -1,7 +1,8 @@
 """SAM 2 (reference §7.2): model folders, the official key mapping, LoRA, frames and prompting.
 
-Everything runs on ``test-tiny`` (the SAM 2 architecture at about 0.6 M parameters) with random
-weights that go through the same writing and loading code as a converted official checkpoint.
+Everything runs on ``test-tiny`` (the SAM 2 architecture at about 0.7 M parameters, 1.2 M with
+the video memory) with random weights that go through the same writing and loading code as a
+converted official checkpoint.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 The four official sizes (``tiny``, ``small``, ``base_plus``, ``large``) differ only in the Hiera
 trunk; the dimensions are those of the official ``sam2.1_hiera_*.yaml`` configs, as transformers'
 own conversion script sets them. ``test-tiny`` is the same architecture family shrunk to about
-1 M parameters (4 MB) for tests and CI: a narrow four-stage Hiera and a 32-wide neck, prompt
-encoder, mask decoder and memory, still taking 1024×1024 frames.
+1.2 M parameters (4.7 MB; 0.7 M without the memory) for tests and CI: a narrow four-stage
+Hiera, a 128-wide neck, prompt encoder and one-layer mask decoder, and one memory-attention
+layer over 64-wide memories (the narrowest that transformers' video model propagates with),
+still taking 1024×1024 frames.
 
 Version ``2.1`` (the default) adds the temporal encoding of object pointers and the occlusion
 embedding to version ``2``; both load into the same classes.
@@ -57,10 +59,16 @@ HIERA: dict[str, dict[str, Any]] = {
 
 SIZES = tuple(HIERA)
 
-_TEST_WIDTH = 32  # test-tiny: neck, prompt encoder, mask decoder and memory attention width
+# test-tiny: neck, prompt encoder, mask decoder and memory attention width. 128 is the least
+# that propagation through frames allows in transformers' Sam2VideoModel: its memory attention
+# takes memories 64 wide (kv_in_dim=64, fixed), and object pointers (this width) are only
+# reshaped into memory tokens when they are wider than the memory (split into width/64 tokens).
+_TEST_WIDTH = 128
+_TEST_MEM = 64  # memory_encoder_output_channels: must be 64 (see above)
 _TEST_TINY: dict[str, Any] = dict(
     memory_attention_hidden_size=_TEST_WIDTH, memory_attention_feed_forward_hidden_size=64,
-    memory_encoder_hidden_size=_TEST_WIDTH, memory_encoder_output_channels=16,
+    memory_attention_num_layers=1,
+    memory_encoder_hidden_size=_TEST_WIDTH, memory_encoder_output_channels=_TEST_MEM,
     mask_downsampler_embed_dim=_TEST_WIDTH, memory_fuser_embed_dim=_TEST_WIDTH,
     memory_fuser_intermediate_dim=64,
 )
@@ -88,7 +96,7 @@ def video_config(size: str, version: str = "2.1") -> Sam2VideoConfig:
         extra = dict(_TEST_TINY,
                      prompt_encoder_config=dict(hidden_size=_TEST_WIDTH),
                      mask_decoder_config=dict(hidden_size=_TEST_WIDTH, mlp_dim=64,
-                                              iou_head_hidden_dim=_TEST_WIDTH))
+                                              num_hidden_layers=1, iou_head_hidden_dim=32))
     new = version == "2.1"
     return video_config_from_dict(dict(
         vision_config=vision, image_size=IMAGE_SIZE,
