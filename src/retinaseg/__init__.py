@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _API = {"train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
         "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
-        "list_bundled_models", "prompt_image"}
+        "list_bundled_models", "prompt_image", "propagate_layers"}
 _SUBPACKAGES = {"io", "data", "preprocessing", "models", "losses", "training", "inference",
                 "evaluation", "measure"}
 

@@ -45,6 +45,25 @@ def prompt_image(image: str | Path, model: Any, points: object = None, box: obje
     return run(image, model, points=points, box=box, out=out, refine=refine, device=device)
 
 
+def propagate_layers(source: str | Path, model: Any, out: str | Path,
+                     prompt_frame: int | None = None, points: object = None, box: object = None,
+                     prompt_masks: list[object] | None = None, direction: str = "both",
+                     obj_id: int = 1, device: str = "auto", *, step: int | None = None,
+                     thickness: int | None = None) -> dict[str, Any]:
+    """Prompt one object on a layer frame (``points``/``box`` on ``prompt_frame``) or on a few
+    (``prompt_masks``: ``["FRAME:MASK.png", ...]``) and carry it through the whole stack with
+    SAM 2's memory (``direction`` both, forward or backward); ``source`` is a folder of frames
+    (``retinaseg layers``) or a volume file (cut with ``step``/``thickness``, default 1). Writes
+    ``masks/frame_<i>.png``, ``objects/<obj>/frame_<i>.png``, ``prompts/`` overlays and
+    ``propagation.json`` into ``out`` (``retinaseg propagate``). Needs the ``sam`` extra. See
+    :func:`retinaseg.inference.layer_prompting.propagate_layers`."""
+    from retinaseg.inference.layer_prompting import propagate_layers as run
+
+    return run(source, model, out, prompt_frame=prompt_frame, points=points, box=box,
+               prompt_masks=prompt_masks, direction=direction, obj_id=obj_id, device=device,
+               step=step, thickness=thickness)
+
+
 def list_datasets() -> list[tuple[str, str, tuple[str, ...], str]]:
     """(name, modality, splits, expected layout) for every registered dataset."""
     from retinaseg.data import describe_datasets
@@ -66,4 +85,4 @@ def list_bundled_models() -> list[tuple[str, str]]:
 __all__ = ["train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
            "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
            "list_bundled_models", "project", "project_volume", "layer_frames_of",
-           "prompt_image"]
+           "prompt_image", "propagate_layers"]

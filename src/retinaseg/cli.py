@@ -273,6 +273,28 @@ def cmd_prompt(a: argparse.Namespace) -> None:
           f"{', '.join(Path(f).name for f in r['files'])} in {a.out}")
 
 
+def cmd_propagate(a: argparse.Namespace) -> None:
+    from retinaseg.api import propagate_layers
+
+    for name, value in (("--step", a.step), ("--thickness", a.thickness)):
+        if value is not None:
+            check_number(name, value, 1, integer=True)
+    if a.points is None and a.box is None and not a.prompt_mask:
+        raise RetinasegError("give --prompt-frame K with --points 'x,y,1;x,y,0' and/or --box "
+                             "x0,y0,x1,y1, or --prompt-mask K:MASK.png: propagation needs a "
+                             "prompt")
+    if (a.points is not None or a.box is not None) and a.prompt_frame is None:
+        raise RetinasegError("--points and --box need --prompt-frame K: the frame they are on")
+    r = propagate_layers(a.source, a.model, a.out, prompt_frame=a.prompt_frame, points=a.points,
+                         box=a.box, prompt_masks=a.prompt_mask, direction=a.direction,
+                         obj_id=a.obj_id, device=a.device, step=a.step, thickness=a.thickness)
+    found = int(r["union"].any(axis=(1, 2)).sum())
+    print(f"propagated object {', '.join(map(str, r['object_ids']))} from frame(s) "
+          f"{', '.join(map(str, r['prompted_frames']))} ({r['direction']}) through "
+          f"{len(r['union'])} frames, {found} with a mask: masks/, objects/, prompts/ and "
+          f"propagation.json in {a.out}")
+
+
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
     p.add_argument("--threads", type=int, default=None,
@@ -471,6 +493,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "these points; give all points again, with the new ones")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
     p.set_defaults(func=cmd_prompt)
+    p = sub.add_parser("propagate", help="prompt an object on a layer frame and carry it through "
+                                         "the stack with SAM 2's memory")
+    p.add_argument("source", metavar="FRAMES_DIR|VOLUME",
+                   help="a folder of frames ('retinaseg layers', or images of one size in "
+                        "natural order) or a volume file (.npy, .nii/.nii.gz, multi-page .tif)")
+    p.add_argument("--model", required=True,
+                   help="a SAM 2 model folder ('retinaseg sam2 convert' or 'sam2 init')")
+    p.add_argument("--prompt-frame", type=int, default=None, metavar="K",
+                   help="the frame (0-based) that --points and --box are on")
+    p.add_argument("--points", default=None, metavar="X,Y,L;...",
+                   help="points on frame K in pixels (x = column, y = row), label 1 on the "
+                        "object, 0 background, e.g. '120,80,1;60,90,0'")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
+                   help="a box around the object on frame K, top-left corner first")
+    p.add_argument("--prompt-mask", action="append", default=[], metavar="K:MASK.png",
+                   help="a binary mask of the object on frame K instead of points (repeatable, "
+                        "one frame each; all masks are the same object)")
+    p.add_argument("--out", required=True,
+                   help="output folder: masks/frame_<i>.png, objects/<id>/frame_<i>.png, "
+                        "prompts/frame_<i>.png and propagation.json")
+    p.add_argument("--direction", default="both", choices=["both", "forward", "backward"],
+                   help="both (default), forward (frames before the first prompted one stay "
+                        "empty) or backward (frames after the last prompted one stay empty)")
+    p.add_argument("--obj-id", type=int, default=1, help="the object's id (default 1)")
+    p.add_argument("--step", type=int, default=None,
+                   help="for a volume: planes between frame starts (default 1)")
+    p.add_argument("--thickness", type=int, default=None,
+                   help="for a volume: planes averaged into each frame (default 1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    p.set_defaults(func=cmd_propagate)
     sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list bundled models and architectures").set_defaults(
         func=cmd_models)
