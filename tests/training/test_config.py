@@ -62,7 +62,7 @@ def test_missing_file() -> None:
 
 
 @pytest.mark.parametrize("name", ["seed/retina_unet_drive", "examples/octa500_unet",
-                                  "examples/rossa_unet"])
+                                  "examples/rossa_unet", "seed/sam_octa2_enface"])
 def test_shipped_configs_validate(name: str) -> None:
     from pathlib import Path
 

@@ -53,6 +53,7 @@ from retinaseg.training.config import RunConfig, dump_config, load_config
 from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
 from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
 from retinaseg.training.runs import check_paths, write_summary
+from retinaseg.training.sam2 import sam2_params, train_sam2
 from retinaseg.training.schedule import learning_rate
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, cpu_has_bf16, seed_everything, select_device
@@ -547,18 +548,27 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
           resume: str | Path | None = None) -> dict[str, Any]:
     """Train from a config (object or YAML path), or resume the run folder ``resume``.
 
-    Returns the run summary (``run_dir``, ``best_epoch``, ``threshold``, ...).
+    Returns the run summary (``run_dir``, ``best_epoch``, ``threshold``, ...). A ``sam2``
+    config is trained by :func:`retinaseg.training.sam2.train_sam2` (LoRA, prompts; no resume).
     """
     if resume is not None:
         run = Path(resume)
         if not (run / "config.yaml").is_file():
             raise ConfigError(f"'{run}' is not a run folder: it has no config.yaml")
         cfg = load_config(run / "config.yaml", overrides)
+        if cfg.model.name == "sam2":
+            raise ConfigError(f"'{run}' is a sam2 run; resuming sam2 training is not supported "
+                              "(start a new run)")
         _check_inputs(cfg)
     else:
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg, overrides)
         _check_inputs(cfg)
+        if cfg.model.name == "sam2":  # LoRA fine-tuning with prompts (reference §7)
+            sam2_params(cfg)
+            run = new_run_dir(cfg)
+            write_text_atomic(run / "config.yaml", dump_config(cfg))
+            return train_sam2(cfg, run)
         if cfg.distill.teachers:  # a resume must learn from these same runs
             pin_teachers(cfg)
         run = new_run_dir(cfg)
