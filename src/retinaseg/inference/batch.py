@@ -164,6 +164,10 @@ class _ModelPicker:
             self.cache[ref] = self._load(ref)
         return ref, self.cache[ref]
 
+    def explicit_volume_model(self) -> bool:
+        """True when the model given (not picked by modality) takes volumes (e.g. IPN)."""
+        return self.model is not None and self(np.zeros((8, 8), np.float32))[1].takes_volumes
+
     def _load(self, ref: str) -> Segmenter:
         """A head asked for applies to the models that have heads; a bundled model picked by
         modality without heads (fundus-vessels) ignores it."""
@@ -211,15 +215,15 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         if item.volume:
             tqdm.write(f"{path}: {item.why}")
         try:
-            image, volume_data, how = _read_input(item, model, pick, projection)
+            image, volume_data, how = _read_input(item, pick, projection)
         except RetinasegError as err:
             report.skipped.append((str(path), str(err)))
             continue
         ref, seg = pick(image)  # a model or option error stops the run
         try:
             with recording() as restored:
-                prob = seg(image if volume_data is None or not seg.takes_volumes
-                           else volume_data, source=f"'{path}'")
+                prob = seg(image if volume_data is None else volume_data,
+                           source=f"'{path}'")
         except RetinasegError as err:
             report.skipped.append((str(path), str(err)))
             continue
@@ -241,12 +245,12 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
     return report
 
 
-def _read_input(item: Input, model: str | Path | None, pick: _ModelPicker,
-                projection: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _read_input(item: Input, pick: _ModelPicker, projection: str
+                ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(image to segment and show, the volume or None, how it was projected)."""
     if not item.volume:
         return read_image(item.path), None, ""
-    takes_volumes = model is not None and pick(np.zeros((8, 8), np.float32))[1].takes_volumes
+    takes_volumes = pick.explicit_volume_model()
     streamed = None if takes_volumes else project_slab_streamed(item.path, projection)
     if streamed is not None:  # a B-scan folder for a 2-D model: never held whole
         image, depth, n_depth = streamed

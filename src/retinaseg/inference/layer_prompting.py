@@ -177,10 +177,10 @@ def propagate_layers(source: str | Path, model: Any, out: str | Path,
     RetinasegError (one sentence, nothing written) for a bad source, frames of different sizes,
     a frame past the end, no prompt or two kinds, points outside the frames, or a bad model.
     """
-    from retinaseg.inference.prompting import _box, _points
+    from retinaseg.inference.prompting import prompt_box, prompt_points
 
-    pts, labels = _points(points)
-    bx = _box(box)
+    pts, labels = prompt_points(points)
+    bx = prompt_box(box)
     has_points = len(pts) > 0 or bx is not None
     if not has_points and not prompt_masks:
         raise OptionError("propagation needs a prompt: points and/or a box on prompt_frame, or "

@@ -40,7 +40,7 @@ BOX_COLOUR = (255, 255, 0)
 LOW_RES = 256  # the decoder's mask size (models.sam2.preprocess.LOW_RES; repeated: light import)
 
 
-def _points(points: object) -> tuple[np.ndarray, np.ndarray]:
+def prompt_points(points: object) -> tuple[np.ndarray, np.ndarray]:
     """``points`` as (``[N, 2]`` float32 (x, y), ``[N]`` labels): a ``"x,y,1;x,y,0"`` string,
     a :class:`Prompt`, or an array of (x, y) (all positive) or (x, y, label) rows."""
     if points is None:
@@ -65,7 +65,8 @@ def _points(points: object) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, :2].astype(np.float32), labels.astype(np.int64)
 
 
-def _box(box: object) -> np.ndarray | None:
+def prompt_box(box: object) -> np.ndarray | None:
+    """``box`` as float32 ``[4]`` (x0, y0, x1, y1) from ``"x0,y0,x1,y1"`` text or numbers."""
     if box is None:
         return None
     if isinstance(box, str):
@@ -152,8 +153,8 @@ def prompt_image(image: str | Path, model: Any, points: object = None, box: obje
     image, points or a box outside it, no point and no box, a bad model folder, or ``refine``
     without a previous answer.
     """
-    pts, labels = _points(points)
-    bx = _box(box)
+    pts, labels = prompt_points(points)
+    bx = prompt_box(box)
     if refine and out is None:
         raise OptionError("refine reads the previous answer from the output folder; give out")
     from retinaseg.models.sam2.deps import require_sam_extras

@@ -70,28 +70,22 @@ def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "",
     return items
 
 
-def _volume_input(image: np.ndarray, planes: int | None) -> np.ndarray:
-    """A volume sample ``[D,H,W]``/``[C,D,H,W]`` as network input ``[C,P,H,W]`` float32
-    (depth resampled to ``planes`` unless None), the way :func:`~retinaseg.inference.volume.
-    predict_volume` prepares it at inference."""
-    return prepare_volume(image, planes=planes)
-
-
 def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
                 planes: int | None = None) -> list[Item]:
     ds = build_dataset(src.dataset, src.root, split, **src.options)
     volumetric = bool(getattr(ds, "volumetric", False))
-    if volumetric and build_preprocess(preprocess).steps:
+    prep = build_preprocess(preprocess)
+    if volumetric and prep.steps:
         raise ConfigError(f"data.preprocess must be 'none' for the volume dataset "
                           f"'{src.dataset}' (volumes go to the network as read)")
-    prep = build_preprocess(preprocess)
     items = []
     for i in tqdm(range(len(ds)), desc=desc or f"loading {split}", leave=False):
         s = ds[i]
         if s["label"] is None:
             continue
         fov = s["fov"] if s["fov"] is not None else np.ones_like(s["label"], dtype=bool)
-        image = _volume_input(s["image"], planes) if volumetric \
+        # a volume goes in as the network input [C, P, H, W], prepared as predict_volume does
+        image = prepare_volume(s["image"], planes=planes) if volumetric \
             else prep(s["image"]).astype(np.float32)
         items.append(Item(s["id"], image, s["label"], fov))
     if not items:
