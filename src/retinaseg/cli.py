@@ -73,7 +73,8 @@ def cmd_train(a: argparse.Namespace) -> None:
               f"mean Dice {r['oof_dice_mean']:.4f})")
         return
     s = train(a.config, overrides=a.set, resume=a.resume)
-    print(f"best model: {Path(s['run_dir']) / 'best.safetensors'} (epoch {s['best_epoch']}, "
+    best = Path(s['run_dir']) / s.get("lora", "best.safetensors")
+    print(f"best model: {best} (epoch {s['best_epoch']}, "
           f"val {s['monitor']} {s['best_score']:.4f}, threshold {s['threshold']:.3f})")
 
 
@@ -479,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "SAM 2")
     p.add_argument("image", help="the image file (grey or RGB)")
     p.add_argument("--model", required=True,
-                   help="a SAM 2 model folder ('retinaseg sam2 convert' or 'sam2 init')")
+                   help="a SAM 2 model folder ('retinaseg sam2 convert' or 'sam2 init'), a "
+                        "fine-tuned LoRA file, or a SAM 2 training run folder")
     p.add_argument("--points", default=None, metavar="X,Y,L;...",
                    help="points in image pixels (x = column, y = row), label 1 on the object, "
                         "0 background, e.g. '120,80,1;60,90,0'")
@@ -499,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder of frames ('retinaseg layers', or images of one size in "
                         "natural order) or a volume file (.npy, .nii/.nii.gz, multi-page .tif)")
     p.add_argument("--model", required=True,
-                   help="a SAM 2 model folder ('retinaseg sam2 convert' or 'sam2 init')")
+                   help="a SAM 2 model folder ('retinaseg sam2 convert' or 'sam2 init'), a "
+                        "fine-tuned LoRA file, or a SAM 2 training run folder")
     p.add_argument("--prompt-frame", type=int, default=None, metavar="K",
                    help="the frame (0-based) that --points and --box are on")
     p.add_argument("--points", default=None, metavar="X,Y,L;...",

@@ -166,7 +166,8 @@ def propagate_layers(source: str | Path, model: Any, out: str | Path,
     stack with SAM 2's memory, writing masks per frame into ``out`` (see the module).
 
     ``source``: a folder of frames (``retinaseg layers``) or a volume file (cut with ``step`` and
-    ``thickness``, default 1); ``model``: a SAM 2 model folder or a loaded ``Sam2VideoModel``;
+    ``thickness``, default 1); ``model``: a SAM 2 model folder, LoRA file or run folder, or a
+    loaded ``Sam2VideoModel``;
     ``prompt_frame`` with ``points`` (``"x,y,1;x,y,0"`` or rows of (x, y[, label])) and/or
     ``box`` (``"x0,y0,x1,y1"``), or ``prompt_masks`` (``["FRAME:MASK.png", ...]``, one frame
     each, all the same object); ``direction``: ``both``, ``forward`` or ``backward``.

@@ -139,7 +139,8 @@ def prompt_image(image: str | Path, model: Any, points: object = None, box: obje
                  device: str = "auto") -> dict[str, Any]:
     """Segment the object that ``points`` and/or ``box`` mark in ``image`` with SAM 2.
 
-    ``model``: a SAM 2 model folder (``retinaseg sam2 convert`` / ``sam2 init``) or a
+    ``model``: a SAM 2 model folder (``retinaseg sam2 convert`` / ``sam2 init``), a LoRA file
+    or run folder of a SAM 2 training (:func:`~retinaseg.models.sam2.lora.load_model`), or a
     :class:`~retinaseg.models.sam2.predictor.Sam2Prompter` to reuse; ``points``:
     ``"x,y,1;x,y,0"`` (1 on the object, 0 background; x = column, y = row in pixels), a
     :class:`~retinaseg.preprocessing.prompts.Prompt` or rows of (x, y[, label]); ``box``:

@@ -54,8 +54,8 @@ require_sam_extras()
 
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel  # noqa: E402
 
+from retinaseg.models.sam2.lora import load_model  # noqa: E402
 from retinaseg.models.sam2.predictor import Prompt, check_prompt  # noqa: E402
-from retinaseg.models.sam2.weights import load_sam2  # noqa: E402
 
 DIRECTIONS = ("both", "forward", "backward")
 
@@ -132,7 +132,7 @@ def _check_one(prompt: object, frame: int, obj: int, height: int,
 
 def _video_model(model: str | Path | nn.Module, device: torch.device) -> Sam2VideoModel:
     if not isinstance(model, nn.Module):
-        model = load_sam2(model, video=True, device=device)
+        model = load_model(model, video=True, device=device)
     if not isinstance(model, Sam2VideoModel):
         raise OptionError(f"propagation needs the SAM 2 video model (load_sam2(..., video=True)), "
                           f"got {type(model).__name__}")

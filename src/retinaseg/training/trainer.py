@@ -54,6 +54,7 @@ from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_va
 from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
 from retinaseg.training.runs import check_paths, write_summary
 from retinaseg.training.sam2 import sam2_params, train_sam2
+from retinaseg.training.sam2_layers import train_sam2_layers
 from retinaseg.training.schedule import learning_rate
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, cpu_has_bf16, seed_everything, select_device
@@ -549,7 +550,9 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
     """Train from a config (object or YAML path), or resume the run folder ``resume``.
 
     Returns the run summary (``run_dir``, ``best_epoch``, ``threshold``, ...). A ``sam2``
-    config is trained by :func:`retinaseg.training.sam2.train_sam2` (LoRA, prompts; no resume).
+    config is trained by :func:`retinaseg.training.sam2.train_sam2` (en-face) or
+    :func:`retinaseg.training.sam2_layers.train_sam2_layers` (layer sequences; LoRA, prompts;
+    no resume).
     """
     if resume is not None:
         run = Path(resume)
@@ -565,10 +568,10 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
             cfg = load_config(cfg, overrides)
         _check_inputs(cfg)
         if cfg.model.name == "sam2":  # LoRA fine-tuning with prompts (reference §7)
-            sam2_params(cfg)
+            mode = sam2_params(cfg).mode
             run = new_run_dir(cfg)
             write_text_atomic(run / "config.yaml", dump_config(cfg))
-            return train_sam2(cfg, run)
+            return (train_sam2_layers if mode == "layers" else train_sam2)(cfg, run)
         if cfg.distill.teachers:  # a resume must learn from these same runs
             pin_teachers(cfg)
         run = new_run_dir(cfg)

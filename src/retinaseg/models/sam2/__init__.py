@@ -38,6 +38,7 @@ _EXPORTS = {
     "parameter_counts": "lora",
     "save_lora": "lora",
     "load_lora": "lora",
+    "load_model": "lora",
     "build_sam2": "build",
     "Sam2Prompter": "predictor",
     "PromptResult": "predictor",

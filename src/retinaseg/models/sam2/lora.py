@@ -187,3 +187,20 @@ def load_lora(path: str | Path, base: str | Path | None = None, video: bool = Fa
         raise ModelLoadError(f"LoRA file '{path}' does not fit its settings: e.g. '{odd[0]}'")
     model.load_state_dict(state, strict=False)
     return model.to(device).eval()
+
+
+LORA_FILE = "best_lora.safetensors"
+"""The LoRA file a SAM 2 training run writes into its run folder."""
+
+
+def load_model(path: str | Path, video: bool = False,
+               device: str | torch.device = "cpu") -> nn.Module:
+    """A SAM 2 model from any of: a model folder (``sam2 init`` / ``sam2 convert``), a LoRA
+    file, or a training run folder holding ``best_lora.safetensors`` (its base is the folder
+    the file names, SHA-256 checked). Image model, or the video model with ``video``."""
+    p = Path(path)
+    if p.is_file():
+        return load_lora(p, video=video, device=device)
+    if p.is_dir() and (p / LORA_FILE).is_file() and not (p / "config.json").is_file():
+        return load_lora(p / LORA_FILE, video=video, device=device)
+    return load_sam2(p, video=video, device=device)

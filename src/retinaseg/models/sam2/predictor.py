@@ -33,7 +33,7 @@ require_sam_extras()
 
 from transformers import Sam2Model  # noqa: E402
 
-from retinaseg.models.sam2.weights import load_sam2  # noqa: E402
+from retinaseg.models.sam2.lora import load_model  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class Sam2Prompter:
             raise OptionError(f"cache_size must be at least 1, got {cache_size}")
         self.device = torch.device(device)
         if not isinstance(model, nn.Module):
-            model = load_sam2(model)
+            model = load_model(model)
         if not isinstance(model, Sam2Model):
             raise OptionError(f"Sam2Prompter needs the single-image SAM 2 model (load_sam2 or "
                               f"load_lora without video), got {type(model).__name__}")
