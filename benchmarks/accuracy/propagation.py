@@ -6,11 +6,11 @@ through the whole layer stack (:func:`retinaseg.inference.propagate.sparse_annot
 frames' own 512×512 size on the model's 1024×1024 canvas), and the union of the predicted
 objects is scored per frame against the union of the labelled objects (Dice).
 
-``--model`` takes a SAM 2 model folder (``retinaseg sam2 convert`` of an official checkpoint, or
-a fine-tuned one). Without it the script writes a *random-weight* model of ``--size`` (default
-``tiny``) into a temporary folder: an untrained backbone, so the figures only show that the
-mechanics run end to end (the prompted frame comes back as given, up to SAM 2's
-256×256 mask grid; the other frames are noise).
+``--model`` takes a SAM 2 model folder (``retinaseg sam2 convert`` of an official checkpoint), a
+LoRA file, or a SAM 2 training run folder (its ``best_lora.safetensors``). Without it the
+script writes a *random-weight* model of ``--size`` (default ``tiny``) into a temporary folder:
+an untrained backbone, so the figures only show that the mechanics run end to end (the prompted
+frame comes back as given, up to SAM 2's 256×256 mask grid; the other frames are noise).
 Not part of ``make bench`` (minutes on CPU).
 
 Usage::
@@ -35,14 +35,15 @@ from common import SHARED_DATA, md_table, publish
 
 from retinaseg.data import build_dataset
 from retinaseg.inference.propagate import frame_dice, sparse_annotation
-from retinaseg.models.sam2.weights import init_weights, load_sam2, read_info
+from retinaseg.models.sam2.lora import load_model
+from retinaseg.models.sam2.weights import init_weights, read_info
 
 ROOT = SHARED_DATA / "OCTA-500" / "derived_SAM-OCTA2"
 
 
 def run(model_dir: Path, label: str, device: str) -> tuple[list[list[object]], dict]:
     ds = build_dataset("sam_octa2_layers", str(ROOT), "all", target="RV", view="sequence")
-    model = load_sam2(model_dir, video=True, device=device)
+    model = load_model(model_dir, video=True, device=device)
     rows, raw = [], {"model": label, "device": device, "subjects": {}}
     for i, files in enumerate(ds.sequences):
         seq = ds.sequence(i)
@@ -68,8 +69,9 @@ def run(model_dir: Path, label: str, device: str) -> tuple[list[list[object]], d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="a SAM 2 model folder (default: random "
-                        "weights of --size, an untrained backbone)")
+    parser.add_argument("--model", type=Path, help="a SAM 2 model folder, LoRA file or SAM 2 "
+                        "training run folder (default: random weights of --size, an untrained "
+                        "backbone)")
     parser.add_argument("--size", default="tiny", help="size of the random model (no --model)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -79,7 +81,7 @@ def main() -> None:
             label = f"random-weight `{args.size}` (untrained backbone: mechanics only)"
         else:
             model_dir = args.model
-            info = read_info(model_dir)
+            info = read_info(model_dir) if (model_dir / "config.json").is_file() else None
             label = f"`{model_dir}`" + (f" ({info.size}, {info.source})" if info else "")
         rows, raw = run(model_dir, label, args.device)
     header = ["subject (split)", "objects prompted", "prompt layer",

@@ -326,6 +326,125 @@ def test_rose2(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds[0]["label"], label_pattern(0))
 
 
+def test_rose2_labels_are_also_the_centerline_label(tmp_path: Path) -> None:
+    for n, name in enumerate(("1_OD", "2_OS")):
+        write_grey(tmp_path / "train" / "original" / f"{name}.png")
+        write_label(tmp_path / "train" / "gt" / f"{name}.tif", seed=n)
+    ds = build_dataset("rose2", tmp_path, "train")
+    item = ds[1]
+    np.testing.assert_array_equal(item["centerline"], label_pattern(1))
+    assert item["centerline"] is not item["label"] and item["centerline"].dtype == bool
+    np.testing.assert_array_equal(ds.centerline(0), label_pattern(0))
+    assert ds.samples[0].meta["label_level"] == "centerline"
+
+
+def test_rose_labels_paired_in_sorted_order_when_no_stem_matches(tmp_path: Path) -> None:
+    """OCTA-Net pairs the sorted img/ and gt/ listings; we do so only when no stem matches."""
+    for n, name in enumerate(("1_OD", "2_OS", "10_OD")):
+        write_grey(tmp_path / "train" / "original" / f"{name}.png")
+        write_label(tmp_path / "train" / "gt" / f"{name}_gt.png", seed=n)
+    ds = build_dataset("rose2", tmp_path, "train")
+    assert ids(ds) == ["1_OD", "2_OS", "10_OD"]
+    assert [s.label.name for s in ds.samples] == ["1_OD_gt.png", "2_OS_gt.png", "10_OD_gt.png"]
+    assert {s.meta["paired_by"] for s in ds.samples} == {"order"}
+    (tmp_path / "train" / "gt" / "10_OD_gt.png").unlink()  # counts differ: no order pairing
+    with pytest.raises(DatasetLayoutError, match="no usable samples"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_dataset("rose2", tmp_path, "train")
+
+
+def test_rose1_thick_thin_labels_on_items(tmp_path: Path) -> None:
+    root = make_rose1(tmp_path)
+    write_label(root / "SVC" / "train" / "thick_gt" / "01.tif", seed=7)
+    write_label(root / "SVC" / "train" / "thin_gt" / "02.png", seed=8)  # 02 lacks thick_gt
+    ds = build_dataset("rose1", root, "train")
+    first, second = ds[0], ds[1]
+    np.testing.assert_array_equal(first["thick_gt"], label_pattern(7))
+    np.testing.assert_array_equal(first["thin_gt"], label_pattern(99))
+    assert second["thick_gt"] is None and second["thin_gt"] is None
+    assert "centerline" not in first  # SVC labels are not centerline-level
+    dvc = build_dataset("rose1", root, "train", layer="DVC")
+    assert dvc[0]["thick_gt"] is None
+    np.testing.assert_array_equal(dvc[0]["centerline"], dvc[0]["label"])
+
+
+def test_rose1_ivc_alias_and_stacked_layers(tmp_path: Path) -> None:
+    root = make_rose1(tmp_path)
+    for name, n in (("01", 0), ("02", 1)):
+        write_grey(root / "SVC_DVC" / "train" / "img" / f"{name}.png", value=200)
+        write_label(root / "SVC_DVC" / "train" / "gt" / f"{name}.tif", seed=n + 40)
+    ivc = build_dataset("rose1", root, "train", layer="ivc")
+    assert ids(ivc) == ["01", "02"] and ivc.samples[0].meta["layer"] == "SVC_DVC"
+    np.testing.assert_array_equal(ivc[1]["label"], label_pattern(41))
+    stack = build_dataset("rose1", root, "train", layer="SVC, DVC, IVC")
+    item = stack[0]
+    assert item["image"].shape == (S, S, 3)
+    assert item["image"][0, 0, 2] > item["image"][0, 0, 0]  # channel order SVC, DVC, IVC
+    np.testing.assert_array_equal(item["label"], label_pattern(40))  # the whole-vessel label
+    with pytest.raises(ConfigError, match="layer 'XYZ' is not valid"):
+        build_dataset("rose1", root, "train", layer="SVC,XYZ")
+    with pytest.raises(ConfigError, match="given twice"):
+        build_dataset("rose1", root, "train", layer="IVC,SVC_DVC")
+
+
+def test_rose1_root_may_be_one_layer_folder(tmp_path: Path) -> None:
+    root = make_rose1(tmp_path)
+    dvc = build_dataset("rose1", root / "DVC", "all")
+    assert ids(dvc) == ["01", "02", "31"] and dvc.samples[0].meta["layer"] == "DVC"
+    np.testing.assert_array_equal(dvc[2]["label"], label_pattern(20))
+    with pytest.raises(DatasetLayoutError, match="one layer folder"):
+        build_dataset("rose1", root / "DVC", "train", layer="SVC")
+    with pytest.raises(DatasetLayoutError, match="one layer folder"):
+        build_dataset("rose1", root / "SVC", "train", layer="SVC,DVC")
+
+
+def make_rose_o(root: Path, names=("01", "02", "31")) -> Path:
+    """S3-OCTA's ROSE-O layout: img/{SVC,DVC,IVC}/NN.tif|png and gt/RV/NN.png."""
+    for n, name in enumerate(names):
+        write_grey(root / "img" / "SVC" / f"{name}.tif", value=50)
+        write_grey(root / "img" / "DVC" / f"{name}.tif", value=100)
+        write_grey(root / "img" / "IVC" / f"{name}.png", value=150)
+        write_label(root / "gt" / "RV" / f"{name}.png", seed=n + 60)
+    return root
+
+
+def test_rose1_s3octa_layout(tmp_path: Path) -> None:
+    root = make_rose_o(tmp_path)
+    train = build_dataset("rose1", root, "train", layer="IVC")
+    assert ids(train) == ["01", "02"]
+    assert train.samples[0].meta["label_source"] == "gt/RV"
+    assert train.samples[0].meta["layout"] == "s3octa"
+    np.testing.assert_array_equal(train[1]["label"], label_pattern(61))
+    assert train[0]["thick_gt"] is None and train[0]["thin_gt"] is None
+    test = build_dataset("rose1", root, "test", layer="SVC,DVC,IVC")
+    assert ids(test) == ["31"] and test[0]["image"].shape == (S, S, 3)
+    np.testing.assert_allclose(test[0]["image"][0, 0], np.array([50, 100, 150]) / 255, atol=1e-6)
+    # the release's per-layer vessel labels are preferred for a single layer
+    write_label(root / "gt" / "vessel" / "SCC" / "01.tif", seed=70)
+    write_label(root / "gt" / "vessel" / "SCC" / "02.tif", seed=71)
+    svc = build_dataset("rose1", root, "train", layer="SVC")
+    assert svc.samples[0].meta["label_source"] == "gt/vessel/SCC"
+    np.testing.assert_array_equal(svc[0]["label"], label_pattern(70))
+    # an image outside 01-39 is skipped and reported
+    make_rose_o(root, names=("40",))
+    with pytest.warns(UserWarning, match="numbered 01-39"):
+        assert ids(build_dataset("rose1", root, "all", layer="IVC")) == ["01", "02", "31"]
+
+
+def test_rose1_bad_layouts_say_what_is_expected(tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DatasetLayoutError, match="has no 'SVC/train/img' or 'img/SVC' folder"):
+        build_dataset("rose1", tmp_path, "train")
+    root = make_rose_o(tmp_path / "o")
+    (root / "gt" / "RV").rename(root / "gt" / "RV_old")
+    with pytest.raises(DatasetLayoutError, match="has no 'gt/vessel/WRCC' or 'gt/RV' folder"):
+        build_dataset("rose1", root, "train", layer="IVC")
+    (root / "img" / "DVC").rename(root / "img" / "deep")
+    with pytest.raises(DatasetLayoutError, match="has no 'img/DVC' folder"):
+        build_dataset("rose1", root, "train", layer="DVC")
+
+
 def make_rossa(root: Path) -> Path:
     for split, names in (("train_manual", (1, 2, 10)), ("val", (101,))):
         for name in names:

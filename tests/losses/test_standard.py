@@ -92,3 +92,30 @@ def test_unknown_loss_parameter_is_config_error() -> None:
 
     with pytest.raises(ConfigError, match="loss 'dice'"):
         build_loss("dice", gamma=3)
+
+
+def test_octanet_joint_loss_known_values() -> None:
+    # logits 0 everywhere: p = 0.5. Target label [1, 0], centerline [1, 0] on 2 pixels.
+    # Per branch: MSE = 0.25, Dice = 1 - (2·0.5)/(1 + 1) = 0.5 → 0.7·0.25 + 0.3·0.5 = 0.325;
+    # thick + thin = 0.65 (the fused branch has weight 0 by default).
+    logits = torch.zeros(1, 3, 1, 2)
+    target = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).view(1, 2, 1, 2)
+    loss = build_loss("octanet")
+    assert loss(logits, target).item() == pytest.approx(0.65, abs=1e-4)
+    # the seed's MSE only, equal branch weights: 0.25 + 0.25
+    assert build_loss("octanet", mse_weight=1.0, dice_weight=0.0)(logits, target).item() == \
+        pytest.approx(0.5)
+    # thin is scored on the centerline (channel 1), thick on the label (channel 0): a perfect
+    # thick branch and a thin branch perfect on the centerline give ~0
+    thick = torch.tensor([20.0, -20.0]).view(1, 1, 1, 2)
+    line = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)  # label [1,0], line [0,1]
+    thin = torch.tensor([-20.0, 20.0]).view(1, 1, 1, 2)
+    good = torch.cat([torch.maximum(thick, thin), thick, thin], 1)
+    assert build_loss("octanet")(good, line).item() < 1e-3
+    swapped = torch.cat([torch.maximum(thick, thin), thin, thick], 1)
+    assert build_loss("octanet")(swapped, line).item() > 1.0
+    # one-channel logits (the fine stage) against channel 0 of the target
+    assert build_loss("octanet")(torch.zeros(1, 1, 1, 2), target).item() == \
+        pytest.approx(0.325, abs=1e-4)
+    with pytest.raises(ValueError, match="octanet loss takes"):
+        build_loss("octanet")(torch.zeros(1, 2, 1, 2), target)

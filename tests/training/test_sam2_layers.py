@@ -113,7 +113,7 @@ def _config(tmp_path: Path, root: Path, **params) -> dict:
 def test_layer_run_trains_through_the_video_model(tmp_path: Path, tree: Path) -> None:
     from retinaseg.inference.propagate import propagate
     from retinaseg.models.sam2.lora import load_model, read_lora_header
-    from retinaseg.models.sam2.predictor import Sam2Prompter, Prompt
+    from retinaseg.models.sam2.predictor import Prompt, Sam2Prompter
 
     summary = train(validate_config(_config(tmp_path, tree)))
     run = Path(summary["run_dir"])

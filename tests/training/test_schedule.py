@@ -29,3 +29,12 @@ def test_onecycle_rises_then_falls() -> None:
     lrs = [learning_rate(c, 1.0, t, 10) for t in range(11)]
     peak = lrs.index(max(lrs))
     assert 0 < peak < 10 and lrs[0] < lrs[peak] and lrs[-1] < 1e-6
+
+
+def test_poly_offset_reproduces_the_octanet_fine_stage_quirk() -> None:
+    cfg = ScheduleConfig(name="poly", power=0.9, poly_offset=0.5)
+    # the seed offsets the epoch by 300 of 600: lr starts at 0.5^0.9 ≈ 0.536·lr0, ends at 0
+    assert learning_rate(cfg, 1.0, 0, 300) == pytest.approx(0.5 ** 0.9)
+    assert learning_rate(cfg, 1.0, 150, 300) == pytest.approx(0.25 ** 0.9)
+    assert learning_rate(cfg, 1.0, 300, 300) == pytest.approx(0.0)
+    assert learning_rate(ScheduleConfig(name="poly", power=0.9), 1.0, 0, 300) == 1.0

@@ -7,7 +7,11 @@ pair. Where a set has no official split the one chosen here is written in the cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from retinaseg.data.base import ALL, Sample, VesselDataset
 from retinaseg.errors import ConfigError, DatasetLayoutError
@@ -290,45 +294,229 @@ class Octa500(VesselDataset):
         return out
 
 
+ROSE1_LAYERS = ("SVC", "DVC", "SVC_DVC")
+"""ROSE-1 en-face layers (§1.2): superficial, deep, and inner/whole (OCTA-Net ``SVC_DVC``,
+S3-OCTA ``IVC``)."""
+ROSE1_ALIASES = {"IVC": "SVC_DVC", "SVC+DVC": "SVC_DVC"}
+ROSE_O_IMAGE = {"SVC": "SVC", "DVC": "DVC", "SVC_DVC": "IVC"}  # img/<folder> in ROSE-O
+ROSE_O_VESSEL = {"SVC": "SCC", "DVC": "DCC", "SVC_DVC": "WRCC"}  # gt/vessel/<folder> in ROSE-O
+
+
+def parse_rose1_layers(value: str) -> list[str]:
+    """``"SVC"`` or ``"SVC,DVC,IVC"`` → canonical layer names (``IVC`` = ``SVC_DVC``)."""
+    out: list[str] = []
+    for token in (t.strip().upper() for t in str(value).split(",")):
+        name = ROSE1_ALIASES.get(token, token)
+        if name not in ROSE1_LAYERS or name in out:
+            why = "is given twice" if name in out else "is not valid"
+            raise ConfigError(f"ROSE-1 layer '{token}' {why}; choose from SVC, DVC, SVC_DVC "
+                              "(alias IVC), or a comma list such as SVC,DVC,IVC")
+        out.append(name)
+    return out
+
+
+def _rose_labels(images: list[Path], folder: Path | None) -> tuple[dict[str, Path], str]:
+    """Label files of ``folder`` keyed by the stem of their image, and how they were paired.
+
+    Same stem (``"stem"``); when no stem matches and both folders hold the same number of
+    files, the sorted listings are paired in order (``"order"``), as OCTA-Net's loader does.
+    A missing folder gives ``{}``.
+    """
+    index = VesselDataset._by_stem(folder)
+    if not index or any(p.stem in index for p in images) or len(index) != len(images):
+        return index, "stem"
+    return {p.stem: label for p, label in zip(images, index.values(), strict=True)}, "order"
+
+
 @DATASETS.register("rose1")
 class Rose1(VesselDataset):
-    """ROSE-1 (§1.2) in the OCTA-Net layout: 30 train / 9 test per layer.
+    """ROSE-1 (§1.2): 39 subjects, 30 train / 9 test, 304×304 SVC, DVC and SVC_DVC (= IVC)
+    en-face images, in either of two layouts (found automatically):
+
+    * OCTA-Net: ``<root>/<layer>/{train,test}/{img,gt,thin_gt,thick_gt}``; ``<root>`` may also
+      be one layer folder (OCTA-Net's ``--data_dir ROSE-1/SVC``), whose name gives the layer.
+    * S3-OCTA "ROSE-O": ``<root>/img/{SVC,DVC,IVC}/NN.*`` with labels ``<root>/gt/RV/NN.*``
+      or the release's ``<root>/gt/vessel/{SCC,DCC,WRCC}/NN.*``; NN 01-30 = train, 31-39 =
+      test (S3-OCTA's split; its val = test).
+
+    Labels are matched to images by file stem, or in sorted order when no stem matches and the
+    counts agree (``meta["paired_by"]``). ``layer`` may list several layers, stacked as grey
+    channels in that order (S3-OCTA: ``SVC,DVC,IVC``); the label is then the whole-vessel one
+    (OCTA-Net ``SVC_DVC/gt``; ROSE-O ``gt/RV``, else ``gt/vessel/WRCC``). A single ROSE-O layer
+    uses its own ``gt/vessel`` label where present, else ``gt/RV``.
 
     ``target=thin|thick`` reads ``thin_gt``/``thick_gt`` and falls back to ``gt`` where that
     folder or file is missing (§5); ``meta["label_source"]`` says which folder was used.
+    Where both ``thick_gt`` and ``thin_gt`` exist (OCTA-Net layout, SVC and SVC_DVC), items
+    carry them as ``item["thick_gt"]`` / ``item["thin_gt"]`` (bool ``[H, W]``, else None):
+    :func:`~retinaseg.evaluation.evaluate.evaluate` scores Dice of thick and thin vessels on
+    them. DVC labels are centerline-level (§1.2), so DVC items (OCTA-Net layout) also carry
+    ``item["centerline"]`` = the label. The ROSE paper's SVC+DVC result max-fuses the SVC and
+    DVC *probability maps* (§5); that is a step on predictions, not on the images read here.
     """
 
     name, title, modality = "rose1", "ROSE-1", "octa"
     splits = ("train", "test")
     layout = ("<root>/{SVC,DVC,SVC_DVC}/{train,test}/{img,gt,thin_gt,thick_gt}/<name>.<tif|png>"
-              " (labels matched to images by file stem)")
-    options_help = "layer=SVC|DVC|SVC_DVC (default SVC); target=gt|thin|thick (default gt)"
+              " (OCTA-Net; <root> may be one layer folder: <root>/{train,test}/...), or "
+              "<root>/img/{SVC,DVC,IVC}/NN.<tif|png> with <root>/gt/RV/NN.png or "
+              "<root>/gt/vessel/{SCC,DCC,WRCC}/NN.* (S3-OCTA 'ROSE-O'; NN 01-30 train, 31-39 "
+              "test); labels matched by file stem, else in sorted order")
+    options_help = ("layer=SVC|DVC|SVC_DVC (alias IVC), or a comma list stacked as channels, "
+                    "e.g. SVC,DVC,IVC (default SVC); target=gt|thin|thick (default gt)")
     defaults = {"layer": "SVC", "target": "gt"}
-    choices = {"layer": ("SVC", "DVC", "SVC_DVC"), "target": ("gt", "thin", "thick")}
+    choices = {"target": ("gt", "thin", "thick")}
+    ROSE_O_SPLITS = {"train": range(1, 31), "test": range(31, 40)}
 
     def _find_samples(self) -> list[Sample]:
-        layer, target = self.options["layer"], self.options["target"]
+        layers = parse_rose1_layers(self.options["layer"])
+        root = self.root_dir
+        if (root / "img").is_dir() and (root / "gt").is_dir():
+            return self._rose_o(layers)
+        if any((root / s / "img").is_dir() for s in self.splits) \
+                and not any((root / name).is_dir() for name in ROSE1_LAYERS):
+            return self._layer_folder(layers)
+        if not any((root / name).is_dir() for name in ROSE1_LAYERS):
+            raise self._layout_error(f"{layers[0]}/{self._concrete_splits()[0]}/img",
+                                     f"img/{ROSE_O_IMAGE[layers[0]]}")
+        label_layer = layers[0] if len(layers) == 1 else "SVC_DVC"
         out = []
         for split in self._concrete_splits():
-            base = f"{layer}/{split}"
-            images, gt = self._dir(f"{base}/img"), self._dir(f"{base}/gt")
-            chain = [gt] if target == "gt" else [self.root_dir / base / f"{target}_gt", gt]
-            out += self._paired(split, images, chain, {"layer": layer})
+            images = [self._dir(f"{layer}/{split}/img") for layer in layers]
+            out += self._octanet(split, images, f"{label_layer}/{split}", layers)
         return out
+
+    def _layer_folder(self, layers: list[str]) -> list[Sample]:
+        """``<root>/{train,test}/...``: the root is one OCTA-Net layer folder."""
+        own = ROSE1_ALIASES.get(self.root_dir.name.upper(), self.root_dir.name.upper())
+        if len(layers) > 1 or ("layer" in self.given_options and own in ROSE1_LAYERS
+                               and own != layers[0]):
+            raise DatasetLayoutError(
+                f"ROSE-1 root '{self.root}' is one layer folder ({{train,test}}/img), so "
+                f"layer={self.options['layer']} cannot be read from it; give the ROSE-1 folder "
+                f"that holds {', '.join(f'{x}/' for x in ROSE1_LAYERS)} instead")
+        layer = own if own in ROSE1_LAYERS else layers[0]
+        return [s for split in self._concrete_splits()
+                for s in self._octanet(split, [self._dir(f"{split}/img")], split, [layer])]
+
+    def _octanet(self, split: str, images: list[Path], label_rel: str,
+                 layers: list[str]) -> list[Sample]:
+        base = self.root_dir / label_rel
+        gt = self._dir(f"{label_rel}/gt")
+        return self._assemble(images, gt, base / "thick_gt", base / "thin_gt", layers,
+                              "octanet", lambda _sid: split)
+
+    def _rose_o(self, layers: list[str]) -> list[Sample]:
+        """S3-OCTA's ``ROSE-O`` layout: ``img/{SVC,DVC,IVC}``, ``gt/RV`` or ``gt/vessel/*``."""
+        images = [self._dir(f"img/{ROSE_O_IMAGE[layer]}") for layer in layers]
+        own = f"gt/vessel/{ROSE_O_VESSEL[layers[0] if len(layers) == 1 else 'SVC_DVC']}"
+        tried = [own, "gt/RV"] if len(layers) == 1 else ["gt/RV", own]
+        gt = next((self.root_dir / rel for rel in tried if (self.root_dir / rel).is_dir()), None)
+        if gt is None:
+            raise self._layout_error(*tried)
+        wanted = self._concrete_splits()
+
+        def split_of(sid: str) -> str | None:
+            number = int(sid) if sid.isdigit() else 0
+            split = next((s for s, r in self.ROSE_O_SPLITS.items() if number in r), None)
+            if split is None:
+                self._skip(sid, "ROSE-O images are numbered 01-39 (01-30 train, 31-39 test)")
+            return split if split in wanted else None
+
+        return self._assemble(images, gt, None, None, layers, "s3octa", split_of)
+
+    def _assemble(self, images: list[Path], gt: Path, thick_dir: Path | None,
+                  thin_dir: Path | None, layers: list[str], layout: str,
+                  split_of: Callable[[str], str | None]) -> list[Sample]:
+        """Samples of the first image folder's files, with the other layers' files as extra
+        channels (by stem), the label chain of ``target`` and the thick/thin labels."""
+        first = list_images(images[0])
+        others = [self._by_stem(d) for d in images[1:]]
+        labels, paired_by = _rose_labels(first, gt)
+        thick, _ = _rose_labels(first, thick_dir)
+        thin, _ = _rose_labels(first, thin_dir)
+        gt_name = gt.relative_to(self.root_dir).as_posix() if layout == "s3octa" else gt.name
+        chain = [(gt_name, labels)]
+        if self.options["target"] == "thin":
+            chain.insert(0, ("thin_gt", thin))
+        elif self.options["target"] == "thick":
+            chain.insert(0, ("thick_gt", thick))
+        out = []
+        for path in first:
+            sid = path.stem
+            split = split_of(sid)
+            if split is None:
+                continue
+            lacking = [f"{d.parent.name}/{d.name}/{sid}.*"
+                       for d, idx in zip(images[1:], others, strict=True) if sid not in idx]
+            hit = next(((name, idx[sid]) for name, idx in chain if sid in idx), None)
+            if lacking or hit is None:
+                missing = lacking + ([] if hit else [f"label '{gt_name}/{sid}.*'"])
+                self._skip(sid, f"no {', '.join(missing)}")
+                continue
+            meta: dict[str, Any] = {"split": split, "layer": ",".join(layers), "layout": layout,
+                                    "label_source": hit[0], "paired_by": paired_by}
+            if sid in thick and sid in thin:
+                meta.update(thick_gt=thick[sid], thin_gt=thin[sid])
+            if layout == "octanet" and layers == ["DVC"]:
+                meta["label_level"] = "centerline"
+            out.append(Sample(sid, (path, *(idx[sid] for idx in others)), hit[1], None, meta))
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The base item plus ``thick_gt`` / ``thin_gt`` (bool ``[H, W]`` or None) and, for
+        centerline-level labels (DVC), ``centerline`` (a copy of the label)."""
+        item = super().__getitem__(index)
+        sample = self.samples[index]
+        shape = item["image"].shape[:2]
+        for key in ("thick_gt", "thin_gt"):
+            item[key] = self._read_mask(sample, sample.meta.get(key), shape)
+        if sample.meta.get("label_level") == "centerline" and item["label"] is not None:
+            item["centerline"] = item["label"].copy()
+        return item
 
 
 @DATASETS.register("rose2")
 class Rose2(VesselDataset):
-    """ROSE-2 (§1.2) in the OCTA-Net "cria" layout: 90 train / 22 test, centre-line labels."""
+    """ROSE-2 (§1.2) in the OCTA-Net "cria" layout: 90 train / 22 test, 840×840 SVC images
+    with centerline-level labels.
+
+    Labels are matched by file stem, or in sorted order when no stem matches and the counts
+    agree (OCTA-Net pairs sorted listings; ``meta["paired_by"]``). The labels are
+    centerline-level, so every item also carries them as ``item["centerline"]`` (bool
+    ``[H, W]``, a copy of ``label``; also :meth:`centerline`) for training targets that want a
+    centerline label (OCTA-Net's thin branch, reference §5).
+    """
 
     name, title, modality = "rose2", "ROSE-2", "octa"
     splits = ("train", "test")
-    layout = "<root>/{train,test}/{original,gt}/<name>.<ext> (labels matched by file stem)"
+    layout = ("<root>/{train,test}/{original,gt}/<name>.<ext> (labels matched by file stem, "
+              "else in sorted order)")
 
     def _find_samples(self) -> list[Sample]:
-        return [s for split in self._concrete_splits()
-                for s in self._paired(split, self._dir(f"{split}/original"),
-                                      [self._dir(f"{split}/gt")])]
+        out = []
+        for split in self._concrete_splits():
+            images, gt = self._dir(f"{split}/original"), self._dir(f"{split}/gt")
+            files = list_images(images)
+            labels, paired_by = _rose_labels(files, gt)
+            for path in files:
+                if path.stem not in labels:
+                    self._skip(path.stem, f"no label 'gt/{path.stem}.*'")
+                    continue
+                out.append(Sample(path.stem, (path,), labels[path.stem], None,
+                                  {"split": split, "label_source": "gt", "paired_by": paired_by,
+                                   "label_level": "centerline"}))
+        return out
+
+    def centerline(self, index: int) -> np.ndarray:
+        """The centerline label of sample ``index``, bool ``[H, W]`` (ROSE-2's own label)."""
+        return self[index]["centerline"]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The base item plus ``centerline`` (bool ``[H, W]``, a copy of the label)."""
+        item = super().__getitem__(index)
+        item["centerline"] = None if item["label"] is None else item["label"].copy()
+        return item
 
 
 @DATASETS.register("rossa")

@@ -4,6 +4,9 @@
 - The threshold is the model's own (chosen on validation data when it was trained), a fixed
   number, or chosen here on the dataset's *validation* split; never on the split being scored.
 - Both the per-image mean ± std and the figure pooled over all pixels are reported, labelled.
+- Thick / thin vessel Dice (as the ROSE paper reports for OCTA-Net) use the dataset's own
+  ``thick_gt`` / ``thin_gt`` labels where a sample carries both (ROSE-1), else the GT split by
+  local width (:func:`~retinaseg.evaluation.metrics.split_thick_thin`, ``thick_width_px``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +22,35 @@ import numpy as np
 from tqdm import tqdm
 
 from retinaseg.data import build_dataset
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import ConfigError, RetinasegError
 from retinaseg.evaluation.figures import error_map, plot_confusion_matrix, plot_roc_pr
 from retinaseg.evaluation.metrics import (
+    DEFAULT_THICK_WIDTH_PX,
+    THICK_THIN_KEYS,
     TOPOLOGY_KEYS,
     choose_threshold,
     confusion_counts,
     image_metrics,
     pooled_metrics,
     summarise,
+    thick_thin_counts,
+    thick_thin_from_counts,
     topology_metrics,
 )
+from retinaseg.evaluation.metrics import METRIC_KEYS as _IMAGE_KEYS
 from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
 from retinaseg.io import write_png
 from retinaseg.registry import DATASETS
 from retinaseg.utils.atomic import make_out_dir, write_text_atomic
 
-METRIC_KEYS = ["dice", "iou", "acc", "sen", "spe", "bacc", "precision", "auc", "ap", "cldice",
-               "betti0_error", "betti1_error", "hd95"]
+METRIC_KEYS = [*_IMAGE_KEYS, *THICK_THIN_KEYS]
+"""Metric columns of ``per_image.csv`` (after ``id``; the topology columns follow) and keys of
+the summary's ``per_image_mean`` / ``per_image_std`` / ``pooled``: ``dice iou acc sen spe bacc
+precision auc ap cldice betti0_error betti1_error hd95 gmean kappa fdr dice_thick dice_thin``."""
+
+EVAL_OPTIONS = ("thick_width_px",)
+"""Keys of ``options`` (``--option KEY=VALUE``) that evaluation takes for itself rather than
+passing to the dataset."""
 
 
 @dataclass
@@ -47,6 +61,10 @@ class Scored:
     probs: list[np.ndarray]
     labels: list[np.ndarray]
     fovs: list[np.ndarray | None]
+    thick: list[np.ndarray | None] = field(default_factory=list)
+    """The dataset's thick-vessel label of each image (ROSE-1 ``thick_gt``), else None."""
+    thin: list[np.ndarray | None] = field(default_factory=list)
+    """The dataset's thin-vessel label of each image (ROSE-1 ``thin_gt``), else None."""
 
 
 def predict_split(seg: Any, dataset: Any, desc: str) -> Scored:
@@ -60,6 +78,8 @@ def predict_split(seg: Any, dataset: Any, desc: str) -> Scored:
         sc.probs.append(seg(s["image"], source=f"'{s['path']}'"))
         sc.labels.append(s["label"])
         sc.fovs.append(s["fov"])
+        sc.thick.append(s.get("thick_gt"))
+        sc.thin.append(s.get("thin_gt"))
     if not sc.ids:
         raise RetinasegError("the chosen split has no labelled images to evaluate")
     return sc
@@ -85,6 +105,50 @@ def resolve_threshold(threshold: float | str | None, seg: Any, dataset_name: str
         return (choose_threshold(val.probs, val.labels, val.fovs, metric="dice"),
                 f"chosen on split '{val_split}' (max pooled Dice)")
     return float(threshold), "fixed"
+
+
+def _thick_width(options: dict, thick_width_px: float | None) -> float:
+    """The thick/thin width threshold (px): the argument, else ``options["thick_width_px"]``
+    (removed from ``options``), else :data:`DEFAULT_THICK_WIDTH_PX`."""
+    raw = options.pop("thick_width_px", None)
+    value = thick_width_px if thick_width_px is not None else raw
+    if value is None:
+        return DEFAULT_THICK_WIDTH_PX
+    try:
+        width = float(value)
+    except (TypeError, ValueError):
+        width = float("nan")
+    if not np.isfinite(width) or width <= 0:
+        raise ConfigError(f"thick_width_px must be a positive number of pixels, got {value!r}")
+    return width
+
+
+def thick_thin_scores(sc: Scored, thr: float, width_px: float
+                      ) -> tuple[list[dict[str, float]], dict[str, float], str]:
+    """Per-image and pooled ``dice_thick`` / ``dice_thin`` and a sentence saying how the
+    vessels were split. Pooled figures come from the partition counts summed over images."""
+    total = {c: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for c in ("thick", "thin")}
+    rows, explicit = [], 0
+    for i, prob in enumerate(sc.probs):
+        thick = sc.thick[i] if i < len(sc.thick) else None
+        thin = sc.thin[i] if i < len(sc.thin) else None
+        own = thick is not None and thin is not None
+        explicit += own
+        counts = thick_thin_counts(prob > thr, sc.labels[i], sc.fovs[i], width_px,
+                                   thick if own else None, thin if own else None)
+        for c, cc in counts.items():
+            for k, v in cc.items():
+                total[c][k] += v
+        rows.append(thick_thin_from_counts(counts))
+    by_width = f"GT vessels split at a local width of {width_px:g} px (thick >= {width_px:g})"
+    if explicit == len(sc.probs):
+        how = "dataset thick_gt / thin_gt labels"
+    elif explicit == 0:
+        how = by_width
+    else:
+        how = f"dataset thick_gt / thin_gt labels for {explicit} of {len(sc.probs)} images, " \
+              f"else {by_width}"
+    return rows, thick_thin_from_counts(total), how
 
 
 def _rows_csv(rows: list[dict]) -> str:
@@ -115,7 +179,7 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
              out: str | Path, options: dict | None = None,
              threshold: float | str | None = None, palette: str = "classic",
              save_maps: bool = True, segmenter: SegmenterOptions | None = None,
-             **overrides: Any) -> dict[str, Any]:
+             thick_width_px: float | None = None, **overrides: Any) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``/``split``; write ``per_image.csv``, ``summary.json``,
     error maps, a confusion matrix and ROC/PR curves to ``out``; return the summary.
 
@@ -123,22 +187,29 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     on this dataset's labels (same label convention), else with its first head. ``options``
     are the dataset's options; ``segmenter`` (and keyword ``overrides``) the inference options
     (:class:`~retinaseg.inference.segmenter.SegmenterOptions`).
+
+    ``thick_width_px`` (also ``options["thick_width_px"]``, i.e. ``--option thick_width_px=N``;
+    default 3) is the local width from which a GT vessel counts as thick for ``dice_thick`` /
+    ``dice_thin`` when the dataset has no thick/thin labels of its own.
     """
     options = dict(options or {})
+    width_px = _thick_width(options, thick_width_px)
     ds = build_dataset(dataset, root, split, **options)
     seg = Segmenter(model, segmenter, dataset=dataset, **overrides)
     out = make_out_dir(out)
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
     sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")
-    rows = [{"id": i, **image_metrics(p, g, thr, f), **topology_metrics(p > thr, g, f)}
-            for i, p, g, f in zip(sc.ids, sc.probs, sc.labels, sc.fovs)]
+    split_rows, split_pooled, split_how = thick_thin_scores(sc, thr, width_px)
+    rows = [{"id": i, **image_metrics(p, g, thr, f), **tt, **topology_metrics(p > thr, g, f)}
+            for i, p, g, f, tt in zip(sc.ids, sc.probs, sc.labels, sc.fovs, split_rows)]
     mean, std = summarise([{k: v for k, v in r.items() if k != "id"} for r in rows])
-    pooled = pooled_metrics(sc.probs, sc.labels, thr, sc.fovs)
+    pooled = {**pooled_metrics(sc.probs, sc.labels, thr, sc.fovs), **split_pooled}
     summary = {"dataset": dataset, "split": split, "model": str(model), "head": seg.head_name,
                "threshold": thr,
                "threshold_source": thr_src, "n_images": len(rows), "options": options,
                "fov": "inside dataset FOV mask" if any(f is not None for f in sc.fovs)
                else "whole image",
+               "thick_width_px": width_px, "thick_thin_split": split_how,
                "per_image_mean": mean, "per_image_std": std, "pooled": pooled}
     write_text_atomic(out / "per_image.csv", _rows_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2))

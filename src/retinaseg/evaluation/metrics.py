@@ -11,8 +11,12 @@ Conventions
   metrics use ``pred & fov`` and ``gt & fov``.
 * Zero denominators (see :func:`threshold_metrics`): Dice and IoU are 1.0 when prediction and
   GT are both empty (perfect agreement) and 0.0 when exactly one is empty; sensitivity is NaN
-  when the GT has no positives, specificity NaN when it has no negatives, precision NaN when
-  nothing is predicted positive; balanced accuracy is NaN whenever sensitivity or specificity is.
+  when the GT has no positives, specificity NaN when it has no negatives, precision and FDR NaN
+  when nothing is predicted positive; balanced accuracy and G-mean are NaN whenever sensitivity
+  or specificity is; Cohen's kappa is NaN when p_e = 1 (prediction and GT both all background,
+  or both all vessel).
+* Thick / thin Dice (:func:`thick_thin_dice`, the split the ROSE paper reports for OCTA-Net):
+  NaN for a class with no GT pixels in the image (its partition is then empty by construction).
 * AUC / AP are NaN when only one class is present. HD95 is NaN when either mask is empty (§9
   recommends NaN rather than S3-OCTA's score of 0).
 * Betti errors are an addition of this toolkit (§9 marks them *(inferred)*; no seed computes them).
@@ -37,12 +41,23 @@ from retinaseg.measure.centerline import centerline
 
 METRIC_KEYS: tuple[str, ...] = (
     "dice", "iou", "acc", "sen", "spe", "bacc", "precision",
-    "auc", "ap", "cldice", "betti0_error", "betti1_error", "hd95",
+    "auc", "ap", "cldice", "betti0_error", "betti1_error", "hd95", "gmean", "kappa", "fdr",
 )
-"""Keys of :func:`image_metrics` and :func:`pooled_metrics`, in this order."""
+"""Keys of :func:`image_metrics` and :func:`pooled_metrics`, in this order (G-mean, kappa and
+FDR, the figures OCTA-Net reports, were added last so older key positions are unchanged)."""
 
-THRESHOLD_KEYS: tuple[str, ...] = ("dice", "iou", "acc", "sen", "spe", "bacc", "precision")
+THRESHOLD_KEYS: tuple[str, ...] = ("dice", "iou", "acc", "sen", "spe", "bacc", "precision",
+                                   "gmean", "kappa", "fdr")
 """Keys of :func:`threshold_metrics`."""
+
+LOWER_IS_BETTER: frozenset[str] = frozenset({"fdr"})
+"""Confusion metrics where smaller is better; :func:`choose_threshold` refuses to maximise them."""
+
+THICK_THIN_KEYS: tuple[str, ...] = ("dice_thick", "dice_thin")
+"""Keys of :func:`thick_thin_dice`."""
+
+DEFAULT_THICK_WIDTH_PX: float = 3.0
+"""Default ``width_px`` of :func:`split_thick_thin`: vessels at least 3 px wide are thick."""
 
 DEFAULT_GRID: NDArray[np.float64] = np.linspace(0.05, 0.95, 91)
 """Default candidate thresholds of :func:`choose_threshold` (step 0.01)."""
@@ -124,15 +139,23 @@ def confusion_counts(
 
 
 def threshold_metrics(counts: Mapping[str, int]) -> dict[str, float]:
-    """Dice, IoU, accuracy, sensitivity, specificity, balanced accuracy, precision (§9).
+    """Dice, IoU, accuracy, sensitivity, specificity, balanced accuracy, precision, G-mean,
+    Cohen's kappa and false discovery rate (§9; the last three are OCTA-Net's).
 
     Formulas: Dice = 2TP/(2TP+FP+FN), IoU = TP/(TP+FP+FN), Acc = (TP+TN)/N,
-    Sen = TP/(TP+FN), Spe = TN/(TN+FP), BAcc = (Sen+Spe)/2, Precision = TP/(TP+FP).
+    Sen = TP/(TP+FN), Spe = TN/(TN+FP), BAcc = (Sen+Spe)/2, Precision = TP/(TP+FP),
+    G-mean = √(Sen·Spe), FDR = FP/(TP+FP) (= 1 − Precision),
+    Kappa = (p_o − p_e)/(1 − p_e) with p_o = (TP+TN)/N and
+    p_e = [(TP+FP)(TP+FN) + (FN+TN)(FP+TN)]/N², evaluated exactly on integers as
+    (N·(TP+TN) − S)/(N² − S), S = N²·p_e.
 
     Zero denominators: Dice = IoU = 1.0 when TP+FP+FN = 0 (prediction and GT both empty:
     perfect agreement; so Dice stays symmetric and in [0, 1] and IoU = D/(2-D) always holds);
-    Sen NaN when the GT is empty; Spe NaN when there are no GT negatives; Precision NaN when no
-    pixel is predicted positive; BAcc NaN if Sen or Spe is NaN; Acc NaN when N = 0.
+    Sen NaN when the GT is empty; Spe NaN when there are no GT negatives; Precision and FDR NaN
+    when no pixel is predicted positive; BAcc and G-mean NaN if Sen or Spe is NaN; Acc NaN when
+    N = 0; Kappa NaN when p_e = 1 (prediction and GT agree on a single class for every pixel,
+    e.g. both empty) or N = 0. OCTA-Net adds 1e-12 to denominators instead, which gives 0 where
+    we give NaN; ``summarise`` skips NaN, so an undefined value never pulls a mean down.
 
     Args:
         counts: mapping with integer keys ``tp fp fn tn`` (see :func:`confusion_counts`).
@@ -143,6 +166,8 @@ def threshold_metrics(counts: Mapping[str, int]) -> dict[str, float]:
     tp, fp, fn, tn = (int(counts[k]) for k in ("tp", "fp", "fn", "tn"))
     errors = fp + fn
     sen, spe = _div(tp, tp + fn), _div(tn, tn + fp)
+    n = tp + fp + fn + tn
+    chance = (tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)  # N² · p_e, exact integers
     return {
         "dice": 1.0 if tp + errors == 0 else 2.0 * tp / (2 * tp + errors),
         "iou": 1.0 if tp + errors == 0 else tp / (tp + errors),
@@ -151,6 +176,9 @@ def threshold_metrics(counts: Mapping[str, int]) -> dict[str, float]:
         "spe": spe,
         "bacc": (sen + spe) / 2.0,
         "precision": _div(tp, tp + fp),
+        "gmean": float(np.sqrt(sen * spe)),
+        "kappa": _div(n * (tp + tn) - chance, n * n - chance),
+        "fdr": _div(fp, tp + fp),
     }
 
 
@@ -479,6 +507,138 @@ def relaxed_f1(pred: ArrayLike, gt: ArrayLike, tol: float = 1.0) -> float:
     return 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
 
 
+# --------------------------------------------------------------------------- thick / thin vessels
+
+
+def vessel_width(gt: ArrayLike) -> NDArray[np.float64]:
+    """Local vessel width (px) at every vessel pixel of ``gt`` (bool ``[H, W]``); 0 elsewhere.
+
+    The width at a skeleton pixel (``skimage.morphology.skeletonize``; a blob with an empty
+    skeleton keeps itself) is ``2·dt − 1``, dt = ``scipy.ndimage.distance_transform_edt(gt)``
+    (distance to the nearest background pixel), so a 1-px line has width 1 and a 7-px bar 7.
+    Every vessel pixel takes the width of its nearest skeleton pixel (Euclidean,
+    ``distance_transform_edt(~skeleton, return_indices=True)``). Vessels of even width read one
+    less (2 px → 1, 4 px → 3); skeleton end points of tapering vessels read narrower.
+    """
+    g = _as_bool(gt)
+    if not g.any():
+        return np.zeros(g.shape)
+    dt = ndimage.distance_transform_edt(g)
+    skel = _skeleton(g)
+    width_at_skel = np.where(skel, 2.0 * dt - 1.0, 0.0)
+    nearest = ndimage.distance_transform_edt(~skel, return_distances=False, return_indices=True)
+    return np.where(g, width_at_skel[tuple(nearest)], 0.0)
+
+
+def split_thick_thin(
+    gt: ArrayLike,
+    fov: ArrayLike | None = None,
+    width_px: float = DEFAULT_THICK_WIDTH_PX,
+    thick_gt: ArrayLike | None = None,
+    thin_gt: ArrayLike | None = None,
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Thick and thin GT vessels and the image partition that scores them.
+
+    Without explicit masks the GT vessels (``gt & fov``) are split by :func:`vessel_width`:
+    thick where the local width is ``>= width_px``, thin below. With ``thick_gt`` and
+    ``thin_gt`` (a dataset's own labels, e.g. ROSE-1 SVC ``thick_gt/`` and ``thin_gt/``) those
+    are used instead (inside the FOV; a pixel in both counts as thick) and ``gt`` only fixes
+    the shape. Every pixel then belongs to the class of its nearest GT vessel pixel (Euclidean
+    distance transform), so a false positive next to a thin vessel counts against thin.
+
+    Returns:
+        ``(thick, thin, thick_zone)``, bool ``[H, W]``: the thick and thin GT pixels and the
+        pixels assigned to the thick class (the thin zone is ``~thick_zone``; with no GT vessel
+        at all the thick zone is empty).
+    """
+    if (thick_gt is None) != (thin_gt is None):
+        raise ValueError("split_thick_thin: give both thick_gt and thin_gt, or neither")
+    g = _as_bool(gt)
+    f = None if fov is None else _as_bool(fov)
+    if thick_gt is None:
+        _check_same_shape(gt=g, fov=f)
+        g = g if f is None else g & f
+        thick = g & (vessel_width(g) >= width_px)
+        thin = g & ~thick
+    else:
+        thick, thin = _as_bool(thick_gt), _as_bool(thin_gt)
+        _check_same_shape(gt=g, fov=f, thick_gt=thick, thin_gt=thin)
+        if f is not None:
+            thick, thin = thick & f, thin & f
+        thin = thin & ~thick
+    vessels = thick | thin
+    if not vessels.any():
+        return thick, thin, np.zeros(g.shape, bool)
+    nearest = ndimage.distance_transform_edt(~vessels, return_distances=False,
+                                             return_indices=True)
+    return thick, thin, thick[tuple(nearest)]
+
+
+def thick_thin_counts(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    fov: ArrayLike | None = None,
+    width_px: float = DEFAULT_THICK_WIDTH_PX,
+    thick_gt: ArrayLike | None = None,
+    thin_gt: ArrayLike | None = None,
+) -> dict[str, dict[str, int]]:
+    """Confusion counts ``{"thick": {tp, fp, fn, tn}, "thin": {...}}`` inside each partition.
+
+    The partition and the thick/thin GT come from :func:`split_thick_thin` (same arguments);
+    counts are restricted to the FOV. Sum them over images for pooled figures and turn them
+    into Dice with :func:`thick_thin_from_counts`.
+    """
+    p = _as_bool(pred)
+    f = np.ones(p.shape, bool) if fov is None else _as_bool(fov)
+    _check_same_shape(pred=p, gt=np.asarray(gt), fov=f)
+    thick, thin, zone = split_thick_thin(gt, fov, width_px, thick_gt, thin_gt)
+    return {"thick": confusion_counts(p, thick, zone & f),
+            "thin": confusion_counts(p, thin, ~zone & f)}
+
+
+def _partition_dice(c: Mapping[str, int]) -> float:
+    """Dice of one partition; NaN when it holds no GT pixel (the class is absent)."""
+    tp, fp, fn = int(c["tp"]), int(c["fp"]), int(c["fn"])
+    return NAN if tp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn)
+
+
+def thick_thin_from_counts(counts: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
+    """``{"dice_thick", "dice_thin"}`` from :func:`thick_thin_counts` (one image or summed)."""
+    return {"dice_thick": _partition_dice(counts["thick"]),
+            "dice_thin": _partition_dice(counts["thin"])}
+
+
+def thick_thin_dice(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    fov: ArrayLike | None = None,
+    width_px: float = DEFAULT_THICK_WIDTH_PX,
+    thick_gt: ArrayLike | None = None,
+    thin_gt: ArrayLike | None = None,
+) -> dict[str, float]:
+    """Dice of thick and of thin vessels, as the ROSE paper splits OCTA vessels (Ma et al.,
+    "ROSE: a retinal OCT-angiography vessel segmentation dataset and new model", IEEE TMI 2021).
+
+    ``Dice_thick = 2TP/(2TP+FP+FN)`` counted inside the thick zone of :func:`split_thick_thin`
+    against the thick GT, ``Dice_thin`` likewise in the thin zone; both inside ``fov``. A class
+    with no GT pixel gives NaN (nothing to find, and its zone is empty).
+
+    Args:
+        pred: bool ``[H, W]`` binary prediction.
+        gt: bool ``[H, W]`` ground truth (split by width unless explicit masks are given).
+        fov: optional bool ``[H, W]``.
+        width_px: width threshold in px (:data:`DEFAULT_THICK_WIDTH_PX` = 3: vessels 1–2 px
+            wide are thin, i.e. up to about 20 µm on 3×3 mm en-face OCTA at ~10 µm/px, as
+            ROSE-1 and OCTA-500 3M; scale it with the sampling, e.g. ~8 for ROSE-2 at
+            ~3.6 µm/px).
+        thick_gt, thin_gt: optional bool ``[H, W]`` dataset thick / thin labels (both or none).
+
+    Returns:
+        dict with keys :data:`THICK_THIN_KEYS`.
+    """
+    return thick_thin_from_counts(thick_thin_counts(pred, gt, fov, width_px, thick_gt, thin_gt))
+
+
 # --------------------------------------------------------------------------- per image / pooled
 
 
@@ -527,7 +687,8 @@ def pooled_metrics(
 
     Keys :data:`METRIC_KEYS`:
 
-    * dice … precision: :func:`threshold_metrics` of the summed confusion counts;
+    * dice … precision, gmean, kappa, fdr: :func:`threshold_metrics` of the summed confusion
+      counts;
     * auc, ap: computed on all pixels of all images concatenated (inside the FOVs);
     * cldice: from summed skeleton overlaps, a = Σ|P∩skel(G)| / Σ|skel(G)|,
       b = Σ|G∩skel(P)| / Σ|skel(P)|, clDice = 2ab/(a+b) (all empty → 1, one side empty → 0);
@@ -616,7 +777,8 @@ def choose_threshold(
 
     Args:
         probs, gts, fovs: as in :func:`pooled_metrics`.
-        metric: one of :data:`THRESHOLD_KEYS` (``"dice"`` by default).
+        metric: one of :data:`THRESHOLD_KEYS` (``"dice"`` by default) except those of
+            :data:`LOWER_IS_BETTER` (``"fdr"``: maximising it would pick the worst threshold).
         grid: candidate thresholds, default ``np.linspace(0.05, 0.95, 91)``.
         groups: optional group name per image (e.g. its dataset): the metric is then pooled
             within each group and the groups' values are averaged, so that every group counts
@@ -626,8 +788,9 @@ def choose_threshold(
         The best threshold; when several tie (within 1e-12), the median one of them (so a flat
         optimum between two well-separated classes gives a threshold in its middle).
     """
-    if metric not in THRESHOLD_KEYS:
-        raise ValueError(f"metric must be one of {', '.join(THRESHOLD_KEYS)}, got {metric!r}")
+    allowed = [k for k in THRESHOLD_KEYS if k not in LOWER_IS_BETTER]
+    if metric not in allowed:
+        raise ValueError(f"metric must be one of {', '.join(allowed)}, got {metric!r}")
     g = np.unique(np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64))
     if g.size == 0:
         raise ValueError("choose_threshold: the threshold grid is empty")
@@ -670,7 +833,9 @@ __all__ = [
     "betti_errors_patches", "betti_numbers", "binarize", "boundary_distance", "centerline_length",
     "choose_threshold", "cldice", "component_count", "confusion_counts", "error_profile", "hd95",
     "image_metrics", "pooled_metrics", "pr_curve", "relaxed_f1", "roc_auc", "roc_curve",
-    "summarise", "threshold_metrics",
+    "summarise", "threshold_metrics", "DEFAULT_THICK_WIDTH_PX", "LOWER_IS_BETTER",
+    "THICK_THIN_KEYS", "split_thick_thin", "thick_thin_counts", "thick_thin_dice",
+    "thick_thin_from_counts", "vessel_width",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Standard segmentation losses by name (reference §4): bce, dice, bce_dice, focal, mse.
+"""Standard segmentation losses by name (reference §4): bce, dice, bce_dice, focal, mse, and
+OCTA-Net's joint loss ``octanet`` (reference §5).
 
 Every loss takes **logits** ``[B, 1, ...]`` and a target ``[B, 1, ...]`` in {0, 1} and returns a
 scalar. Dice and focal come from MONAI; tests check each against hand-computed values.
@@ -85,3 +86,42 @@ class MSELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return nn.functional.mse_loss(torch.sigmoid(logits), target.float())
+
+
+@LOSSES.register("octanet")
+class OctaNetLoss(nn.Module):
+    """OCTA-Net's joint loss (reference §4, §5): per branch ``mse_weight``·MSE +
+    ``dice_weight``·Dice on sigmoid probabilities, summed over the branches.
+
+    Logits ``[B, 3, H, W]`` = (fused, thick, thin), what ``octanet`` returns in training mode,
+    with a target ``[B, 2, H, W]`` = (pixel label, centerline label): thick is scored against the
+    pixel label (weight ``thick_weight``), thin against the centerline label (``thin_weight``),
+    the fused max against the pixel label (``fused_weight``, default 0 as the seed). Logits
+    ``[B, 1, H, W]`` (the fine stage, ``octanet_fine``) are scored against the pixel label
+    (channel 0 of the target). Defaults 0.7·MSE + 0.3·Dice; the seed's code trains with MSE
+    alone (``dice_weight: 0, mse_weight: 1``).
+    """
+
+    def __init__(self, mse_weight: float = 0.7, dice_weight: float = 0.3,
+                 thick_weight: float = 1.0, thin_weight: float = 1.0,
+                 fused_weight: float = 0.0) -> None:
+        super().__init__()
+        self.mse_weight, self.dice_weight = mse_weight, dice_weight
+        self.weights = (fused_weight, thick_weight, thin_weight)
+        self.dice = SoftDiceLoss()
+
+    def _term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mse = nn.functional.mse_loss(torch.sigmoid(logits), target)
+        return self.mse_weight * mse + self.dice_weight * self.dice(logits, target)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.float()
+        if logits.shape[1] == 1:
+            return self._term(logits, target[:, :1])
+        if logits.shape[1] != 3 or target.shape[1] != 2:
+            raise ValueError(f"octanet loss takes logits [B, 3, ...] (fused, thick, thin) and "
+                             f"a target [B, 2, ...] (label, centerline), got "
+                             f"{list(logits.shape)} and {list(target.shape)}")
+        pixel, line = target[:, :1], target[:, 1:2]
+        parts = [(logits[:, 0:1], pixel), (logits[:, 1:2], pixel), (logits[:, 2:3], line)]
+        return sum(w * self._term(lg, t) for w, (lg, t) in zip(self.weights, parts) if w)

@@ -12,6 +12,8 @@ from retinaseg.models import (  # noqa: F401 (registration)
     ensemble,
     ipn,
     monai_nets,
+    octanet,
+    resnest,
     s3octa,
     sam2,
     unet,

@@ -63,6 +63,13 @@ class DataConfig(SourceConfig):
         "more datasets mixed into training, each with the keys of a dataset entry (dataset, "
         "root, splits, options, head); each keeps its own validation split, and the "
         "validation score and the threshold weight every dataset equally"))
+    derive_centerline: bool = Field(True, description=(
+        "models trained on a centerline label too (octanet's thin branch): derive it from the "
+        "pixel label with the exact centerline where a dataset has none (ROSE-2 has its own); "
+        "false: such a dataset is an error"))
+    centerline_dilate: int = Field(0, ge=0, le=5, description=(
+        "dilate a derived centerline label by this many px (3×3 steps, kept inside the "
+        "label); 0 = the 1-px centerline"))
     volume_planes: int | None = Field(None, ge=1, description=(
         "volume datasets (synthetic_volume, volume_folder): resample each volume's depth to "
         "this many planes when it is loaded, as inference does for a volume model (IPN's "
@@ -167,6 +174,10 @@ class ScheduleConfig(_Strict):
     step_size: int = Field(30, ge=1, description="epochs between lr drops (step)")
     gamma: float = Field(0.1, gt=0, description="lr factor at each drop (step)")
     power: float = Field(0.9, gt=0, description="exponent of the poly schedule")
+    poly_offset: float = Field(0.0, ge=0, lt=1, description=(
+        "poly only: progress starts at this fraction, lr = lr0·(1 − (f + (1 − f)·e/E))^power; "
+        "0.5 reproduces the OCTA-Net seed's fine stage, whose lr starts at 0.5^0.9 ≈ 0.54·lr0 "
+        "(a quirk of its code); 0 = none"))
     warmup_epochs: int = Field(0, ge=0, description=(
         "linear warm-up from near 0 to the base lr over this many epochs; 0 = none"))
     min_lr: float = Field(0.0, ge=0, description="the lr never falls below this")
@@ -214,6 +225,23 @@ class InferenceConfig(_Strict):
         "of other resolutions are rescaled to it at inference"))
 
 
+class FineConfig(_Strict):
+    epochs: int = Field(0, ge=0, description=(
+        "OCTA-Net (model octanet) only: epochs of the fine stage (octanet_fine), trained after "
+        "the coarse stage in <run>/fine/ in the same command (reference §5); 0 = none"))
+    checkpoints: Literal["one", "two"] = Field("two", description=(
+        "the frozen coarse model(s) feeding the fine stage: two = the best-thick-AUC checkpoint "
+        "gives P_thick and the best-thin-AUC one P_thin (the seed); one = the coarse run's "
+        "best.safetensors gives both"))
+    lr: float | None = Field(None, gt=0, description=(
+        "the fine stage's base learning rate (default optim.lr)"))
+    poly_offset: float = Field(0.0, ge=0, lt=1, description=(
+        "schedule.poly_offset of the fine stage; 0.5 reproduces the seed's quirk (its lr "
+        "starts at 0.5^0.9 ≈ 0.54·lr0); 0 = none"))
+    time_limit_min: float | None = Field(None, gt=0, description=(
+        "stop the fine stage after this many minutes (default train.time_limit_min)"))
+
+
 class DistillConfig(_Strict):
     teachers: list[str] = Field(default_factory=list, description=(
         "finished training run folders (or folders of runs: the newest is used) whose "
@@ -252,6 +280,8 @@ class RunConfig(_Strict):
         "how validation images are predicted, and what the model stores for inference"))
     distill: DistillConfig = Field(default_factory=DistillConfig, description=(
         "knowledge distillation from finished runs"))
+    fine: FineConfig = Field(default_factory=FineConfig, description=(
+        "OCTA-Net's second (fine) stage, trained after the coarse stage"))
 
     @model_validator(mode="after")
     def _check_names(self) -> RunConfig:
@@ -263,6 +293,9 @@ class RunConfig(_Strict):
             if name not in reg:
                 raise ValueError(f"{kind} '{name}' is not registered; known: {reg.names()}")
         self._check_heads()
+        if self.fine.epochs and self.model.name != "octanet":
+            raise ValueError(f"fine.epochs trains OCTA-Net's fine stage after the model "
+                             f"'octanet'; model.name is '{self.model.name}'")
         if any("{fold}" in t for t in self.distill.teachers) and self.data.folds is None:
             raise ValueError("distill.teachers uses '{fold}' but data.folds is not set")
         return self

@@ -47,6 +47,13 @@ class Item:
     target: np.ndarray | None = None
     """Soft training target ``[H,W]`` float32 in [0,1] that replaces ``label`` in the loss
     (knowledge distillation, :mod:`retinaseg.training.distill`); None: the label."""
+    centerline: np.ndarray | None = None
+    """A centerline-level label ``[H,W]`` bool that the dataset supplies, else None: ROSE-2's
+    and ROSE-1 DVC's labels (centerline-level themselves), ROSE-1 SVC's ``thin_gt``."""
+    extra: np.ndarray | None = None
+    """More training targets ``[K,H,W]`` (bool or float32), stacked after the label as channels
+    1..K of the loss's target, e.g. the centerline label of OCTA-Net's thin branch
+    (:mod:`retinaseg.training.targets`); None: the label alone."""
 
 
 LoadCache = dict[str, list["Item"]]
@@ -87,7 +94,8 @@ def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
         # a volume goes in as the network input [C, P, H, W], prepared as predict_volume does
         image = prepare_volume(s["image"], planes=planes) if volumetric \
             else prep(s["image"]).astype(np.float32)
-        items.append(Item(s["id"], image, s["label"], fov))
+        line = s.get("centerline") if s.get("centerline") is not None else s.get("thin_gt")
+        items.append(Item(s["id"], image, s["label"], fov, centerline=line))
     if not items:
         raise ConfigError(f"dataset '{src.dataset}' split '{split}' has no labelled images")
     return items
@@ -198,8 +206,9 @@ class PatchSampler:
 
     ``mode="patch"``: ``patches_per_image`` square patches per image per epoch, centres inside the
     FOV; ``mode="whole"``: each image once per epoch, batched with images of the same shape.
-    Yields ``(image [B,C,P,P], label [B,1,P,P], fov [B,1,P,P], head [B])``: float tensors (the
-    label is the item's soft ``target`` where it has one) and
+    Yields ``(image [B,C,P,P], label [B,1+K,P,P], fov [B,1,P,P], head [B])``: float tensors (the
+    label is the item's soft ``target`` where it has one; K = the channels of the items'
+    :attr:`Item.extra`, 0 for most runs) and
     the int64 head index of each sample (:attr:`Item.head`).
     """
 
@@ -214,14 +223,18 @@ class PatchSampler:
         self._vessels = [np.flatnonzero(it.label & it.fov) for it in items]
 
     def _pad(self, it: Item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lab = it.label if it.target is None else it.target
+        """Image, target ``[1+K, H, W]`` (label, then :attr:`Item.extra`) and FOV, padded."""
+        lab = (it.label if it.target is None else it.target)[None]
+        if it.extra is not None:  # bool labels stay bool (a quarter of the memory)
+            lab = np.concatenate([lab, it.extra.astype(lab.dtype)]) if it.target is None \
+                else np.concatenate([lab, it.extra.astype(np.float32)])
         if not self.pad:
             return it.image, lab, it.fov
         q = self.pad
         mode = "reflect" if min(it.image.shape[-2:]) > q else "edge"
         lead = [(0, 0)] * (it.image.ndim - 2)  # channels (and depth, for volumes)
         img = np.pad(it.image, [*lead, (q, q), (q, q)], mode=mode)
-        lab = np.pad(lab, q)
+        lab = np.pad(lab, [(0, 0), (q, q), (q, q)])
         fov = np.pad(it.fov, q)
         return img, lab, fov
 
@@ -237,12 +250,12 @@ class PatchSampler:
         p = self.cfg.patch_size
         sl = (slice(cy, cy + p), slice(cx, cx + p))
         return {"image": img[..., sl[0], sl[1]],
-                "label": lab[None, sl[0], sl[1]].astype(np.float32),
+                "label": lab[:, sl[0], sl[1]].astype(np.float32),
                 "fov": fov[None, sl[0], sl[1]].astype(np.float32), "head": self.items[k].head}
 
     def _whole(self, k: int) -> dict[str, np.ndarray]:
         img, lab, fov = self._padded[k]
-        return {"image": img, "label": lab[None].astype(np.float32),
+        return {"image": img, "label": lab.astype(np.float32),
                 "fov": fov[None].astype(np.float32), "head": self.items[k].head}
 
     def _draws(self, rng: np.random.Generator) -> list[tuple[int, int]]:

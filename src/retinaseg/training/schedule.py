@@ -20,7 +20,8 @@ def lr_factor(cfg: ScheduleConfig, t: float, total: int) -> float:
     if cfg.name == "cosine":
         return 0.5 * (1 + math.cos(math.pi * frac))
     if cfg.name == "poly":
-        return (1 - frac) ** cfg.power
+        f = cfg.poly_offset
+        return (1 - (f + (1 - f) * frac)) ** cfg.power
     if cfg.name == "onecycle":
         peak = 0.3
         if frac < peak:

@@ -49,13 +49,14 @@ from retinaseg.preprocessing.augment import VolumeAugmentation, build_augmentati
 from retinaseg.preprocessing.fov import median_fov_diameter
 from retinaseg.preprocessing.pipeline import without_adaptive
 from retinaseg.registry import DATASETS
-from retinaseg.training.config import RunConfig, dump_config, load_config
+from retinaseg.training.config import RunConfig, dump_config, load_config, validate_config
 from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
 from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
 from retinaseg.training.runs import check_paths, write_summary
 from retinaseg.training.sam2 import sam2_params, train_sam2
 from retinaseg.training.sam2_layers import train_sam2_layers
 from retinaseg.training.schedule import learning_rate
+from retinaseg.training.targets import attach_centerlines
 from retinaseg.utils.atomic import atomic_path, write_text_atomic
 from retinaseg.utils.runtime import configure_threads, cpu_has_bf16, seed_everything, select_device
 
@@ -72,6 +73,8 @@ class State:
     stale: int = 0
     elapsed: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    best_branch: dict[str, float] = field(default_factory=dict)
+    """Best validation AUC of each branch of a branched model (octanet: thick, thin)."""
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -124,8 +127,14 @@ def _model_params(cfg: RunConfig) -> dict[str, Any]:
     return params
 
 
+INIT_ONLY_PARAMS = ("imagenet_weights",)
+"""Model parameters that only initialise the weights (a file on this machine): they are not
+stored in the saved model, whose state dict holds the weights."""
+
+
 def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> ModelSpec:
-    return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=_model_params(cfg),
+    params = {k: v for k, v in _model_params(cfg).items() if k not in INIT_ONLY_PARAMS}
+    return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=params,
                      preprocess=cfg.data.preprocess, threshold=threshold,
                      modality=_modality(cfg), info=info)
 
@@ -227,7 +236,8 @@ def select_heads(logits: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Trains one :class:`RunConfig` into ``run_dir``; use :func:`train` rather than this."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path,
+                 coarse: tuple[dict, dict | None] | None = None) -> None:
         self.cfg, self.run = cfg, run_dir
         self.threads = configure_threads(cfg.train.threads)
         self.device = select_device(cfg.train.device)
@@ -244,6 +254,12 @@ class Trainer:
                                **_model_params(cfg)).to(self.device)
         if cfg.model.init and not (run_dir / "last.pt").is_file():  # a resume loads last.pt
             _init_weights(self.net, cfg)
+        if coarse is not None:  # octanet_fine: the frozen coarse stage (last.pt holds it too)
+            self.net.load_coarse(*coarse)
+        self.branches = tuple(getattr(self.net, "branches", ()))
+        self.csv_fields = CSV_FIELDS + [f"val_auc_{b}" for b in self.branches[1:]]
+        if self.branches:
+            self._attach_branch_targets()
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
         self.opt = _optimizer(cfg, self.net)
         self.augment = _augment(cfg, cfg.seed, self.volumetric)
@@ -261,6 +277,22 @@ class Trainer:
     def eval_net(self) -> nn.Module:
         """The network that is validated and saved: the weight average when ``train.ema``."""
         return self.ema.module if self.ema is not None else self.net
+
+    def _attach_branch_targets(self) -> None:
+        """A branched model (octanet: fused, thick, thin) trains its thin branch on centerline
+        labels, with the joint ``octanet`` loss."""
+        if self.cfg.loss.name != "octanet":
+            raise ConfigError(f"model '{self.cfg.model.name}' returns its branches "
+                              f"{list(self.branches)} in training and needs loss.name "
+                              f"'octanet', not '{self.cfg.loss.name}'")
+        d = self.cfg.data
+        n = sum(attach_centerlines(items, d.derive_centerline, d.centerline_dilate,
+                                   where=f"data ({what})")
+                for items, what in ((self.train_items, "training"),
+                                    (self.val_items, "validation")))
+        if n:
+            tqdm.write(f"centerline labels derived from the pixel labels of {n} images "
+                       f"(dilated {d.centerline_dilate} px)")
 
     def _check_channels(self) -> None:
         shapes = {it.image.shape[0] for it in self.train_items + self.val_items}
@@ -315,7 +347,7 @@ class Trainer:
 
     def _write_csv(self) -> None:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(buf, fieldnames=self.csv_fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(self.state.history)
         write_text_atomic(self.run / "metrics.csv", buf.getvalue())
@@ -345,7 +377,10 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.net(x)
-        loss = self.loss_fn(select_heads(logits.float(), head), y)  # the loss in float32
+        if self.branches:  # [B, branches, H, W] against [B, 1 + K, H, W]
+            loss = self.loss_fn(logits.float(), y)
+        else:
+            loss = self.loss_fn(select_heads(logits.float(), head), y)  # the loss in float32
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at epoch {self.state.epoch + 1}; "
                                 f"stopped, the last good checkpoint is kept in '{self.run}'")
@@ -395,8 +430,26 @@ class Trainer:
             pt = torch.from_numpy(np.clip(p, 1e-6, 1 - 1e-6))[it.fov]
             lt = torch.from_numpy(it.label.astype(np.float32))[it.fov]
             loss.append(float(nn.functional.binary_cross_entropy(pt, lt)))
-        return {"val_dice": _source_mean(dice, self.val_items),
-                "val_auc": _source_mean(auc, self.val_items), "val_loss": float(np.mean(loss))}
+        row = {"val_dice": _source_mean(dice, self.val_items),
+               "val_auc": _source_mean(auc, self.val_items), "val_loss": float(np.mean(loss))}
+        row.update(self._branch_aucs())
+        return row
+
+    def _branch_aucs(self) -> dict[str, float]:
+        """``val_auc_<branch>`` of each branch after the fused one: thick against the label,
+        thin against the centerline label (octanet; the seed keeps the best of each)."""
+        out = {}
+        inf = self.cfg.inference
+        for k, name in enumerate(self.branches[1:], start=1):
+            net = _Branch(self.eval_net, name).eval()
+            aucs = []
+            for it in self.val_items:
+                p = predict_probability(net, it.image, self.device, tile=inf.tile,
+                                        overlap=inf.overlap)
+                truth = it.label if k == 1 or it.extra is None else it.extra[0]
+                aucs.append(roc_auc(p, truth, it.fov))
+            out[f"val_auc_{name}"] = _source_mean(aucs, self.val_items)
+        return out
 
     def _score(self, row: dict[str, float]) -> float:
         m = self.cfg.train.monitor
@@ -426,7 +479,19 @@ class Trainer:
                 tqdm.write(f"time limit of {tc.time_limit_min} min reached")
                 break
 
+    def _maybe_best_branches(self, row: dict[str, float], epoch: int) -> None:
+        """``best_<branch>.safetensors``: the checkpoint of the best AUC of each branch."""
+        for name in self.branches[1:]:
+            auc = row.get(f"val_auc_{name}", float("nan"))
+            if not np.isnan(auc) and auc > self.state.best_branch.get(name, -math.inf):
+                self.state.best_branch[name] = auc
+                info = {"epoch": epoch, "selected_by": f"val_auc_{name}", "val": {
+                    k: v for k, v in row.items() if k.startswith("val")}}
+                save_model(self.run / f"best_{name}.safetensors", self.eval_net,
+                           _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
+
     def _maybe_best(self, row: dict[str, float], epoch: int) -> None:
+        self._maybe_best_branches(row, epoch)
         score = self._score(row)
         if score > self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale = score, epoch, 0
@@ -451,6 +516,18 @@ class Trainer:
 
     tb: Any = None
     _t_start: float = 0.0
+
+
+class _Branch(nn.Module):
+    """One branch of a branched model as a ``[B, C, H, W]`` → ``[B, 1, H, W]`` network."""
+
+    def __init__(self, net: nn.Module, name: str) -> None:
+        super().__init__()
+        self.net, self.name = net, name
+        self.size_multiple = int(getattr(net, "size_multiple", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_branches(x)[self.name]
 
 
 def _amp_mode(device: torch.device, amp: bool | None) -> tuple[bool, torch.dtype | None]:
@@ -576,15 +653,84 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
             pin_teachers(cfg)
         run = new_run_dir(cfg)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
-    tr = Trainer(cfg, run)
+    if _stage(run) == "coarse":
+        summary = _run_trainer(Trainer(cfg, run), resume is not None)
+    else:  # a resumed two-stage run whose coarse stage had finished
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        summary.pop("fine", None)
+    if cfg.fine.epochs:
+        write_text_atomic(run / "stage.json", json.dumps({"stage": "fine"}) + "\n")
+        summary["fine"] = _train_fine(cfg, run, resume is not None)
+        write_summary(run, summary)
+        write_text_atomic(run / "stage.json", json.dumps({"stage": "done"}) + "\n")
+    return summary
+
+
+def _run_trainer(tr: Trainer, resumed: bool) -> dict[str, Any]:
+    """Resume from ``last.pt`` if there is one, fit, and finish (threshold, summary)."""
     tr.load_last()
-    if resume is not None:
-        tqdm.write(f"resuming '{run}' after epoch {tr.state.epoch}")
+    if resumed:
+        tqdm.write(f"resuming '{tr.run}' after epoch {tr.state.epoch}")
     from torch.utils.tensorboard import SummaryWriter
 
-    tr.tb = SummaryWriter(str(run / "tensorboard"), purge_step=tr.state.epoch + 1)
+    tr.tb = SummaryWriter(str(tr.run / "tensorboard"), purge_step=tr.state.epoch + 1)
     try:
         tr.fit()
     finally:
         tr.tb.close()
     return _finish(tr)
+
+
+def _stage(run: Path) -> str:
+    """The stage of a two-stage (OCTA-Net) run folder: coarse (also any one-stage run), fine,
+    or done, from ``stage.json``."""
+    path = run / "stage.json"
+    if not path.is_file():
+        return "coarse"
+    return str(json.loads(path.read_text(encoding="utf-8")).get("stage", "coarse"))
+
+
+def fine_config(cfg: RunConfig) -> RunConfig:
+    """The config of OCTA-Net's fine stage (reference §5) from the coarse run's config:
+    model ``octanet_fine`` of the same preset, ``fine.epochs``, ``fine.lr``, the poly offset,
+    the same data, loss and the rest."""
+    f = cfg.fine
+    raw = cfg.model_dump()
+    params = {k: v for k, v in cfg.model.params.items() if k != "imagenet_weights"}
+    raw["name"] = f"{cfg.name}-fine"
+    raw["model"] = {**raw["model"], "name": "octanet_fine",
+                    "params": {**params, "two_coarse": f.checkpoints == "two"}}
+    raw["train"] = {**raw["train"], "epochs": f.epochs,
+                    "time_limit_min": f.time_limit_min or cfg.train.time_limit_min}
+    raw["optim"] = {**raw["optim"], "lr": f.lr or cfg.optim.lr}
+    raw["schedule"] = {**raw["schedule"], "poly_offset": f.poly_offset}
+    raw["fine"] = {}
+    return validate_config(raw)
+
+
+def _coarse_states(run: Path, checkpoints: str) -> tuple[dict, dict | None]:
+    """State dicts of the frozen coarse model(s): best thick and best thin AUC, or best."""
+    names = ["best_thick", "best_thin"] if checkpoints == "two" else ["best"]
+    states = []
+    for name in names:
+        path = run / f"{name}.safetensors"
+        if not path.is_file():
+            raise TrainingError(f"the fine stage needs the coarse checkpoint '{path}', which "
+                                "was never written (no validation ran?)")
+        net, spec = load_model(path)
+        if spec.name != "octanet":
+            raise TrainingError(f"'{path}' is a '{spec.name}' model, not the coarse OCTA-Net")
+        states.append(net.state_dict())
+    return states[0], (states[1] if len(states) > 1 else None)
+
+
+def _train_fine(cfg: RunConfig, run: Path, resumed: bool) -> dict[str, Any]:
+    """Train OCTA-Net's fine stage into ``run/fine`` on the frozen coarse checkpoint(s)."""
+    fcfg = fine_config(cfg)
+    folder = run / "fine"
+    folder.mkdir(exist_ok=True)
+    write_text_atomic(folder / "config.yaml", dump_config(fcfg))
+    which = "best thick/thin AUC checkpoints" if cfg.fine.checkpoints == "two" else "best one"
+    tqdm.write(f"fine stage: {fcfg.train.epochs} epochs on the coarse {which}")
+    coarse = _coarse_states(run, cfg.fine.checkpoints)
+    return _run_trainer(Trainer(fcfg, folder, coarse=coarse), resumed)
