@@ -86,7 +86,10 @@ def main() -> None:
             "'epoch 0' is the validation before any step (LoRA B = 0), 'best' the best "
             "validation epoch; Dice at logit > 0. Layer sequences: validation as SAM-OCTA2 "
             "(4 layers evenly spaced, one positive point on frame 0); 'tracked' is the Dice "
-            "of the frames after the prompted one, what the memory carried. These runs show "
+            "of the frames after the prompted one, what the memory carried. Validation sets: "
+            "en-face, OCTA-500 6M val; layers, subject 10441 (the one val sequence); FAZ, "
+            "the single val-split FAZ label in ../shared (10441), so its figure is one image's "
+            "Dice after training on ten. These runs show "
             "that the three training modes run on a laptop CPU and move the model; they say "
             "nothing about SAM-OCTA2's accuracy with pretrained weights (none can be "
             "downloaded here).\n\n" + md_table(header, rows)
