@@ -90,3 +90,19 @@ def test_branch_models_need_the_octanet_loss_and_centerlines(tmp_path: Path) -> 
         train(validate_config(cfg))
     with pytest.raises(ConfigError, match="fine.epochs"):
         validate_config(_config(tmp_path, model={"name": "unet", "params": {}}))
+
+
+def test_fine_stage_without_its_coarse_checkpoint_is_one_error(run: Path, tmp_path: Path,
+                                                               capsys) -> None:
+    import shutil
+
+    from retinaseg.cli import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "fine")
+    (copy / "best_thin.safetensors").unlink()
+    (copy / "stage.json").write_text(json.dumps({"stage": "fine"}))
+    assert main(["train", "--resume", str(copy)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "best_thin.safetensors" in err[0] and "never written" in err[0]
