@@ -72,6 +72,9 @@ def test_evaluate_refuses_bad_options_before_any_work(tmp_path: Path, capsys, ar
 @pytest.mark.parametrize(("argv", "expect"), [
     (["centerline", "IN", "--prune", "-3"], "--prune must be at least 0"),
     (["centerline", "IN", "--prune", "inf"], "--prune must be a finite number"),
+    (["measure", "IN", "--mm-per-px", "0"], "--mm-per-px must be above 0"),
+    (["measure", "IN", "--mm-per-px", "inf"], "--mm-per-px must be a finite number"),
+    (["measure", "IN", "--fov", "9M"], "argument --fov: invalid choice"),
     (["demo", "--n", "0"], "--n must be at least 1"),
     (["demo", "--epochs", "0"], "--epochs must be at least 1"),
     (["train", "--set", "train.epochs=0"], "error:"),
@@ -81,7 +84,8 @@ def test_other_commands_refuse_bad_values(image: Path, tmp_path: Path, capsys,
                                           argv: list[str], expect: str) -> None:
     out = tmp_path / "out"
     argv = [str(image) if a == "IN" else a for a in argv]
-    code = main([*argv, "--out", str(out)] if argv[0] in ("centerline", "demo") else argv)
+    code = main([*argv, "--out", str(out)] if argv[0] in ("centerline", "measure", "demo")
+                else argv)
     _one_line_error(capsys, code, expect)
     assert not out.exists()
 

@@ -92,8 +92,11 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from retinaseg.api import predict
 
     opts, thr = _options(a), _threshold(a.threshold, allow_val=False)
+    measure = None
+    if a.measure:
+        from retinaseg.measure.api import predict_columns as measure
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=thr, options=opts,
-                  volume=a.volume, projection=a.projection)
+                  volume=a.volume, projection=a.projection, measure=measure)
     print(f"wrote {len(rep.rows)} result(s) to {a.out}")
     _report_skipped(rep.skipped)
     if not rep.rows:
@@ -200,6 +203,28 @@ def cmd_centerline(a: argparse.Namespace) -> None:
     _report_skipped(bad)
     if len(bad) == len(files):
         raise RetinasegError("no input mask could be read")
+
+
+def cmd_measure(a: argparse.Namespace) -> None:
+    if a.mm_per_px is not None:
+        check_number("--mm-per-px", a.mm_per_px, 0, 10, lo_open=True)
+        if a.fov is not None:
+            raise RetinasegError("give either --mm-per-px or --fov, not both")
+    from retinaseg.measure.api import measure_files
+
+    r = measure_files(a.inputs, a.out, mm_per_px=a.mm_per_px, fov=a.fov, grid=a.grid,
+                      modality=a.modality, eye=a.eye, kind=a.kind, faz=a.faz, model=a.model,
+                      html=not a.no_html)
+    masks = sum(row["input"] == "mask" for row in r.rows)
+    if masks and a.modality is None:
+        print(f"{masks} mask(s) measured as OCTA (give --modality fundus for fundus masks)")
+    unit = "pixels" if a.mm_per_px is None and a.fov is None else "mm"
+    pages = ", <stem>.html and index.html" if not a.no_html else ""
+    print(f"measured {len(r.rows)} input(s) in {unit}: measurements.csv, <stem>_measure.png"
+          f"{pages} in {a.out}")
+    _report_skipped(r.skipped)
+    if not r.rows:
+        raise RetinasegError("no input could be measured")
 
 
 def _report_skipped(skipped: list[tuple[Path, str]] | list[tuple[str, str]]) -> None:
@@ -390,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=METHODS,
                    help="how a volume is projected inside the automatic inner-retina slab "
                         "before a 2-D model segments it (default max)")
+    p.add_argument("--measure", action="store_true",
+                   help="add the measurements of each mask to predictions.csv (in pixels, "
+                        "quadrant grid; 'retinaseg measure' takes a scale and writes reports)")
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     p.add_argument("--model", required=True,
                    help="safetensors file, run folder or bundled name")
@@ -415,6 +443,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: one centerline PNG per mask")
     p.add_argument("--prune", type=float, default=0, help="remove spurs shorter than this (px)")
     p.set_defaults(func=cmd_centerline)
+    p = sub.add_parser("measure", help="measure vessel masks or images: densities, calibre, "
+                                       "tortuosity, fractal dimension, FAZ, sector grid")
+    p.add_argument("inputs", nargs="+",
+                   help="binary masks and/or images (segmented first with the bundled model for "
+                        "their modality), files or folders")
+    p.add_argument("--out", required=True,
+                   help="output folder: measurements.csv, <stem>_measure.png, <stem>.html, "
+                        "index.html (and <stem>_mask.png for images)")
+    p.add_argument("--mm-per-px", type=float, default=None, metavar="X",
+                   help="pixel size in mm, above 0 and at most 10 (default: measure in pixels)")
+    p.add_argument("--fov", default=None, choices=["3M", "6M"],
+                   help="OCTA-500 scan size instead of --mm-per-px: 3M = 3 mm / 304 px, "
+                        "6M = 6 mm / 400 px")
+    p.add_argument("--grid", default="etdrs", choices=["etdrs", "quadrants", "none"],
+                   help="sector grid: etdrs (1, 3, 6 mm rings; needs the scale), quadrants "
+                        "(four diagonal sectors) or none (default etdrs)")
+    p.add_argument("--modality", default=None, choices=["octa", "fundus"],
+                   help="octa (FAZ, grid on the FAZ) or fundus (grid on the image centre); "
+                        "default: images by their colour, masks octa")
+    p.add_argument("--eye", default="unknown", choices=["OD", "OS", "unknown"],
+                   help="the eye, to name nasal and temporal sectors (default unknown: right "
+                        "and left as seen in the image)")
+    p.add_argument("--kind", default="auto", choices=["auto", "mask", "image"],
+                   help="read inputs as masks, as images, or auto (default: a file with at most "
+                        "two grey levels is a mask)")
+    p.add_argument("--faz", default=None, metavar="MASK",
+                   help="a FAZ mask (one input) or a folder of FAZ masks named like the inputs, "
+                        "measured instead of the classical FAZ")
+    p.add_argument("--model", default=None,
+                   help="model that segments image inputs (default: the bundled model for "
+                        "their modality)")
+    p.add_argument("--no-html", action="store_true",
+                   help="write no HTML pages (the CSV and the PNG figures only)")
+    p.set_defaults(func=cmd_measure)
     p = sub.add_parser("project", help="project an OCTA/OCT volume to an en-face map")
     p.add_argument("volume", help="a folder of B-scans (OCTA-500 layout), .npy, .nii/.nii.gz "
                                   "or multi-page .tif")

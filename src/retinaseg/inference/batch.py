@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,7 @@ class _ModelPicker:
 def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: str | Path,
                   threshold: float | None = None, options: SegmenterOptions | None = None,
                   volume: bool | None = None, projection: str = VOLUME_PROJECTION,
+                  measure: Callable[[np.ndarray, np.ndarray], dict] | None = None,
                   **overrides: Any) -> PredictReport:
     """Segment every image in ``inputs`` and write ``<stem>_prob/_mask/_overlay.png`` to ``out``.
 
@@ -193,6 +194,8 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
     :func:`collect_predict_inputs`) are projected inside the automatic inner-retina slab with
     ``projection`` (default ``max``) and the projection segmented (``<stem>_projection.png``
     is written too); a volume model (IPN) gets the volume itself.
+    ``measure(mask, image)`` (e.g. :func:`retinaseg.measure.api.predict_columns`), when given,
+    returns more columns for each image's row.
     ``options`` (:class:`~retinaseg.inference.segmenter.SegmenterOptions`) and keyword
     ``overrides`` say how inference runs; they, the threshold and the model are checked before
     the first image, and a model that cannot be loaded later stops the run (it is no fault of
@@ -240,6 +243,8 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         if item.volume:
             save_projection(out / f"{stem}_projection.png", image, preview=False)
         row.update(write_outputs(out, stem, image, prob, thr))
+        if measure is not None:
+            row.update(measure(prob > thr, image))
         report.rows.append(row)
     _write_csv(out / "predictions.csv", report.rows)
     return report

@@ -41,6 +41,12 @@ class SourceConfig(_Strict):
         "each dataset documents its own"))
     head: str | None = Field(None, description=(
         "with model.heads: the output head this dataset's labels train (default: the first)"))
+    weight: float | None = Field(None, gt=0, description=(
+        "sampling weight: once any dataset sets one, each dataset's share of the training "
+        "patches (whole images with sampling.mode whole) is weight / the sum of the weights, "
+        "whatever its image count (an unset weight counts as 1.0; the epoch keeps training "
+        "images x patches_per_image patches); null on every dataset = every image draws "
+        "patches_per_image patches, so datasets share in proportion to their image counts"))
 
 
 class DataConfig(SourceConfig):
@@ -61,7 +67,7 @@ class DataConfig(SourceConfig):
         "'none' only converts to channel-first"))
     extra: list[SourceConfig] = Field(default_factory=list, description=(
         "more datasets mixed into training, each with the keys of a dataset entry (dataset, "
-        "root, splits, options, head); each keeps its own validation split, and the "
+        "root, splits, options, head, weight); each keeps its own validation split, and the "
         "validation score and the threshold weight every dataset equally"))
     derive_centerline: bool = Field(True, description=(
         "models trained on a centerline label too (octanet's thin branch): derive it from the "
@@ -79,6 +85,14 @@ class DataConfig(SourceConfig):
         "each copy after a random acquisition change of its raw pixels (colour balance, "
         "gamma, blur, noise, JPEG; retinaseg.preprocessing.acquisition) and then the same "
         "preprocessing: robustness to other cameras and devices"))
+    fov_diameter: float | None = Field(None, ge=32, description=(
+        "resolution normalisation of colour fundus datasets (px): every training and "
+        "validation image is resized when it is loaded so that the diameter of its own FOV "
+        "(the dataset's FOV mask, else one derived from the red channel) is this value "
+        "(bilinear image, nearest label and FOV; images within 1 % of it are kept as read), "
+        "and the model stores it so that inference rescales new photographs to the same FOV "
+        "diameter (inference.match_fov); validation scores are at this scale. Datasets of "
+        "other modalities are left as read. null = off (images as read)"))
     val_acquisition_copies: int = Field(0, ge=0, description=(
         "validation holds each validation image and this many acquisition-changed copies "
         "(other draws than the training copies), so that the checkpoint and the threshold are "
@@ -96,7 +110,8 @@ class DataConfig(SourceConfig):
     def sources(self) -> list[SourceConfig]:
         """The main dataset followed by the extra ones."""
         main = SourceConfig(dataset=self.dataset, root=self.root, train_split=self.train_split,
-                            val_split=self.val_split, options=self.options, head=self.head)
+                            val_split=self.val_split, options=self.options, head=self.head,
+                            weight=self.weight)
         return [main, *self.extra]
 
 
@@ -220,9 +235,12 @@ class InferenceConfig(_Strict):
     tta: bool = Field(False, description=(
         "not read: validation predicts without TTA; kept so that older configs validate "
         "(a model's TTA is set by `retinaseg ensemble --tta` or `predict --tta`)"))
-    match_fov: bool = Field(False, description=(
-        "store the training images' median FOV diameter in the model, so that fundus images "
-        "of other resolutions are rescaled to it at inference"))
+    match_fov: bool | None = Field(None, description=(
+        "store a FOV diameter in the model, so that fundus images of other resolutions are "
+        "rescaled to it at inference: data.fov_diameter when set, else the training images' "
+        "median FOV diameter; null = on with data.fov_diameter, else off; false with "
+        "data.fov_diameter is an error (the model would see new photographs at another scale "
+        "than it was trained on)"))
 
 
 class FineConfig(_Strict):
@@ -314,6 +332,17 @@ class RunConfig(_Strict):
                 raise ValueError(f"{where} '{src.head}' is not one of model.heads {heads}")
 
 
+def check_resolution_keys(cfg: RunConfig) -> None:
+    """``data.fov_diameter`` with ``inference.match_fov: false`` is a contradiction: the model
+    trains at a normalised FOV diameter, which it must store so that inference rescales new
+    photographs to it (:class:`ConfigError`)."""
+    if cfg.data.fov_diameter is not None and cfg.inference.match_fov is False:
+        raise ConfigError(f"invalid config key 'inference.match_fov': false contradicts "
+                          f"data.fov_diameter ({cfg.data.fov_diameter:g} px), which trains at a "
+                          "normalised FOV diameter that the model must store for inference; "
+                          "remove inference.match_fov or set it true")
+
+
 def _parse_value(text: str) -> Any:
     """Parse an override value with YAML rules (numbers, booleans, lists, null)."""
     try:
@@ -355,9 +384,11 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError("config must be a YAML mapping at the top level")
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
+    check_resolution_keys(cfg)
+    return cfg
 
 
 def _yaml_error(path: Path, err: yaml.YAMLError) -> str:

@@ -2,7 +2,9 @@
 
 Patches are drawn with their centre inside the FOV (when ``inside_fov``), optionally with a share
 of centres on vessel pixels, and augmented with the MONAI dictionary transforms of
-:mod:`retinaseg.preprocessing.augment` applied to image, label and FOV together.
+:mod:`retinaseg.preprocessing.augment` applied to image, label and FOV together. Several datasets
+share the patches of an epoch by their sampling weights (``weight``), and colour fundus images
+may be resized at load to one FOV diameter (``data.fov_diameter``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import torch
 from tqdm import tqdm
 
 from retinaseg.data import build_dataset
-from retinaseg.errors import ConfigError
+from retinaseg.errors import ConfigError, RetinasegError
 from retinaseg.inference.volume import prepare_volume
 from retinaseg.preprocessing.acquisition import random_change
+from retinaseg.preprocessing.fov import fov_diameter as diameter_of
+from retinaseg.preprocessing.fov import fov_from_image
+from retinaseg.preprocessing.functions import resize
 from retinaseg.preprocessing.pipeline import build_preprocess
 from retinaseg.registry import DATASETS
 from retinaseg.training.config import DataConfig, SamplingConfig, SourceConfig
@@ -54,6 +59,9 @@ class Item:
     """More training targets ``[K,H,W]`` (bool or float32), stacked after the label as channels
     1..K of the loss's target, e.g. the centerline label of OCTA-Net's thin branch
     (:mod:`retinaseg.training.targets`); None: the label alone."""
+    weight: float | None = None
+    """The sampling weight of the item's dataset (``data.weight``, ``data.extra[i].weight``);
+    None: not set (see :class:`PatchSampler`)."""
 
 
 LoadCache = dict[str, list["Item"]]
@@ -62,25 +70,65 @@ LoadCache = dict[str, list["Item"]]
 
 
 def load_items(src: SourceConfig, split: str, preprocess: Any, desc: str = "",
-               cache: LoadCache | None = None, planes: int | None = None) -> list[Item]:
+               cache: LoadCache | None = None, planes: int | None = None,
+               fov_diameter: float | None = None) -> list[Item]:
     """Read and preprocess every labelled sample of ``split`` of one source into memory.
 
-    With ``cache``, a source/split/preprocessing read before is not read again: its items come
+    With ``fov_diameter`` (``data.fov_diameter``), each image of a colour fundus dataset is
+    first resized so that its FOV has that diameter (:func:`normalise_resolution`). With
+    ``cache``, a source/split/preprocessing read before is not read again: its items come
     back as fresh copies that share the (read-only) arrays, so callers may retag them.
     """
-    key = json.dumps([src.model_dump(), split, preprocess, planes], sort_keys=True, default=str)
+    key = json.dumps([src.model_dump(exclude={"weight"}), split, preprocess, planes,
+                      fov_diameter], sort_keys=True, default=str)
     if cache is not None and key in cache:
         return [replace(it) for it in cache[key]]
-    items = _read_items(src, split, preprocess, desc, planes)
+    items = _read_items(src, split, preprocess, desc, planes, fov_diameter)
     if cache is not None:
         cache[key] = [replace(it) for it in items]
     return items
 
 
+RESIZE_TOLERANCE = 0.01
+"""With ``data.fov_diameter``, images whose FOV diameter is within this relative difference of
+the target are kept as read: resampling by under 1 % would only blur their thinnest vessels
+(DRIVE's training FOVs are 536-541 px against its median of 540)."""
+
+
+def normalise_resolution(sample: dict[str, Any], target: float,
+                         where: str = "") -> dict[str, Any]:
+    """A fundus sample resized so that its FOV diameter is ``target`` px (``data.fov_diameter``).
+
+    The diameter is :func:`~retinaseg.preprocessing.fov.fov_diameter` of the sample's FOV mask,
+    or, without one, of the FOV derived from the image's red channel (as inference measures new
+    photographs). The image is resized bilinearly (anti-aliased when shrinking), label, FOV and
+    centerline labels by nearest neighbour, with the shared
+    :func:`~retinaseg.preprocessing.functions.resize`; a sample within
+    :data:`RESIZE_TOLERANCE` of the target is kept as read. Returns a new dict; the sample is
+    not changed. ``where`` names the dataset in the error of an empty FOV.
+    """
+    image = sample["image"]
+    d = diameter_of(sample["fov"] if sample["fov"] is not None else fov_from_image(image))
+    if d <= 0:
+        raise ConfigError(f"data.fov_diameter cannot rescale image '{sample['id']}'{where}: its "
+                          "FOV mask is empty, so its FOV diameter cannot be measured")
+    h, w = image.shape[:2]
+    shape = (max(1, round(h * target / d)), max(1, round(w * target / d)))
+    if shape == (h, w) or abs(target / d - 1) <= RESIZE_TOLERANCE:
+        return dict(sample)
+    out = dict(sample, image=resize(image, shape))
+    for key in ("label", "fov", "centerline", "thin_gt"):
+        if out.get(key) is not None:
+            out[key] = resize(np.asarray(out[key]), shape, order=0)
+    return out
+
+
 def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
-                planes: int | None = None) -> list[Item]:
+                planes: int | None = None, fov_diameter: float | None = None) -> list[Item]:
     ds = build_dataset(src.dataset, src.root, split, **src.options)
     volumetric = bool(getattr(ds, "volumetric", False))
+    rescale = fov_diameter if getattr(ds, "modality", "") == "fundus" and not volumetric \
+        else None
     prep = build_preprocess(preprocess)
     if volumetric and prep.steps:
         raise ConfigError(f"data.preprocess must be 'none' for the volume dataset "
@@ -90,6 +138,8 @@ def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
         s = ds[i]
         if s["label"] is None:
             continue
+        if rescale:
+            s = normalise_resolution(s, rescale, f" of dataset '{src.dataset}'")
         fov = s["fov"] if s["fov"] is not None else np.ones_like(s["label"], dtype=bool)
         # a volume goes in as the network input [C, P, H, W], prepared as predict_volume does
         image = prepare_volume(s["image"], planes=planes) if volumetric \
@@ -97,25 +147,31 @@ def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
         line = s.get("centerline") if s.get("centerline") is not None else s.get("thin_gt")
         items.append(Item(s["id"], image, s["label"], fov, centerline=line))
     if not items:
-        raise ConfigError(f"dataset '{src.dataset}' split '{split}' has no labelled images")
+        where = f" under '{src.root}'" if src.root else ""
+        raise ConfigError(f"dataset '{src.dataset}' split '{split}'{where} has no labelled "
+                          f"images ({len(ds)} image(s) read, none with a label), so it cannot "
+                          "be trained on")
     return items
 
 
 def carve_validation(items: list[Item], fraction: float, seed: int,
-                     folds: int | None = None, fold: int = 0) -> tuple[list[Item], list[Item]]:
+                     folds: int | None = None, fold: int = 0,
+                     what: str = "") -> tuple[list[Item], list[Item]]:
     """Split ``items`` into (train, val) with a seeded shuffle.
 
     Without ``folds``: ``ceil(fraction·n)`` validation images. With ``folds``: the shuffled
     order is cut into ``folds`` near-equal parts (``numpy.array_split``) and part ``fold`` is
-    the validation set, so the folds of one seed cover every image exactly once.
+    the validation set, so the folds of one seed cover every image exactly once. ``what``
+    names the images in the errors (e.g. `` of dataset 'drive' split 'training'``).
     """
     if len(items) < 2:
-        raise ConfigError("need at least 2 training images to carve a validation split")
+        raise ConfigError(f"need at least 2 training images{what} to carve a validation split, "
+                          f"found {len(items)}")
     order = np.random.default_rng(seed).permutation(len(items))
     if folds is not None:
         if folds > len(items):
             raise ConfigError(f"data.folds is {folds} but there are only {len(items)} "
-                              "training images")
+                              f"training images{what}")
         val_idx = set(np.array_split(order, folds)[fold].tolist())
     else:
         n_val = min(len(items) - 1, max(1, math.ceil(fraction * len(items))))
@@ -142,6 +198,8 @@ def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], se
     n = cfg.val_acquisition_copies if validation else cfg.acquisition_copies
     if not n or not items:
         return []
+    # with data.fov_diameter the items were resized at load: the change acts on the raw
+    # photograph (the camera), then it is resized to the item's size like the original
     ds = build_dataset(src.dataset, src.root, split or src.train_split, **src.options)
     index = {sample.id: i for i, sample in enumerate(ds.samples)}
     prep = build_preprocess(cfg.preprocess)
@@ -150,7 +208,10 @@ def acquisition_copies(src: SourceConfig, cfg: DataConfig, items: list[Item], se
         raw = ds[index[it.id]]["image"]
         for k in range(n):
             rng = np.random.default_rng([seed, int(validation), k, zlib.crc32(it.id.encode())])
-            image = prep(random_change(raw, rng)).astype(np.float32)
+            changed = random_change(raw, rng)
+            if changed.shape[:2] != it.label.shape:
+                changed = resize(changed, it.label.shape)
+            image = prep(changed).astype(np.float32)
             out.append(replace(it, id=f"{it.id}{COPY_MARK}{k}", image=image))
     return out
 
@@ -160,13 +221,15 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
     name = src.dataset
     planes = cfg.volume_planes
     train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train", cache,
-                       planes)
+                       planes, cfg.fov_diameter)
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
     if val_split and val_split != src.train_split and cfg.folds is None:
-        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache, planes)
+        val = load_items(src, val_split, cfg.preprocess, f"loading {name} val", cache, planes,
+                         cfg.fov_diameter)
         where = f"{name} split '{val_split}'"
     else:
-        train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold)
+        train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold,
+                                      f" of dataset '{name}' split '{src.train_split}'")
         val_split = src.train_split
         how = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
         where = (f"{name} images carved from '{src.train_split}' ({how}seed {seed}): "
@@ -181,17 +244,27 @@ def load_train_val(cfg: DataConfig, seed: int, heads: list[str] | None = None,
     """Training and validation items of every source, and where the validation set came from.
 
     Each source uses its own validation split, or a seeded fraction of its training images
-    when it has none. With ``heads`` (``model.heads``) each item records the index of the head
-    its source trains (``head`` key; default the first). ``cache`` (a dict kept by the caller)
-    reads each source once over several calls, e.g. the folds of one cross-validation.
+    when it has none. Each item records its source (``"<k>:<dataset>"``, k = 0 for the main
+    dataset) and the source's sampling ``weight``; with ``data.fov_diameter`` fundus images are
+    resized at load (:func:`normalise_resolution`), validation images too. With ``heads``
+    (``model.heads``) each item records the index of the head its source trains (``head`` key;
+    default the first). ``cache`` (a dict kept by the caller) reads each source once over
+    several calls, e.g. the folds of one cross-validation.
     """
     train, val, where = [], [], []
-    for k, src in enumerate(cfg.sources()):
-        t, v, w = _source_train_val(src, cfg, seed, cache)
+    sources = cfg.sources()
+    for k, src in enumerate(sources):
+        try:
+            t, v, w = _source_train_val(src, cfg, seed, cache)
+        except RetinasegError as err:
+            if len(sources) == 1:
+                raise
+            key = "data" if k == 0 else f"data.extra.{k - 1}"  # which of several datasets
+            raise type(err)(f"{key} ({src.dataset}): {err}") from None
         head = heads.index(src.head) if heads and src.head else 0
         root = str(Path(src.root).resolve()) if src.root else ""
         for it in t + v:
-            it.source, it.head = f"{k}:{src.dataset}", head
+            it.source, it.head, it.weight = f"{k}:{src.dataset}", head, src.weight
             it.key = f"{src.dataset}:{root}:{it.id}"
             if k:  # keep ids unique across sources
                 it.id = f"{src.dataset}-{it.id}"
@@ -206,6 +279,10 @@ class PatchSampler:
 
     ``mode="patch"``: ``patches_per_image`` square patches per image per epoch, centres inside the
     FOV; ``mode="whole"``: each image once per epoch, batched with images of the same shape.
+    When any item has a sampling :attr:`Item.weight`, the epoch keeps its length (images ×
+    ``patches_per_image`` patches, or images whole images) but each source (:attr:`Item.source`)
+    gets a share proportional to its weight (unset: 1.0), spread evenly over its images, which
+    are drawn more or fewer times than ``patches_per_image`` (:meth:`item_counts`).
     Yields ``(image [B,C,P,P], label [B,1+K,P,P], fov [B,1,P,P], head [B])``: float tensors (the
     label is the item's soft ``target`` where it has one; K = the channels of the items'
     :attr:`Item.extra`, 0 for most runs) and
@@ -258,10 +335,44 @@ class PatchSampler:
         return {"image": img, "label": lab.astype(np.float32),
                 "fov": fov[None].astype(np.float32), "head": self.items[k].head}
 
+    def item_counts(self, rng: np.random.Generator, per_image: int) -> list[int]:
+        """How many patches (or whole-image copies) each item gives in one epoch.
+
+        Without sampling weights: ``per_image`` each. With weights: the epoch's
+        ``len(items) · per_image`` draws are shared out between the sources in proportion to
+        their weights (largest remainders, ties to the earlier source), and each source's draws
+        evenly between its items, the remainder going to items chosen with ``rng`` (so an item
+        may give 0 draws in an epoch when its source's share is below its image count). Equal
+        weights on sources of equal size give ``per_image`` each without using ``rng``.
+        """
+        n = len(self.items)
+        if all(it.weight is None for it in self.items):
+            return [per_image] * n
+        groups: dict[str, list[int]] = {}
+        for k, it in enumerate(self.items):
+            groups.setdefault(it.source, []).append(k)
+        members = list(groups.values())
+        weights = np.array([self.items[ks[0]].weight or 1.0 for ks in members], np.float64)
+        exact = n * per_image * weights / weights.sum()
+        shares = np.floor(exact).astype(int)
+        left = n * per_image - int(shares.sum())
+        for j in np.argsort(-(exact - shares), kind="stable")[:left]:
+            shares[j] += 1
+        counts = [0] * n
+        for ks, share in zip(members, shares):
+            base, extra = divmod(int(share), len(ks))
+            for k in ks:
+                counts[k] = base
+            if extra:
+                for j in rng.choice(len(ks), extra, replace=False):
+                    counts[ks[int(j)]] += 1
+        return counts
+
     def _draws(self, rng: np.random.Generator) -> list[tuple[int, int]]:
         draws = []
+        counts = self.item_counts(rng, self.cfg.patches_per_image)
         for k in range(len(self.items)):
-            for _ in range(self.cfg.patches_per_image):
+            for _ in range(counts[k]):
                 pool = self._centres[k]
                 if self._vessels[k].size and rng.random() < self.cfg.vessel_fraction:
                     pool = self._vessels[k]
@@ -301,10 +412,12 @@ class PatchSampler:
         Images of one shape are shuffled and cut into batches of ``batch_size`` (the last batch
         of a shape may be smaller); the batches of all shapes are then shuffled together, so a
         mixed-size training set (OCTA-500 3M 304², 6M 400², ROSSA 320²) still gets full batches.
+        With sampling weights an item appears :meth:`item_counts` times (0, 1 or more).
         """
         by_shape: dict[tuple[int, ...], list[int]] = {}
+        counts = self.item_counts(rng, 1)
         for k, it in enumerate(self.items):
-            by_shape.setdefault(tuple(it.image.shape), []).append(k)
+            by_shape.setdefault(tuple(it.image.shape), []).extend([k] * counts[k])
         b = self.cfg.batch_size
         batches = []
         for shape in sorted(by_shape):

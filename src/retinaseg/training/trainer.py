@@ -49,7 +49,13 @@ from retinaseg.preprocessing.augment import VolumeAugmentation, build_augmentati
 from retinaseg.preprocessing.fov import median_fov_diameter
 from retinaseg.preprocessing.pipeline import without_adaptive
 from retinaseg.registry import DATASETS
-from retinaseg.training.config import RunConfig, dump_config, load_config, validate_config
+from retinaseg.training.config import (
+    RunConfig,
+    check_resolution_keys,
+    dump_config,
+    load_config,
+    validate_config,
+)
 from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
 from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
 from retinaseg.training.runs import check_paths, write_summary
@@ -201,10 +207,38 @@ def _prior_seconds(tr: Trainer) -> float:
 
 
 def _fov_diameter(cfg: RunConfig, items: list[Item]) -> float | None:
-    """Median FOV diameter (px) of fundus training images with ``inference.match_fov``."""
-    if not (cfg.inference.match_fov and _modality(cfg) == "fundus"):
+    """The FOV diameter (px) a fundus model stores for inference (``info["fov_diameter"]``,
+    which :meth:`retinaseg.inference.segmenter.Segmenter.scale_for` rescales new photographs
+    to): ``data.fov_diameter`` when set (the training images were resized to it), else with
+    ``inference.match_fov: true`` the median FOV diameter of the training images; None for
+    other modalities or when neither is set."""
+    if _modality(cfg) != "fundus":
+        return None
+    if cfg.data.fov_diameter is not None:
+        return float(cfg.data.fov_diameter)
+    if not cfg.inference.match_fov:
         return None
     return median_fov_diameter(it.fov for it in items)
+
+
+def _check_resolution(cfg: RunConfig) -> None:
+    """``data.fov_diameter`` rescales colour fundus photographs: the main dataset must be one
+    (the model's modality comes from it, and only fundus models are rescaled at inference);
+    ``inference.match_fov: false`` contradicts it (:func:`check_resolution_keys`, also run when
+    a config is validated)."""
+    check_resolution_keys(cfg)
+    if cfg.data.fov_diameter is not None and _modality(cfg) != "fundus":
+        raise ConfigError(f"invalid config key 'data.fov_diameter': it resizes colour fundus "
+                          f"photographs by their field of view, but the main dataset "
+                          f"'{cfg.data.dataset}' is {_modality(cfg)} (remove the key)")
+
+
+def source_names(cfg: RunConfig) -> dict[str, str]:
+    """Column name of each training dataset (``Item.source`` → name): its dataset name, with
+    the source index appended where two datasets share one (``folder_0``, ``folder_1``)."""
+    srcs = cfg.data.sources()
+    names = [src.dataset for src in srcs]
+    return {f"{k}:{n}": n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)}
 
 
 def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
@@ -216,13 +250,18 @@ def _ema_model(net: nn.Module, decay: float | None) -> torch.optim.swa_utils.Ave
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _source_mean(values: list[float], items: list[Item]) -> float:
-    """Mean over sources of the per-source mean: each training dataset's val set counts equally
-    (100 ROSSA val images do not outweigh 30 OCTA-500 ones). One source: the plain mean."""
+def _source_means(values: list[float], items: list[Item]) -> dict[str, float]:
+    """The mean of ``values`` over the items of each source (:attr:`Item.source`)."""
     by: dict[str, list[float]] = {}
     for v, it in zip(values, items):
         by.setdefault(it.source, []).append(v)
-    return float(np.nanmean([np.nanmean(vs) for vs in by.values()]))
+    return {src: float(np.nanmean(vs)) for src, vs in by.items()}
+
+
+def _source_mean(values: list[float], items: list[Item]) -> float:
+    """Mean over sources of the per-source mean: each training dataset's val set counts equally
+    (100 ROSSA val images do not outweigh 30 OCTA-500 ones). One source: the plain mean."""
+    return float(np.nanmean(list(_source_means(values, items).values())))
 
 
 def select_heads(logits: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
@@ -258,6 +297,10 @@ class Trainer:
             self.net.load_coarse(*coarse)
         self.branches = tuple(getattr(self.net, "branches", ()))
         self.csv_fields = CSV_FIELDS + [f"val_auc_{b}" for b in self.branches[1:]]
+        # several datasets: each one's validation Dice and AUC too (val_dice is their mean)
+        self.source_names = source_names(cfg) if len(cfg.data.sources()) > 1 else {}
+        self.csv_fields += [f"val_{m}_{n}" for n in self.source_names.values()
+                            for m in ("dice", "auc")]
         if self.branches:
             self._attach_branch_targets()
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
@@ -421,6 +464,13 @@ class Trainer:
                                     overlap=inf.overlap, channel=it.head) for it in items]
 
     def validate(self) -> dict[str, float]:
+        """Validation figures of the current network: ``val_dice`` (at ``train.threshold``) and
+        ``val_auc``, each the mean over datasets of the dataset's mean (every dataset counts
+        equally), ``val_loss`` (BCE inside the FOV, mean over images), with several datasets
+        ``val_dice_<name>`` / ``val_auc_<name>`` of each (:func:`source_names`), and the AUC of
+        each extra branch. Images are scored as loaded, i.e. with ``data.fov_diameter`` at the
+        normalised scale (``retinaseg evaluate`` later measures at the original resolution
+        through the Segmenter, which rescales to the stored diameter and back)."""
         probs = self.predict_items(self.val_items)
         dice, auc, loss = [], [], []
         for p, it in zip(probs, self.val_items):
@@ -433,6 +483,10 @@ class Trainer:
         row = {"val_dice": _source_mean(dice, self.val_items),
                "val_auc": _source_mean(auc, self.val_items), "val_loss": float(np.mean(loss))}
         row.update(self._branch_aucs())
+        for metric, values in (("dice", dice), ("auc", auc)):
+            for src, v in _source_means(values, self.val_items).items():
+                if src in self.source_names:
+                    row[f"val_{metric}_{self.source_names[src]}"] = v
         return row
 
     def _branch_aucs(self) -> dict[str, float]:
@@ -498,6 +552,10 @@ class Trainer:
             info = {"epoch": epoch, "val": {k: v for k, v in row.items() if k.startswith("val")}}
             if self.fov_diameter:
                 info["fov_diameter"] = self.fov_diameter
+                info["fov_diameter_source"] = (
+                    "data.fov_diameter: every fundus training and validation image was resized "
+                    "to it" if self.cfg.data.fov_diameter is not None
+                    else "median FOV diameter of the training images")
             if self.volumetric:  # predict and Segmenter feed this model volumes, not images
                 info["input"] = "volume"
             save_model(self.run / "best.safetensors", self.eval_net,
@@ -609,15 +667,31 @@ def _finish(tr: Trainer) -> dict[str, Any]:
                "best_score": tr.state.best, "monitor": tr.cfg.train.monitor, "threshold": thr,
                "validation": tr.val_source, "epochs_run": tr.state.epoch,
                "train_seconds": round(tr.state.elapsed, 1)}
+    if tr.source_names:
+        summary["per_source"] = _per_source_best(tr)
     if tr.teachers:
         summary["teachers"] = tr.teachers
     write_summary(tr.run, summary)
     return summary
 
 
+def _per_source_best(tr: Trainer) -> dict[str, dict[str, Any]]:
+    """Each training dataset's validation figures at the best epoch (the checkpoint, chosen on
+    their mean) and its number of validation images."""
+    row = next((r for r in tr.state.history if int(r["epoch"]) == tr.state.best_epoch), {})
+    out: dict[str, dict[str, Any]] = {}
+    for src, name in tr.source_names.items():
+        out[name] = {"val_dice": row.get(f"val_dice_{name}"),
+                     "val_auc": row.get(f"val_auc_{name}"),
+                     "val_images": sum(it.source == src for it in tr.val_items)}
+    return out
+
+
 def _check_inputs(cfg: RunConfig) -> None:
-    """Dataset roots, ``model.init`` and the teachers, before any run folder is made."""
+    """Dataset roots, ``model.init``, the teachers and the resolution settings, before any run
+    folder is made."""
     check_paths(cfg)
+    _check_resolution(cfg)
     if cfg.distill.teachers:
         teacher_runs(cfg)
 
