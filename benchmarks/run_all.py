@@ -55,6 +55,7 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "sam2_finetune": (["benchmarks/accuracy/sam2_finetune.py"], "training"),
     "sam2_gpu": (["benchmarks/speed/sam2.py", "--gpu"], "gpu"),
     "tta": (["tools/choose_tta.py"], "tools"),
+    "fundus_choice": (["tools/choose_fundus.py"], "tools"),
     "members": (["tools/choose_members.py"], "tools"),
     "restore": (["tools/choose_restore.py"], "tools"),
 }

@@ -74,8 +74,10 @@ def cmd_train(a: argparse.Namespace) -> None:
         return
     s = train(a.config, overrides=a.set, resume=a.resume)
     best = Path(s['run_dir']) / s.get("lora", "best.safetensors")
+    decides = f"classes {', '.join(s['classes'])}" if s.get("classes") \
+        else f"threshold {s['threshold']:.3f}"
     print(f"best model: {best} (epoch {s['best_epoch']}, "
-          f"val {s['monitor']} {s['best_score']:.4f}, threshold {s['threshold']:.3f})")
+          f"val {s['monitor']} {s['best_score']:.4f}, {decides})")
 
 
 def cmd_ensemble(a: argparse.Namespace) -> None:
@@ -148,6 +150,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     opts, thr = _options(a), _threshold(a.threshold)
     s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
                  threshold=thr, palette=a.palette, segmenter=opts)
+    if s.get("classes"):
+        _print_class_scores(s)
+        print(f"wrote {Path(a.out) / 'summary.json'}")
+        return
     keys = ["dice", "auc", "acc", "sen", "spe", "cldice"]
     head = f"head {s['head']}, " if s.get("head") else ""
     print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, {head}threshold "
@@ -159,6 +165,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
           f"within 1 px count as right), {100 * m['edge_error_share']:.0f} % of wrong pixels "
           f"lie within 1 px of a label edge")
     print(f"wrote {Path(a.out) / 'summary.json'}")
+
+
+def _print_class_scores(s: dict) -> None:
+    """The per-class Dice lines of a multi-class evaluation summary."""
+    print(f"{s['dataset']}/{s['split']}: {s['n_images']} images, classes "
+          f"{', '.join(s['classes'])} (argmax), {s['fov']}")
+    names = [*s["classes"][1:], "mean"]
+    for label, d in (("per-image mean", s["per_image_mean"]), ("pooled", s["pooled"])):
+        print(f"  {label:15s} " + "  ".join(f"dice_{n}={d[f'dice_{n}']:.4f}" for n in names))
 
 
 def cmd_datasets(a: argparse.Namespace) -> None:

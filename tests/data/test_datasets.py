@@ -286,6 +286,61 @@ def test_octa500_errors(tmp_path: Path) -> None:
         build_dataset("octa500", root, "train", fov="3M")
 
 
+def class_pattern(seed: int, n_classes: int, size: int = S) -> np.ndarray:
+    """Deterministic uint8 class map with every value 0..n_classes-1 present."""
+    values = np.random.default_rng(seed).integers(0, n_classes, (size, size)).astype(np.uint8)
+    values.flat[:n_classes] = np.arange(n_classes)
+    return values
+
+
+@pytest.mark.parametrize(("label", "classes"), [
+    ("AV", ["background", "artery", "vein", "overlap"]),
+    ("CAVF", ["background", "capillary", "artery", "vein", "faz"]),
+])
+def test_octa500_class_maps(tmp_path: Path, label: str, classes: list[str]) -> None:
+    root = make_octa500(tmp_path)
+    for sid in (10001, 10002):
+        _save(root / "OCTA_6M" / f"GT_{label}" / f"{sid}.bmp", class_pattern(sid, len(classes), 20))
+    with pytest.warns(UserWarning, match="skipped"):  # the 3M subject has no class map
+        ds = build_dataset("octa500", root, "train", label=label.lower())
+    assert list(ds.classes) == classes and ids(ds) == ["10001", "10002"]
+    got = ds[1]["label"]
+    assert got.dtype == np.int64 and got.shape == (20, 20)
+    np.testing.assert_array_equal(got, class_pattern(10002, len(classes), 20))
+    assert build_dataset("octa500", root, "train", fov="6M").classes is None  # binary as before
+    _save(root / "OCTA_6M" / f"GT_{label}" / "10002.bmp",
+          np.full((20, 20), len(classes), np.uint8))
+    with pytest.raises(DatasetLayoutError, match=f"holds the value {len(classes)}, but the "
+                                                 f"dataset has {len(classes)} classes"):
+        build_dataset("octa500", root, "train", fov="6M", label=label)[1]
+
+
+def test_folder_class_option(tmp_path: Path) -> None:
+    _save(tmp_path / "images" / "a.png", np.full((S, S), 90, np.uint8))
+    _save(tmp_path / "labels" / "a.png", class_pattern(1, 3))
+    ds = build_dataset("folder", tmp_path, "all", classes="3")
+    assert ds.classes == ("class_0", "class_1", "class_2")
+    np.testing.assert_array_equal(ds[0]["label"], class_pattern(1, 3))
+    named = build_dataset("folder", tmp_path, "all", classes="bg, artery, vein")
+    assert named.classes == ("bg", "artery", "vein")
+    assert build_dataset("folder", tmp_path, "all")[0]["label"].dtype == bool
+    with pytest.raises(ConfigError, match="at least 2"):
+        build_dataset("folder", tmp_path, "all", classes="1")
+
+
+@pytest.mark.filterwarnings("ignore:OCTA-500 split 'train': skipped")
+def test_octa500_class_maps_real(shared_data: Path) -> None:
+    root = shared_data / "OCTA-500"
+    if not (root / "OCTA_3M" / "GT_AV").is_dir():
+        pytest.skip(f"OCTA-500 class maps not found under {root}")
+    av = build_dataset("octa500", root, "train", label="AV", fov="3M")
+    cavf = build_dataset("octa500", root, "train", label="CAVF", fov="6M")
+    a, c = av[0]["label"], cavf[0]["label"]
+    assert set(np.unique(a)) == {0, 1, 2, 3} and set(np.unique(c)) == {0, 1, 2, 3, 4}
+    assert a.shape == (304, 304) and c.shape == (400, 400)
+    assert cavf.classes[4] == "faz"
+
+
 # ------------------------------------------------------------------------------------------
 # ROSE-1, ROSE-2, ROSSA, OCTA-25K
 

@@ -41,3 +41,22 @@ def test_tta_is_flip_equivariant() -> None:
     # averaging over {id, hflip, vflip} makes the output equivariant to those flips only
     # approximately (the set is not a group without the double flip), so compare loosely
     assert np.abs(a - b).mean() < 0.02 and np.abs(a - c).mean() < 0.02
+
+
+def test_class_probabilities_sum_to_one() -> None:
+    from retinaseg.inference import predict_class_probabilities
+
+    torch.manual_seed(0)
+    net = build_model("unet", 1, out_channels=3, depth=2, width=4, norm="none").eval()
+    img = np.random.default_rng(2).random((1, 37, 53), dtype=np.float32)
+    p = predict_class_probabilities(net, img, tta="flips")
+    assert p.shape == (3, 37, 53) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(img)[None, :, :36, :52])[0]  # no padding needed here
+    plain = predict_class_probabilities(net, img[:, :36, :52])
+    np.testing.assert_array_equal(plain.argmax(0), logits.argmax(0).numpy())
+    fov = np.zeros((37, 53), bool)
+    fov[4:20, 4:30] = True
+    boxed = predict_class_probabilities(net, img, fov=fov)
+    assert boxed[0, 30:, 40:].min() == 1.0 and boxed[1:, 30:, 40:].max() == 0.0

@@ -119,3 +119,20 @@ def test_octanet_joint_loss_known_values() -> None:
         pytest.approx(0.325, abs=1e-4)
     with pytest.raises(ValueError, match="octanet loss takes"):
         build_loss("octanet")(torch.zeros(1, 2, 1, 2), target)
+
+
+def test_dice_ce_known_values() -> None:
+    # uniform logits over 3 classes: cross-entropy is ln 3 at every pixel
+    target = torch.tensor([[0.0, 1.0], [2.0, 0.0]]).view(1, 1, 2, 2)
+    ce_only = build_loss("dice_ce", dice_weight=0.0)
+    assert ce_only(torch.zeros(1, 3, 2, 2), target).item() == pytest.approx(math.log(3), abs=1e-5)
+    # one pixel: logits (2, 0, 0), class 0: CE = -log(e²/(e²+2))
+    one = torch.tensor([2.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    expected = -math.log(math.exp(2) / (math.exp(2) + 2))
+    assert ce_only(one, torch.zeros(1, 1, 1, 1)).item() == pytest.approx(expected, abs=1e-5)
+    # near one-hot logits of the right classes: CE and Dice near 0; the wrong classes: large
+    onehot = torch.nn.functional.one_hot(target[:, 0].long(), 3).permute(0, 3, 1, 2).float()
+    loss = build_loss("dice_ce")
+    assert loss(20 * onehot, target).item() < 1e-3
+    assert loss(20 * onehot.roll(1, dims=1), target).item() > 10
+    assert getattr(type(loss), "multiclass", False)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from retinaseg.errors import ConfigError, DatasetLayoutError
-from retinaseg.io import list_images, natural_key, read_image, read_mask
+from retinaseg.io import list_images, natural_key, read_class_map, read_image, read_mask
 from retinaseg.preprocessing.fov import fov_from_image
 from retinaseg.preprocessing.functions import to_grey
 
@@ -48,6 +48,8 @@ class VesselDataset:
     ``__getitem__(i)`` returns ``{"id", "image", "label", "fov", "path"}``: ``image`` float32
     ``[H,W]`` / ``[H,W,C]`` in [0, 1] (several files → grey channels stacked in the given
     order), ``label`` and ``fov`` bool ``[H,W]`` or None, ``path`` the first image file.
+    A dataset whose :attr:`classes` is set (e.g. OCTA-500 ``label=AV``) gives ``label`` as an
+    int64 ``[H,W]`` class map with values ``0 .. len(classes) - 1`` instead.
     """
 
     name: ClassVar[str] = "dataset"
@@ -66,6 +68,7 @@ class VesselDataset:
     def __init__(self, root: str | Path | None, split: str, **options: Any) -> None:
         self.given_options = set(options)
         self.options = self._check_options(options)
+        self.classes: tuple[str, ...] | None = self._class_names()
         self.split = self._check_split(split)
         self.root = self._check_root(root)
         self.skipped: list[tuple[str, str]] = []
@@ -76,6 +79,11 @@ class VesselDataset:
     def _find_samples(self) -> list[Sample]:
         """Return the samples of ``self.split`` (which may be ``"all"``); see helpers below."""
         raise NotImplementedError
+
+    def _class_names(self) -> tuple[str, ...] | None:
+        """Names of the label classes in value order (background first) when the labels, with
+        the chosen options, are class maps; None for binary vessel labels (the default)."""
+        return None
 
     def _has_label(self, sample: Sample) -> bool:
         return sample.label is not None
@@ -250,7 +258,7 @@ class VesselDataset:
         sample = self.samples[index]
         image = self._read_image(sample)
         shape = image.shape[:2]
-        label = self._read_mask(sample, sample.label, shape)
+        label = self._read_label(sample, shape)
         fov = self._read_mask(sample, sample.fov, shape)
         if fov is None and self.derive_fov:
             fov = fov_from_image(image)
@@ -269,15 +277,34 @@ class VesselDataset:
                                      f"differ in size ({sizes})")
         return np.stack(channels, axis=-1)
 
+    def _read_label(self, sample: Sample, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The label: bool ``[H,W]``, or int64 ``[H,W]`` class values when :attr:`classes` is
+        set (a value outside the classes is a :class:`DatasetLayoutError`)."""
+        if self.classes is None or sample.label is None:
+            return self._read_mask(sample, sample.label, shape)
+        labels = read_class_map(sample.label)
+        self._check_shape(sample, sample.label, labels.shape, shape)
+        top = int(labels.max()) if labels.size else 0
+        if top >= len(self.classes):
+            raise DatasetLayoutError(
+                f"{self.display_name()} sample '{sample.id}': class map '{sample.label}' holds "
+                f"the value {top}, but the dataset has {len(self.classes)} classes "
+                f"({', '.join(self.classes)}; values 0-{len(self.classes) - 1})")
+        return labels
+
+    def _check_shape(self, sample: Sample, path: Path, got: tuple[int, ...],
+                     shape: tuple[int, ...]) -> None:
+        if got != shape:
+            raise DatasetLayoutError(f"{self.display_name()} sample '{sample.id}': mask '{path}' "
+                                     f"is {got[0]}x{got[1]} px but the image is "
+                                     f"{shape[0]}x{shape[1]} px")
+
     def _read_mask(self, sample: Sample, path: Path | None,
                    shape: tuple[int, ...]) -> np.ndarray | None:
         if path is None:
             return None
         mask = read_mask(path)
-        if mask.shape != shape:
-            raise DatasetLayoutError(f"{self.display_name()} sample '{sample.id}': mask '{path}' "
-                                     f"is {mask.shape[0]}x{mask.shape[1]} px but the image is "
-                                     f"{shape[0]}x{shape[1]} px")
+        self._check_shape(sample, path, mask.shape, shape)
         return mask
 
     def __repr__(self) -> str:

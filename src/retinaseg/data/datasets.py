@@ -225,6 +225,15 @@ def parse_octa500_maps(value: str) -> list[str]:
     return out
 
 
+OCTA500_CLASSES: dict[str, tuple[str, ...]] = {
+    "AV": ("background", "artery", "vein", "overlap"),
+    "CAVF": ("background", "capillary", "artery", "vein", "faz"),
+}
+"""OCTA-500 labels that are class maps (value = index in the tuple), not binary masks:
+``GT_AV`` (overlap = pixels in both GT_Artery and GT_Vein) and ``GT_CAVF`` (vein wins at
+artery/vein overlaps)."""
+
+
 @DATASETS.register("octa500")
 class Octa500(VesselDataset):
     """OCTA-500 (§1.1) en-face projections; official id splits (6M 180/20/100, 3M 140/10/50).
@@ -239,16 +248,22 @@ class Octa500(VesselDataset):
     val_split = "val"
     layout = ("<root>/OCTA_{3M,6M}/Projection Maps/{OCTA,OCT}({FULL,ILM_OPL,OPL_BM})/<id>.bmp "
               "('ProjectionMaps' also accepted) and <root>/OCTA_{3M,6M}/GT_{LargeVessel,Artery,"
-              "Vein,Capillary,FAZ}/<id>.bmp")
+              "Vein,Capillary,FAZ,AV,CAVF}/<id>.bmp")
     options_help = ("fov=3M|6M|both (default both); maps=comma list of FULL, ILM_OPL, OPL_BM, "
                     "OCT_FULL, OCT_ILM_OPL, OCT_OPL_BM (default ILM_OPL); label=LargeVessel|"
-                    "Artery|Vein|Capillary|FAZ (default LargeVessel); splits=official|seed003 "
+                    "Artery|Vein|Capillary|FAZ (binary), or AV|CAVF (class maps: 0 background, "
+                    "1 artery, 2 vein, 3 overlap | 0 background, 1 capillary, 2 artery, 3 vein, "
+                    "4 FAZ) (default LargeVessel); splits=official|seed003 "
                     "(seed003: the U-Net student project's 6M split, train 10001-10160, val "
                     "10161-10180, test 10181-10200; no 3M subjects)")
     defaults = {"fov": "both", "maps": "ILM_OPL", "label": "LargeVessel", "splits": "official"}
     choices = {"fov": ("3M", "6M", "both"),
-               "label": ("LargeVessel", "Artery", "Vein", "Capillary", "FAZ"),
+               "label": ("LargeVessel", "Artery", "Vein", "Capillary", "FAZ", "AV", "CAVF"),
                "splits": ("official", "seed003")}
+
+    def _class_names(self) -> tuple[str, ...] | None:
+        """``label=AV`` / ``label=CAVF`` are class maps (:data:`OCTA500_CLASSES`)."""
+        return OCTA500_CLASSES.get(self.options["label"])
 
     def _find_samples(self) -> list[Sample]:
         maps = parse_octa500_maps(self.options["maps"])
@@ -579,6 +594,21 @@ class Octa25k(VesselDataset):
 # any folder
 
 
+def parse_class_names(value: str, where: str) -> tuple[str, ...] | None:
+    """``""`` → None (binary labels); ``"3"`` → ``("class_0", "class_1", "class_2")``;
+    ``"background,artery,vein"`` → those names. Fewer than 2 classes or a repeated name is a
+    :class:`ConfigError` naming ``where``."""
+    text = str(value).strip()
+    if not text:
+        return None
+    names = tuple(f"class_{k}" for k in range(int(text))) if text.isdigit() \
+        else tuple(t.strip() for t in text.split(","))
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"{where} must be a number of classes (at least 2) or at least 2 "
+                          f"distinct comma-separated names, not '{value}'")
+    return names
+
+
 @DATASETS.register("folder")
 class Folder(VesselDataset):
     """Any folder of images with optional labels / FOV masks matched by file stem.
@@ -595,10 +625,16 @@ class Folder(VesselDataset):
     options_help = ("images=<sub-folder or absolute path> (default images); labels=<folder> "
                     "(default labels; optional); label_suffix=<text after the stem, e.g. "
                     "_manual1> (default none); fov=<folder>|auto (default none); "
-                    "modality=fundus|octa (default fundus)")
+                    "modality=fundus|octa (default fundus); classes=<number of classes, or "
+                    "their names in value order, e.g. background,artery,vein> (labels are grey "
+                    "class maps 0, 1, 2, ...; default none: binary labels)")
     defaults = {"images": "images", "labels": "labels", "label_suffix": "", "fov": "",
-                "modality": "fundus"}
+                "modality": "fundus", "classes": ""}
     choices = {"modality": ("fundus", "octa")}
+
+    def _class_names(self) -> tuple[str, ...] | None:
+        """``classes=N`` (names ``class_0`` ...) or ``classes=a,b,c``; empty: binary labels."""
+        return parse_class_names(self.options["classes"], "folder dataset option classes")
 
     def _check_root(self, root: str | Path | None) -> Path | None:
         """The root may be left out when the folders are given as absolute paths."""

@@ -23,6 +23,12 @@ from tqdm import tqdm
 
 from retinaseg.data import build_dataset
 from retinaseg.errors import ConfigError, RetinasegError
+from retinaseg.evaluation.classes import (
+    class_columns,
+    class_counts,
+    colour_classes,
+    metrics_from_counts,
+)
 from retinaseg.evaluation.figures import error_map, plot_confusion_matrix, plot_roc_pr
 from retinaseg.evaluation.metrics import (
     DEFAULT_THICK_WIDTH_PX,
@@ -197,6 +203,10 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     ds = build_dataset(dataset, root, split, **options)
     seg = Segmenter(model, segmenter, dataset=dataset, **overrides)
     out = make_out_dir(out)
+    if getattr(seg, "classes", None) or getattr(ds, "classes", None):
+        return evaluate_classes(seg, ds, out, save_maps,
+                                {"dataset": dataset, "split": split, "model": str(model),
+                                 "options": options})
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
     sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")
     split_rows, split_pooled, split_how = thick_thin_scores(sc, thr, width_px)
@@ -214,6 +224,57 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     write_text_atomic(out / "per_image.csv", _rows_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2))
     _figures(out, sc, thr, palette, save_maps)
+    return summary
+
+
+def _check_classes(seg: Segmenter, ds: Any) -> list[str]:
+    """The class names shared by a multi-class model and dataset (a mismatch is an error)."""
+    model, data = seg.classes, list(getattr(ds, "classes", None) or [])
+    if not model or not data:
+        what = "predicts classes but the dataset gives binary labels" if model else \
+            "predicts vessels but the dataset gives class maps"
+        raise RetinasegError(f"model '{seg.spec.name}' {what}; evaluate a multi-class model "
+                             "on class maps (e.g. octa500 label=AV) and a vessel model on "
+                             "binary labels")
+    if len(model) != len(data):
+        raise RetinasegError(f"the model predicts {len(model)} classes ({', '.join(model)}) but "
+                             f"the dataset's labels have {len(data)} ({', '.join(data)})")
+    return model
+
+
+def evaluate_classes(seg: Segmenter, ds: Any, out: Path, save_maps: bool,
+                     about: dict[str, Any]) -> dict[str, Any]:
+    """Score a multi-class model on a dataset of class maps: per image and pooled Dice,
+    sensitivity and specificity of each foreground class and their mean
+    (:mod:`retinaseg.evaluation.classes`) on the argmax map, inside the FOV; writes
+    ``per_image.csv``, ``summary.json`` and, with ``save_maps``, ``maps/<id>_classes.png``."""
+    classes = _check_classes(seg, ds)
+    rows, total, any_fov = [], None, False
+    for i in tqdm(range(len(ds)), desc=f"evaluating {about['dataset']}/{about['split']}"):
+        s = ds[i]
+        if s["label"] is None:
+            continue
+        pred = seg(s["image"], source=f"'{s['path']}'").argmax(0)
+        counts = class_counts(pred, s["label"], len(classes), s["fov"])
+        total = counts if total is None else [{k: t[k] + c[k] for k in t}
+                                              for t, c in zip(total, counts)]
+        rows.append({"id": s["id"], **metrics_from_counts(counts, classes)})
+        any_fov |= s["fov"] is not None
+        if save_maps:
+            write_png(out / "maps" / f"{s['id']}_classes.png", colour_classes(pred))
+    if total is None:
+        raise RetinasegError("the chosen split has no labelled images to evaluate")
+    mean, std = summarise([{k: v for k, v in r.items() if k != "id"} for r in rows])
+    summary = {**about, "classes": classes, "prediction": "argmax of the class probabilities",
+               "n_images": len(rows), "fov": "inside dataset FOV mask" if any_fov
+               else "whole image", "per_image_mean": mean, "per_image_std": std,
+               "pooled": metrics_from_counts(total, classes)}
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["id", *class_columns(classes)])
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out / "per_image.csv", buf.getvalue())
+    write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2))
     return summary
 
 

@@ -1,5 +1,9 @@
 """Inference on preprocessed images: whole image or Gaussian-weighted sliding window."""
 
-from retinaseg.inference.predictor import predict_logits, predict_probability
+from retinaseg.inference.predictor import (
+    predict_class_probabilities,
+    predict_logits,
+    predict_probability,
+)
 
-__all__ = ["predict_logits", "predict_probability"]
+__all__ = ["predict_class_probabilities", "predict_logits", "predict_probability"]

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retinaseg.errors import RetinasegError
+from retinaseg.evaluation.classes import colour_classes
 from retinaseg.evaluation.figures import overlay
 from retinaseg.evaluation.metrics import centerline_length
 from retinaseg.inference.modality import DEFAULT_MODELS, detect_modality
@@ -148,6 +149,17 @@ def write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
             "centerline_length_px": round(centerline_length(mask), 2)}
 
 
+def write_class_outputs(out: Path, stem: str, prob: np.ndarray, classes: list[str]) -> dict:
+    """A multi-class model's outputs: ``<stem>_classes.png`` (grey class values 0..K-1, the
+    argmax of ``prob [K, H, W]``) and ``<stem>_classes_colour.png``; returns each foreground
+    class's area fraction (``fraction_<class>``)."""
+    labels = prob.argmax(0).astype(np.uint8)
+    write_png(out / f"{stem}_classes.png", labels)
+    write_png(out / f"{stem}_classes_colour.png", colour_classes(labels))
+    return {f"fraction_{name}": round(float((labels == k).mean()), 6)
+            for k, name in enumerate(classes) if k}
+
+
 class _ModelPicker:
     """One :class:`Segmenter` per model reference, chosen per image when none was given."""
 
@@ -182,7 +194,9 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
                   volume: bool | None = None, projection: str = VOLUME_PROJECTION,
                   measure: Callable[[np.ndarray, np.ndarray], dict] | None = None,
                   **overrides: Any) -> PredictReport:
-    """Segment every image in ``inputs`` and write ``<stem>_prob/_mask/_overlay.png`` to ``out``.
+    """Segment every image in ``inputs`` and write ``<stem>_prob/_mask/_overlay.png`` to ``out``
+    (a multi-class model: ``<stem>_classes.png`` and ``<stem>_classes_colour.png``, see
+    :func:`write_class_outputs`).
 
     ``model`` is a model file, a run folder or a bundled name; ``None`` picks the bundled model
     by modality (colour → ``fundus-vessels``, grey → ``octa-vessels``) per image. Also writes
@@ -242,6 +256,11 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         stem = unique_stem(path, used)
         if item.volume:
             save_projection(out / f"{stem}_projection.png", image, preview=False)
+        if seg.classes:  # argmax decides: no threshold, no binary mask
+            row["threshold"] = ""
+            row.update(write_class_outputs(out, stem, prob, seg.classes))
+            report.rows.append(row)
+            continue
         row.update(write_outputs(out, stem, image, prob, thr))
         if measure is not None:
             row.update(measure(prob > thr, image))

@@ -7,6 +7,8 @@ MONAI's ``sliding_window_inference`` with Gaussian weighting, which keeps peak m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
@@ -92,9 +94,21 @@ def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.d
         prob = predict_probability(net, image[:, box[0], box[1]], device, tile, overlap, tta,
                                    sw_batch_size, max_whole_pixels, channel, precision)
         return paste(prob, box, image.shape[-2:])
+    acc = _tta_average(net, image, device, tile, overlap, tta, sw_batch_size,
+                       max_whole_pixels, precision,
+                       lambda logits: torch.sigmoid(logits[:, channel:channel + 1]))
+    return acc[0, 0].cpu().numpy()
+
+
+def _tta_average(net: nn.Module, image: np.ndarray, device: str | torch.device,
+                 tile: int | None, overlap: float, tta: bool | str | None, sw_batch_size: int,
+                 max_whole_pixels: int, precision: str,
+                 activation: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``activation(logits)`` ``[1, K, H, W]`` of ``image [C, H, W]``, averaged over the flips
+    of ``tta`` (see :func:`predict_probability`)."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     flips = tta_flips(tta)
-    acc = torch.zeros((1, 1, *x.shape[-2:]), device=device)
+    acc: torch.Tensor | None = None
     dev = torch.device(device).type
     h, w = x.shape[-2:]
     if tile is None and 1 < len(flips) and h * w <= BATCH_TTA_PIXELS \
@@ -108,7 +122,34 @@ def predict_probability(net: nn.Module, image: np.ndarray, device: str | torch.d
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = predict_logits(net, xb, tile, overlap, sw_batch_size, max_whole_pixels)
-        p = torch.sigmoid(logits[:, channel:channel + 1].float())
+        p = activation(logits.float())
         for i, d in enumerate(chunk):
-            acc += torch.flip(p[i:i + 1], d) if d else p[i:i + 1]
-    return (acc / len(flips))[0, 0].cpu().numpy()
+            pi = torch.flip(p[i:i + 1], d) if d else p[i:i + 1]
+            acc = pi.clone() if acc is None else acc + pi
+    assert acc is not None
+    return acc / len(flips)
+
+
+@torch.inference_mode()
+def predict_class_probabilities(net: nn.Module, image: np.ndarray,
+                                device: str | torch.device = "cpu", tile: int | None = None,
+                                overlap: float = 0.25, tta: bool | str = False,
+                                sw_batch_size: int = 2, max_whole_pixels: int = MAX_WHOLE_PIXELS,
+                                precision: str = "fp32",
+                                fov: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities ``[K, H, W]`` float32 (softmax over the K outputs, summing to 1 at
+    each pixel) of a multi-class model for a preprocessed image ``[C, H, W]``; the predicted
+    class map is their argmax over axis 0. Options as :func:`predict_probability`; outside the
+    box of ``fov`` the map is background (class 0 probability 1)."""
+    from retinaseg.inference.crop import fov_box, paste
+
+    box = None if fov is None else fov_box(fov, int(getattr(net, "size_multiple", 1)))
+    if box is not None:
+        inner = predict_class_probabilities(net, image[:, box[0], box[1]], device, tile, overlap,
+                                            tta, sw_batch_size, max_whole_pixels, precision)
+        out = np.stack([paste(c, box, image.shape[-2:]) for c in inner])
+        out[0][paste(np.ones(inner.shape[1:], np.float32), box, image.shape[-2:]) == 0] = 1.0
+        return out
+    acc = _tta_average(net, image, device, tile, overlap, tta, sw_batch_size, max_whole_pixels,
+                       precision, lambda logits: torch.softmax(logits, dim=1))
+    return acc[0].cpu().numpy()

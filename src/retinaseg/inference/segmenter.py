@@ -15,7 +15,11 @@ import torch
 
 from retinaseg.errors import ModelLoadError, OptionError, RetinasegError
 from retinaseg.inference.fuse import Frozen, fold_batchnorm
-from retinaseg.inference.predictor import TTA_FLIPS, predict_probability
+from retinaseg.inference.predictor import (
+    TTA_FLIPS,
+    predict_class_probabilities,
+    predict_probability,
+)
 from retinaseg.inference.scale import scale_factor
 from retinaseg.inference.volume import predict_volume
 from retinaseg.models.persistence import load_model
@@ -200,6 +204,12 @@ class Segmenter:
         return str(self.spec.heads[self.channel]["name"]) if self.spec.heads else ""
 
     @property
+    def classes(self) -> list[str]:
+        """Class names of a multi-class model (then ``self(image)`` is ``[K, H, W]`` softmax
+        probabilities and the prediction their argmax); ``[]`` for a vessel model."""
+        return list(self.spec.classes)
+
+    @property
     def threshold(self) -> float:
         """The model's decision threshold for the selected head."""
         return self.spec.head_threshold(self.head)
@@ -232,15 +242,22 @@ class Segmenter:
     def __call__(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Probability ``[H, W]`` float32 in [0, 1] of an image ``[H, W]``/``[H, W, C]`` or,
         for a volume model (:attr:`takes_volumes`), of a volume ``[D, H, W]``/``[C, D, H, W]``
-        (:func:`~retinaseg.inference.volume.predict_volume`, tiles of ``tile`` px, default 96)."""
+        (:func:`~retinaseg.inference.volume.predict_volume`, tiles of ``tile`` px, default 96).
+        A multi-class model (:attr:`classes`) gives ``[K, H, W]`` class probabilities summing
+        to 1 at each pixel; ``prob.argmax(0)`` is the class map."""
         if self.takes_volumes:
             return self._volume(image, source)
         f = self.last_scale = self.scale_for(image)
         h, w = image.shape[:2]
         if f != 1.0:
             image = resize(image, (max(16, round(h * f)), max(16, round(w * f))))
-        prob = predict_probability(self.net, self.prepare(image, source), self.device,
-                                   tile=self.tile, overlap=self.overlap, tta=self.tta,
-                                   channel=self.channel, precision=self.precision,
-                                   fov=self.fov_for(image))
-        return prob if f == 1.0 else np.clip(resize(prob, (h, w)), 0.0, 1.0)
+        predict = predict_class_probabilities if self.classes else predict_probability
+        extra = {} if self.classes else {"channel": self.channel}
+        prob = predict(self.net, self.prepare(image, source), self.device, tile=self.tile,
+                       overlap=self.overlap, tta=self.tta, precision=self.precision,
+                       fov=self.fov_for(image), **extra)
+        if f == 1.0:
+            return prob
+        if prob.ndim == 3:  # [K, H, W]: resize channel-last
+            return np.clip(resize(prob.transpose(1, 2, 0), (h, w)), 0.0, 1.0).transpose(2, 0, 1)
+        return np.clip(resize(prob, (h, w)), 0.0, 1.0)

@@ -296,6 +296,29 @@ def read_mask(path: PathLike) -> np.ndarray:
     return img > 0.5 * peak
 
 
+def read_class_map(path: PathLike) -> np.ndarray:
+    """Read an integer class map (e.g. OCTA-500 ``GT_AV``) as int64 ``[H, W]``, values as stored.
+
+    Unlike :func:`read_mask` nothing is rescaled: a grey PNG/BMP/TIFF holding 0, 1, 2, ...
+    gives those values. Colour, negative and non-integer pixels are refused with
+    :class:`ImageReadError`, since they cannot be class indices.
+    """
+    path = Path(path)
+    raw = _decode(path)
+    if raw.ndim == 3:
+        raise ImageReadError(f"class map '{path}' is a colour image; expected one grey channel "
+                             "of class values 0, 1, 2, ...")
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all() or (raw != np.round(raw)).any():
+            raise ImageReadError(f"class map '{path}' holds non-integer values; expected class "
+                                 "values 0, 1, 2, ...")
+    out = raw.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise ImageReadError(f"class map '{path}' holds negative values; expected class values "
+                             "0, 1, 2, ...")
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # writers
 

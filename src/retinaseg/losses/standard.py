@@ -1,14 +1,16 @@
-"""Standard segmentation losses by name (reference §4): bce, dice, bce_dice, focal, mse, and
-OCTA-Net's joint loss ``octanet`` (reference §5).
+"""Standard segmentation losses by name (reference §4): bce, dice, bce_dice, focal, mse,
+OCTA-Net's joint loss ``octanet`` (reference §5), and the multi-class ``dice_ce``.
 
-Every loss takes **logits** ``[B, 1, ...]`` and a target ``[B, 1, ...]`` in {0, 1} and returns a
-scalar. Dice and focal come from MONAI; tests check each against hand-computed values.
+Every binary loss takes **logits** ``[B, 1, ...]`` and a target ``[B, 1, ...]`` in {0, 1} and
+returns a scalar; a multi-class loss (``multiclass = True``) takes logits ``[B, K, ...]`` and
+a target ``[B, 1, ...]`` of class indices 0..K-1. Dice and focal come from MONAI; tests check
+each against hand-computed values.
 """
 
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceLoss, FocalLoss
+from monai.losses import DiceCELoss, DiceLoss, FocalLoss
 from torch import nn
 
 from retinaseg.registry import LOSSES
@@ -52,6 +54,30 @@ class SoftIoULoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss(logits, target.float())
+
+
+@LOSSES.register("dice_ce")
+class DiceCrossEntropyLoss(nn.Module):
+    """Multi-class ``ce_weight``·cross-entropy + ``dice_weight``·soft Dice on softmax
+    probabilities (MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)``).
+
+    Logits ``[B, K, H, W]``, target ``[B, 1, H, W]`` of class indices 0..K-1 (any dtype). Dice
+    is averaged over the K classes (background included unless ``include_background`` is
+    False), each summed over the batch.
+    """
+
+    multiclass = True
+    """Trains ``model.classes`` (softmax over K outputs), not a binary vessel map."""
+
+    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0,
+                 include_background: bool = True, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.loss = DiceCELoss(softmax=True, to_onehot_y=True, batch=True,
+                               include_background=include_background, lambda_ce=ce_weight,
+                               lambda_dice=dice_weight, smooth_nr=smooth, smooth_dr=smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, target[:, :1].float())
 
 
 @LOSSES.register("bce_dice")

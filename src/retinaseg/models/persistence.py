@@ -38,6 +38,10 @@ class ModelSpec:
     heads: list[dict[str, Any]] = field(default_factory=list)
     """Models with several output heads (one per label convention): per output channel, its
     ``name``, ``threshold`` and the datasets it was ``trained_on``; empty for one output."""
+    classes: list[str] = field(default_factory=list)
+    """Multi-class models: the class names in output-channel order (background first); the
+    outputs are softmax logits and the prediction is their argmax. Empty for vessel models
+    (sigmoid outputs, one per head)."""
 
     def head_index(self, name: str | None) -> int:
         """Output channel of head ``name`` (None: the first); a clear error for unknown names."""

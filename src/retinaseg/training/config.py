@@ -162,6 +162,12 @@ class ModelConfig(_Strict):
         "names of output heads, one per label convention (for example 'large_vessel' for "
         "OCTA-500 GT_LargeVessel and 'all_vessel' for ROSSA); each dataset trains the head named "
         "by its 'head' key; the model gets one output channel per head"))
+    classes: list[str] | None = Field(None, min_length=2, description=(
+        "multi-class segmentation: the class names in label-value order, background first "
+        "(e.g. [background, artery, vein, overlap] for octa500 label AV); the model gets one "
+        "output channel per class, trained with softmax and a multi-class loss (dice_ce), and "
+        "validated with the mean Dice of the classes after the first; the labels must be class "
+        "maps with values below the number of classes. null = binary vessel segmentation"))
 
 
 class LossConfig(_Strict):
@@ -311,6 +317,7 @@ class RunConfig(_Strict):
             if name not in reg:
                 raise ValueError(f"{kind} '{name}' is not registered; known: {reg.names()}")
         self._check_heads()
+        self._check_classes()
         if self.fine.epochs and self.model.name != "octanet":
             raise ValueError(f"fine.epochs trains OCTA-Net's fine stage after the model "
                              f"'octanet'; model.name is '{self.model.name}'")
@@ -330,6 +337,28 @@ class RunConfig(_Strict):
                 raise ValueError(f"{where} '{src.head}' needs model.heads")
             if src.head is not None and src.head not in heads:
                 raise ValueError(f"{where} '{src.head}' is not one of model.heads {heads}")
+
+
+    def _check_classes(self) -> None:
+        """``model.classes`` needs a multi-class loss and excludes what assumes one sigmoid
+        vessel map (heads, distillation); a multi-class loss needs ``model.classes``."""
+        classes, multi = self.model.classes, bool(getattr(LOSSES.get(self.loss.name),
+                                                          "multiclass", False))
+        if classes is None:
+            if multi:
+                raise ValueError(f"loss.name '{self.loss.name}' is a multi-class loss and "
+                                 "needs model.classes (the class names)")
+            return
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"model.classes must be distinct names, got {classes}")
+        if not multi:
+            raise ValueError(f"model.classes needs a multi-class loss (dice_ce), not "
+                             f"'{self.loss.name}'")
+        for key, bad in (("model.heads", self.model.heads),
+                         ("model.params.out_channels", "out_channels" in self.model.params),
+                         ("distill.teachers", self.distill.teachers)):
+            if bad:
+                raise ValueError(f"model.classes cannot be combined with {key}")
 
 
 def check_resolution_keys(cfg: RunConfig) -> None:

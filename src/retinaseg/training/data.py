@@ -36,7 +36,7 @@ from retinaseg.training.config import DataConfig, SamplingConfig, SourceConfig
 @dataclass
 class Item:
     """One preprocessed image: ``image [C,H,W]`` float32 (a volume: ``[C,D,H,W]``); ``label``,
-    ``fov`` bool ``[H,W]``."""
+    ``fov`` bool ``[H,W]`` (``label`` an int64 class map ``[H,W]`` for ``model.classes``)."""
 
     id: str
     image: np.ndarray
@@ -152,6 +152,23 @@ def _read_items(src: SourceConfig, split: str, preprocess: Any, desc: str,
                           f"images ({len(ds)} image(s) read, none with a label), so it cannot "
                           "be trained on")
     return items
+
+
+def check_class_labels(items: list[Item], classes: list[str] | None) -> None:
+    """Labels must fit the task: with ``model.classes`` (K names) every label value is below
+    K; without it every label is binary. One :class:`ConfigError` sentence names the image."""
+    for it in items:
+        binary = it.label.dtype == bool
+        top = int(it.label.max()) if it.label.size else 0
+        where = f"the label of image '{it.id}' ({it.source.split(':', 1)[-1] or 'dataset'})"
+        if classes is None and not binary:
+            raise ConfigError(f"{where} is a class map (values up to {top}), but model.classes "
+                              "is not set; name the classes in model.classes to train a "
+                              "multi-class model")
+        if classes is not None and top >= len(classes):
+            raise ConfigError(f"{where} holds the class value {top}, but model.classes names "
+                              f"{len(classes)} classes (values 0-{len(classes) - 1}: "
+                              f"{', '.join(classes)})")
 
 
 def carve_validation(items: list[Item], fraction: float, seed: int,

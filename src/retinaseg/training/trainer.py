@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from retinaseg.errors import ConfigError, TrainingError
+from retinaseg.evaluation.classes import class_counts, colour_classes, metrics_from_counts
 from retinaseg.evaluation.figures import error_map, plot_training_curves
 from retinaseg.evaluation.metrics import (
     choose_threshold,
@@ -33,7 +34,7 @@ from retinaseg.evaluation.metrics import (
     roc_auc,
     threshold_metrics,
 )
-from retinaseg.inference import predict_probability
+from retinaseg.inference import predict_class_probabilities, predict_probability
 from retinaseg.inference.volume import predict_volume
 from retinaseg.io import write_png
 from retinaseg.losses import build_loss
@@ -56,7 +57,13 @@ from retinaseg.training.config import (
     load_config,
     validate_config,
 )
-from retinaseg.training.data import Item, LoadCache, PatchSampler, load_train_val
+from retinaseg.training.data import (
+    Item,
+    LoadCache,
+    PatchSampler,
+    check_class_labels,
+    load_train_val,
+)
 from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
 from retinaseg.training.runs import check_paths, write_summary
 from retinaseg.training.sam2 import sam2_params, train_sam2
@@ -126,10 +133,13 @@ def _modality(cfg: RunConfig) -> str:
 
 
 def _model_params(cfg: RunConfig) -> dict[str, Any]:
-    """``model.params``, plus ``out_channels`` = the number of heads with ``model.heads``."""
+    """``model.params``, plus ``out_channels`` = the number of heads with ``model.heads`` or
+    of classes with ``model.classes``."""
     params = dict(cfg.model.params)
     if cfg.model.heads:
         params["out_channels"] = len(cfg.model.heads)
+    if cfg.model.classes:
+        params["out_channels"] = len(cfg.model.classes)
     return params
 
 
@@ -142,7 +152,7 @@ def _spec(cfg: RunConfig, in_channels: int, threshold: float, info: dict) -> Mod
     params = {k: v for k, v in _model_params(cfg).items() if k not in INIT_ONLY_PARAMS}
     return ModelSpec(name=cfg.model.name, in_channels=in_channels, params=params,
                      preprocess=cfg.data.preprocess, threshold=threshold,
-                     modality=_modality(cfg), info=info)
+                     modality=_modality(cfg), info=info, classes=list(cfg.model.classes or []))
 
 
 def expand_heads(theirs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
@@ -289,6 +299,8 @@ class Trainer:
         self.in_channels = int(self.train_items[0].image.shape[0])
         self.volumetric = self.train_items[0].image.ndim == 4  # [C, D, H, W]
         self._check_channels()
+        self.classes = cfg.model.classes
+        self._check_classes()
         self.net = build_model(cfg.model.name, self.in_channels,
                                **_model_params(cfg)).to(self.device)
         if cfg.model.init and not (run_dir / "last.pt").is_file():  # a resume loads last.pt
@@ -301,6 +313,7 @@ class Trainer:
         self.source_names = source_names(cfg) if len(cfg.data.sources()) > 1 else {}
         self.csv_fields += [f"val_{m}_{n}" for n in self.source_names.values()
                             for m in ("dice", "auc")]
+        self.csv_fields += [f"val_dice_{c}" for c in (self.classes or [])[1:]]
         if self.branches:
             self._attach_branch_targets()
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(self.device)
@@ -341,6 +354,14 @@ class Trainer:
         shapes = {it.image.shape[0] for it in self.train_items + self.val_items}
         if len(shapes) != 1:
             raise ConfigError(f"images have different channel counts after preprocessing: {shapes}")
+
+    def _check_classes(self) -> None:
+        """Labels fit ``model.classes`` (or are binary without it); volume models have one
+        sigmoid output, so they cannot be multi-class."""
+        check_class_labels(self.train_items + self.val_items, self.classes)
+        if self.classes and self.volumetric:
+            raise ConfigError("model.classes is not supported for volume datasets (their "
+                              "models predict one vessel map)")
 
     def _check_patch_size(self) -> None:
         m = int(getattr(self.net, "size_multiple", 1))
@@ -420,7 +441,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.net(x)
-        if self.branches:  # [B, branches, H, W] against [B, 1 + K, H, W]
+        if self.branches or self.classes:  # [B, branches or classes, H, W] against y
             loss = self.loss_fn(logits.float(), y)
         else:
             loss = self.loss_fn(select_heads(logits.float(), head), y)  # the loss in float32
@@ -456,6 +477,9 @@ class Trainer:
         net = self.eval_net
         net.eval()
         inf = self.cfg.inference
+        if self.classes:  # [K, H, W] softmax probabilities
+            return [predict_class_probabilities(net, it.image, self.device, tile=inf.tile,
+                                                overlap=inf.overlap) for it in items]
         if self.volumetric:  # items are prepared already: no depth resampling here
             return [predict_volume(net, it.image, planes=None, roi=inf.tile or 96,
                                    overlap=inf.overlap, device=self.device)[it.head]
@@ -472,6 +496,8 @@ class Trainer:
         normalised scale (``retinaseg evaluate`` later measures at the original resolution
         through the Segmenter, which rescales to the stored diameter and back)."""
         probs = self.predict_items(self.val_items)
+        if self.classes:
+            return self._validate_classes(probs)
         dice, auc, loss = [], [], []
         for p, it in zip(probs, self.val_items):
             c = confusion_counts(p > self.cfg.train.threshold, it.label, it.fov)
@@ -487,6 +513,27 @@ class Trainer:
             for src, v in _source_means(values, self.val_items).items():
                 if src in self.source_names:
                     row[f"val_{metric}_{self.source_names[src]}"] = v
+        return row
+
+    def _validate_classes(self, probs: list[np.ndarray]) -> dict[str, float]:
+        """Multi-class validation: ``val_dice_<class>`` of each foreground class on the argmax
+        map and ``val_dice`` their mean (each pooled over a source's images, sources counting
+        equally), ``val_auc`` the mean one-vs-rest AUC of the foreground classes, ``val_loss``
+        the cross-entropy inside the FOV (mean over images)."""
+        assert self.classes is not None
+        rows, auc, loss = [], [], []
+        for p, it in zip(probs, self.val_items):
+            rows.append(metrics_from_counts(class_counts(p.argmax(0), it.label,
+                                                         len(self.classes), it.fov),
+                                            self.classes))
+            auc.append(float(np.nanmean([roc_auc(p[c], it.label == c, it.fov)
+                                         for c in range(1, len(self.classes))])))
+            picked = np.take_along_axis(p, it.label[None].astype(np.int64), 0)[0][it.fov]
+            loss.append(float(-np.log(np.clip(picked, 1e-6, 1.0)).mean()))
+        row = {"val_dice": _source_mean([r["dice_mean"] for r in rows], self.val_items),
+               "val_auc": _source_mean(auc, self.val_items), "val_loss": float(np.mean(loss))}
+        for c in self.classes[1:]:
+            row[f"val_dice_{c}"] = _source_mean([r[f"dice_{c}"] for r in rows], self.val_items)
         return row
 
     def _branch_aucs(self) -> dict[str, float]:
@@ -642,6 +689,8 @@ def _finish(tr: Trainer) -> dict[str, Any]:
         raise TrainingError(f"no validation was run, so '{best}' was never written")
     net, spec = load_model(best, tr.device)
     tr.net, tr.ema = net, None
+    if tr.classes:
+        return _finish_classes(tr, net, spec)
     probs = tr.predict_items(tr.val_items)
     thresholds = head_thresholds(probs, tr.val_items, len(tr.cfg.model.heads or [None]))
     thr = thresholds[0]
@@ -671,6 +720,37 @@ def _finish(tr: Trainer) -> dict[str, Any]:
         summary["per_source"] = _per_source_best(tr)
     if tr.teachers:
         summary["teachers"] = tr.teachers
+    write_summary(tr.run, summary)
+    return summary
+
+
+def _provenance(tr: Trainer) -> dict[str, Any]:
+    """What the saved model records about its training (time, device, precision)."""
+    return {"train_seconds": round(tr.state.elapsed, 1), "threads": tr.threads,
+            "device": str(tr.device), "train_precision": _precision_name(tr)}
+
+
+def _finish_classes(tr: Trainer, net: nn.Module, spec: ModelSpec) -> dict[str, Any]:
+    """A multi-class run's end: no threshold (the argmax decides), the class names in the
+    saved model, ``val_predictions/<id>_classes.png`` (colour) and the summary."""
+    spec.info.update({"prediction": "argmax of the softmax over model.classes",
+                      **_provenance(tr)})
+    if tr.cfg.model.init:
+        spec.info["init"] = str(tr.cfg.model.init)
+    save_model(tr.run / "best.safetensors", net, spec)
+    for p, it in zip(tr.predict_items(tr.val_items), tr.val_items):
+        write_png(tr.run / "val_predictions" / f"{it.id}_classes.png",
+                  colour_classes(p.argmax(0)))
+    plot_training_curves(tr.run / "metrics.csv", tr.run / "curves.png")
+    row = next((r for r in tr.state.history if int(r["epoch"]) == tr.state.best_epoch), {})
+    summary = {"run_dir": str(tr.run), "best_epoch": tr.state.best_epoch,
+               "best_score": tr.state.best, "monitor": tr.cfg.train.monitor,
+               "classes": list(tr.classes or []),
+               "val_dice_per_class": {c: row.get(f"val_dice_{c}") for c in (tr.classes or [])[1:]},
+               "validation": tr.val_source, "epochs_run": tr.state.epoch,
+               "train_seconds": round(tr.state.elapsed, 1)}
+    if tr.source_names:
+        summary["per_source"] = _per_source_best(tr)
     write_summary(tr.run, summary)
     return summary
 

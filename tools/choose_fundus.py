@@ -1,0 +1,124 @@
+"""Maintainer tool: apply the replacement rule of ``configs/fundus_drive_chase.yaml`` (issue 26).
+
+The rule, written in the recipe's header before any candidate was trained: replace the bundled
+``fundus-vessels`` only if the mean of the per-dataset validation Dice (DRIVE-val, CHASE-val),
+measured for both models on the same held-out images, improves. DRIVE test is never read here.
+
+- DRIVE-val: the DRIVE training images the recipe holds out (seed 0, val_fraction 0.2). Today's
+  ensemble has seen them through four of its five members, so it is scored there by its fold-0
+  member (``--today-member``: a run folder written by ``tools/unpack_ensemble.py``), which never
+  saw them (the ``seen`` column checks it from the model files).
+- CHASE-val: the recipe's held-out CHASE_DB1 images of subjects 01-10. Today's model never saw
+  CHASE_DB1, so the whole ensemble is scored there (and its fold-0 member, for reference).
+
+Each model runs with its default inference options (``Segmenter``: a model storing a FOV
+diameter gets each photograph rescaled to it), at its own threshold, inside the FOV; Dice is the
+per-image mean of each dataset. Writes the ``fundus_choice`` section.
+
+Usage::
+
+    PYTHONPATH=src .venv/bin/python tools/choose_fundus.py [--candidate RUN] \\
+        [--today-member UNPACKED_FOLD0_RUN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
+
+from common import REPO, SHARED_DATA, md_table, publish
+from cross_dataset import CHASE_CONFIG, Case, _ids, chase_case, score
+
+from retinaseg.training.config import load_config
+from retinaseg.training.data import carve_validation
+from retinaseg.training.ensemble import unpack_ensemble
+
+
+def drive_val_case(root: Path) -> Case:
+    """The DRIVE training images that :data:`CHASE_CONFIG` holds out for validation."""
+    cfg = load_config(CHASE_CONFIG)
+    src = next(s for s in cfg.data.sources() if s.dataset == "drive")
+    _, held = carve_validation(_ids("drive", root, src.train_split), cfg.data.val_fraction,
+                               cfg.seed, cfg.data.folds, cfg.data.fold)
+    return Case("drive_val", f"DRIVE held-out val images ({len(held)}: {', '.join(held)})",
+                "drive", root, src.train_split, held)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--candidate", default=None,
+                    help="the candidate run folder or file (default: the newest run of the "
+                         "recipe in runs/fundus_drive_chase/)")
+    ap.add_argument("--today", default="fundus-vessels", help="today's model (bundled name)")
+    ap.add_argument("--today-member", default=None,
+                    help="the fold-0 member of today's ensemble (unpacked run folder; default: "
+                         "unpacked from the bundled ensemble into a temporary folder)")
+    ap.add_argument("--drive-root", type=Path, default=SHARED_DATA / "DRIVE")
+    ap.add_argument("--chase-root", type=Path, default=SHARED_DATA / "CHASE_DB1")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        a.candidate = a.candidate or newest_run()
+        a.today_member = a.today_member or fold0_member(a.today, Path(tmp))
+        choose(a)
+
+
+def newest_run() -> str:
+    runs = sorted((REPO / "runs" / "fundus_drive_chase").glob("*/best.safetensors"))
+    if not runs:
+        raise SystemExit("no run of configs/fundus_drive_chase.yaml in runs/; give --candidate")
+    return str(runs[-1].parent)
+
+
+def fold0_member(model: str, tmp: Path) -> str:
+    """Unpack ``model`` (an ensemble) into ``tmp`` and return its fold-0 member's run folder."""
+    runs = unpack_ensemble(model, REPO / "configs" / "fundus_vessels.yaml", tmp)
+    return str(next(r for r in runs if r.parent.name.endswith("_f0")))
+
+
+def choose(a: argparse.Namespace) -> None:
+    """Score the candidate and today's model and publish the decision."""
+    drive = drive_val_case(a.drive_root)
+    chase = chase_case(None if a.chase_root == SHARED_DATA / "CHASE_DB1" else a.chase_root)
+    if chase is None or chase.split == "test":
+        raise SystemExit("CHASE-val needs the CHASE_DB1 train subjects (01-10)")
+    plan = [("candidate", a.candidate, drive), ("candidate", a.candidate, chase),
+            ("today: fold-0 member", a.today_member, drive),
+            ("today: fold-0 member", a.today_member, chase),
+            (f"today: {a.today}", a.today, chase)]
+    rows, raw, dice = [], {}, {}
+    for role, model, case in plan:
+        r = score(model, case)
+        seen = "?" if r["seen"] is None else str(r["seen"])
+        if r["seen"]:
+            raise SystemExit(f"{model} trained on {r['seen']} of the {case.key} images")
+        dice[(role, case.key)] = r["mean"]["dice"]
+        raw[f"{role} | {case.key}"] = {"model": str(model), **r}
+        rows.append([role, str(model), case.label, r["n"], r["mean"]["dice"], r["mean"]["auc"],
+                     r["mean"]["cldice"], f"{r['threshold']:.3f}", f"{r['scale']:.2f}", seen])
+    cand = (dice[("candidate", "drive_val")] + dice[("candidate", "chase")]) / 2
+    today = (dice[("today: fold-0 member", "drive_val")] + dice[(f"today: {a.today}", "chase")]) / 2
+    member = (dice[("today: fold-0 member", "drive_val")]
+              + dice[("today: fold-0 member", "chase")]) / 2
+    verdict = "replace" if cand > today else "keep today's model"
+    raw["decision"] = {"candidate": cand, "today": today, "today_member_only": member,
+                       "verdict": verdict}
+    body = ("The replacement rule of `configs/fundus_drive_chase.yaml` (written before training): "
+            "mean of the per-dataset validation Dice (per-image means, inside the FOV, each "
+            "model's own threshold and default inference). Today's model is scored on DRIVE-val "
+            "by its fold-0 member (which never saw those images) and on CHASE-val by the whole "
+            "ensemble (it never saw CHASE_DB1). `seen`: images of the row the model trained on."
+            "\n\n" + md_table(["model", "file", "data", "n", "dice", "auc", "cldice",
+                               "threshold", "scale", "seen"], rows)
+            + f"\n\nMean of the two validation Dice: candidate **{cand:.4f}**, today's model "
+            f"**{today:.4f}** (fold-0 member on both: {member:.4f}). Verdict: **{verdict}**.")
+    publish("fundus_choice", "Replacing fundus-vessels: the validation rule", body, raw)
+    print(f"candidate {cand:.4f} vs today {today:.4f}: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
