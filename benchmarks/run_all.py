@@ -51,6 +51,7 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "seed003": (["benchmarks/accuracy/seed003.py"], "training"),
     "volumes_ipn": (["benchmarks/accuracy/volumes.py"], "training"),
     "octanet": (["benchmarks/accuracy/octanet.py"], "training"),
+    "octa_classes": (["benchmarks/accuracy/octa_classes.py", "--train"], "training"),
     "propagation": (["benchmarks/accuracy/propagation.py"], "mechanics"),
     "sam2_finetune": (["benchmarks/accuracy/sam2_finetune.py"], "training"),
     "sam2_gpu": (["benchmarks/speed/sam2.py", "--gpu"], "gpu"),

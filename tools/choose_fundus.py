@@ -54,7 +54,8 @@ def main() -> None:
     ap.add_argument("--candidate", default=None,
                     help="the candidate run folder or file (default: the newest run of the "
                          "recipe in runs/fundus_drive_chase/)")
-    ap.add_argument("--today", default="fundus-vessels", help="today's model (bundled name)")
+    ap.add_argument("--today", default="fundus-vessels-drive",
+                    help="the model to replace (bundled name; the DRIVE-only ensemble)")
     ap.add_argument("--today-member", default=None,
                     help="the fold-0 member of today's ensemble (unpacked run folder; default: "
                          "unpacked from the bundled ensemble into a temporary folder)")
@@ -76,8 +77,16 @@ def newest_run() -> str:
 
 def fold0_member(model: str, tmp: Path) -> str:
     """Unpack ``model`` (an ensemble) into ``tmp`` and return its fold-0 member's run folder."""
+    from retinaseg.models.persistence import load_model, read_spec, resolve_model_path, save_model
+
     runs = unpack_ensemble(model, REPO / "configs" / "fundus_vessels.yaml", tmp)
-    return str(next(r for r in runs if r.parent.name.endswith("_f0")))
+    run = next(r for r in runs if r.parent.name.endswith("_f0"))
+    fov = read_spec(resolve_model_path(model)).info.get("fov_diameter")
+    if fov:  # the bundle's FOV diameter (stamped at bundling), so the member rescales the same
+        net, spec = load_model(run / "best.safetensors")
+        spec.info["fov_diameter"] = fov
+        save_model(run / "best.safetensors", net, spec)
+    return str(run)
 
 
 def choose(a: argparse.Namespace) -> None:
@@ -109,9 +118,10 @@ def choose(a: argparse.Namespace) -> None:
                        "verdict": verdict}
     body = ("The replacement rule of `configs/fundus_drive_chase.yaml` (written before training): "
             "mean of the per-dataset validation Dice (per-image means, inside the FOV, each "
-            "model's own threshold and default inference). Today's model is scored on DRIVE-val "
-            "by its fold-0 member (which never saw those images) and on CHASE-val by the whole "
-            "ensemble (it never saw CHASE_DB1). `seen`: images of the row the model trained on."
+            "model's own threshold and default inference). Today's model is scored on "
+            "DRIVE-val by its fold-0 member (which never saw those images; given the bundle's "
+            "FOV diameter) and on CHASE-val by the whole ensemble (it never saw CHASE_DB1). "
+            "`seen`: images of the row the model trained on."
             "\n\n" + md_table(["model", "file", "data", "n", "dice", "auc", "cldice",
                                "threshold", "scale", "seen"], rows)
             + f"\n\nMean of the two validation Dice: candidate **{cand:.4f}**, today's model "

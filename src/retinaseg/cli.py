@@ -78,6 +78,11 @@ def cmd_train(a: argparse.Namespace) -> None:
         else f"threshold {s['threshold']:.3f}"
     print(f"best model: {best} (epoch {s['best_epoch']}, "
           f"val {s['monitor']} {s['best_score']:.4f}, {decides})")
+    fine = s.get("fine")
+    if fine:
+        print(f"fine stage: {Path(fine['run_dir']) / 'best.safetensors'} (epoch "
+              f"{fine['best_epoch']}, val {fine['monitor']} {fine['best_score']:.4f}, "
+              f"threshold {fine['threshold']:.3f})")
 
 
 def cmd_ensemble(a: argparse.Namespace) -> None:
