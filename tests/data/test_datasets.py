@@ -328,7 +328,7 @@ def test_folder_class_option(tmp_path: Path) -> None:
         build_dataset("folder", tmp_path, "all", classes="1")
 
 
-@pytest.mark.filterwarnings("ignore:OCTA-500 split 'train': skipped")
+@pytest.mark.filterwarnings("ignore:OCTA-500 split 'train'")
 def test_octa500_class_maps_real(shared_data: Path) -> None:
     root = shared_data / "OCTA-500"
     if not (root / "OCTA_3M" / "GT_AV").is_dir():
