@@ -634,7 +634,7 @@ class Folder(VesselDataset):
 
     def _class_names(self) -> tuple[str, ...] | None:
         """``classes=N`` (names ``class_0`` ...) or ``classes=a,b,c``; empty: binary labels."""
-        return parse_class_names(self.options["classes"], "folder dataset option classes")
+        return parse_class_names(self.options.get("classes", ""), "folder dataset option classes")
 
     def _check_root(self, root: str | Path | None) -> Path | None:
         """The root may be left out when the folders are given as absolute paths."""
