@@ -151,6 +151,7 @@ def test_measure_in_pixels_and_fundus(mask_file: Path, tmp_path: Path) -> None:
     (["--eye", "left"], "argument --eye: invalid choice"),
     (["--faz", "missing.png"], "FAZ mask 'missing.png' does not exist"),
     (["--model", "nomodel", "--kind", "image"], "nomodel"),
+    (["--faz-model", "nofazmodel"], "nofazmodel"),
 ])
 def test_measure_refuses_bad_options_before_any_work(mask_file: Path, tmp_path: Path, capsys,
                                                      args: list[str], expect: str) -> None:
@@ -175,7 +176,7 @@ def test_measure_segments_an_image_first(tmp_path: Path) -> None:
     img = np.clip(0.2 + 0.6 * mesh_mask(96, 12) + 0.05 * rng.standard_normal((96, 96)), 0, 1)
     write_png(tmp_path / "octa.png", img.astype(np.float32))
     assert main(["measure", str(tmp_path / "octa.png"), "--out", str(tmp_path / "o"),
-                 "--no-html"]) == 0
+                 "--no-html", "--faz-model", "classical"]) == 0
     (row,) = _rows(tmp_path / "o" / "measurements.csv")
     assert row["input"] == "image" and row["model"] == "octa-vessels"
     assert row["modality"] == "octa" and row["faz_source"] == "classical+image"

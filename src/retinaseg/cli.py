@@ -234,7 +234,7 @@ def cmd_measure(a: argparse.Namespace) -> None:
 
     r = measure_files(a.inputs, a.out, mm_per_px=a.mm_per_px, fov=a.fov, grid=a.grid,
                       modality=a.modality, eye=a.eye, kind=a.kind, faz=a.faz, model=a.model,
-                      html=not a.no_html)
+                      html=not a.no_html, faz_model=a.faz_model)
     masks = sum(row["input"] == "mask" for row in r.rows)
     if masks and a.modality is None:
         print(f"{masks} mask(s) measured as OCTA (give --modality fundus for fundus masks)")
@@ -491,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faz", default=None, metavar="MASK",
                    help="a FAZ mask (one input) or a folder of FAZ masks named like the inputs, "
                         "measured instead of the classical FAZ")
+    p.add_argument("--faz-model", default="auto", metavar="NAME|classical",
+                   help="the FAZ of OCTA images without --faz: a FAZ model (name or file), "
+                        "classical (the largest vessel-free region around the centre), or auto "
+                        "(default: the bundled octa-faz where installed, else classical)")
     p.add_argument("--model", default=None,
                    help="model that segments image inputs (default: the bundled model for "
                         "their modality)")

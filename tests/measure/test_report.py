@@ -106,3 +106,44 @@ def test_given_faz_mask_is_measured_instead(tmp_path: Path) -> None:
     row = rep.rows[0]
     assert row["faz_source"] == "mask" and row["faz_area_px2"] == 400
     assert row["faz_file"].endswith("faz.png")
+
+
+def _constant_model(path: Path, logit: float) -> Path:
+    """A one-output OCTA model whose output is ``logit`` everywhere (zero weights)."""
+    import torch
+
+    from retinaseg.models import build_model
+    from retinaseg.models.persistence import ModelSpec, save_model
+
+    net = build_model("unet", 1, depth=2, width=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.head.bias.fill_(logit)
+    return save_model(path, net, ModelSpec(name="unet", in_channels=1,
+                                           params={"depth": 2, "width": 4},
+                                           preprocess=[{"name": "grey"}], modality="octa"))
+
+
+@pytest.mark.parametrize(("logit", "area", "status"), [(8.0, 160 * 160, "ok"),
+                                                       (-8.0, math.nan, "found no FAZ")])
+def test_faz_model_measures_the_faz_of_an_image(tmp_path: Path, logit: float, area: float,
+                                                status: str) -> None:
+    """An OCTA image's FAZ from a FAZ model: everything (area = the image) or nothing (not
+    found, with the model named); ``classical`` ignores the model; masks never use it."""
+    img = np.where(vessel_mask(), 0.9, 0.1) + np.random.default_rng(0).normal(0, 0.05, (160, 160))
+    write_png(tmp_path / "octa.png", np.clip(img, 0, 1).astype(np.float32))
+    faz_model = _constant_model(tmp_path / "faz.safetensors", logit)
+    rep = measure_files(tmp_path / "octa.png", tmp_path / "out", modality="octa", html=False,
+                        faz_model=str(faz_model))
+    row = rep.rows[0]
+    assert row["input"] == "image" and row["faz_source"] == f"model:{faz_model}"
+    assert status in row["faz_status"]
+    assert (math.isnan(area) and math.isnan(row["faz_area_px2"])) or row["faz_area_px2"] == area
+    classical = measure_files(tmp_path / "octa.png", tmp_path / "c", modality="octa",
+                              html=False, faz_model="classical").rows[0]
+    assert classical["faz_source"].startswith("classical")
+    write_png(tmp_path / "m.png", vessel_mask())
+    mask_row = measure_files(tmp_path / "m.png", tmp_path / "m", html=False,
+                             faz_model=str(faz_model)).rows[0]
+    assert mask_row["faz_source"].startswith("classical")

@@ -182,3 +182,33 @@ def test_cli_evaluate_prints_class_dice(trained: dict, tmp_path: Path, capsys) -
           "--option", "modality=octa", "--option", "classes=background,bright,dim"])
     out = capsys.readouterr().out
     assert code == 0 and "classes background, bright, dim" in out and "dice_dim=" in out
+
+
+def test_vessel_model_starts_a_class_model_with_a_new_output_layer(tmp_path: Path) -> None:
+    """``model.init`` from a one-output vessel model: every tensor is copied except those of
+    the output layer, whose channel count changes; those keep their fresh initialisation."""
+    import torch
+
+    from retinaseg.models import build_model
+    from retinaseg.models.persistence import ModelSpec, save_model
+    from retinaseg.training.trainer import _init_weights
+
+    src = build_model("unet", 1, depth=2, width=8)
+    save_model(tmp_path / "vessels.safetensors", src,
+               ModelSpec(name="unet", in_channels=1, params={"depth": 2, "width": 8},
+                         preprocess="none", modality="octa"))
+    cfg_path = write_config(tmp_path, tmp_path / "data")
+    write_folder(tmp_path / "data", n=4)
+    cfg_path.write_text(cfg_path.read_text().replace(
+        "classes: [", f"init: {tmp_path / 'vessels.safetensors'}, classes: ["))
+    net = build_model("unet", 1, out_channels=3, depth=2, width=8)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.warns(UserWarning, match="start random for the 3 classes"):
+        _init_weights(net, load_config(cfg_path))
+    theirs = src.state_dict()
+    for k, v in net.state_dict().items():
+        if theirs[k].shape == v.shape:
+            assert torch.equal(v, theirs[k]), k
+        else:
+            assert torch.equal(v, before[k]), k
+    assert any(theirs[k].shape != v.shape for k, v in net.state_dict().items())

@@ -119,14 +119,16 @@ def _same_shape(arr: np.ndarray | None, shape: tuple[int, ...], what: str) -> No
 
 
 def _faz(mask: np.ndarray, modality: str, image: np.ndarray | None,
-         faz: np.ndarray | None) -> FazResult:
+         faz: np.ndarray | None, faz_source: str = "mask") -> FazResult:
     if modality != "octa":
         return FazResult(None, "not measured: fundus image", "none")
     if faz is not None:
         given = as_binary_mask(faz, "FAZ mask")
         if not given.any():
-            return FazResult(None, "not found: the FAZ mask is empty", "mask")
-        return FazResult(largest_region(given), "ok", "mask")
+            what = "the FAZ mask is empty" if faz_source == "mask" else \
+                f"{faz_source.removeprefix('model:')} found no FAZ"
+            return FazResult(None, f"not found: {what}", faz_source)
+        return FazResult(largest_region(given), "ok", faz_source)
     return faz_from_vessels(mask, image=image)
 
 
@@ -157,7 +159,7 @@ def _zone_columns(zones: list[Zone], mask: np.ndarray, share: np.ndarray,
 
 def analyse_mask(mask: Any, mm_per_px: float | None = None, modality: str = "octa",
                  grid: str = "etdrs", image: np.ndarray | None = None, *,
-                 eye: str = "unknown", faz: Any = None) -> Analysis:
+                 eye: str = "unknown", faz: Any = None, faz_source: str = "mask") -> Analysis:
     """Measure one vessel mask; :func:`measure_mask` returns the ``columns`` of the result.
 
     Args:
@@ -170,7 +172,10 @@ def analyse_mask(mask: Any, mm_per_px: float | None = None, modality: str = "oct
             its capillaries help find the FAZ; fundus: gives the field of view; drawn in reports.
         eye: ``OD``, ``OS`` or ``unknown`` (sectors ``right``/``left`` instead of nasal and
             temporal).
-        faz: a binary FAZ mask to measure instead of the classical FAZ (OCTA only).
+        faz: a binary FAZ mask to measure instead of the classical FAZ (OCTA only); its
+            largest connected region is the FAZ.
+        faz_source: where ``faz`` came from, the ``faz_source`` column (``mask``: a file;
+            ``model:<name>``: a FAZ model).
 
     Raises:
         MaskValueError: a non-binary mask, or an image or FAZ mask of another size.
@@ -185,7 +190,7 @@ def analyse_mask(mask: Any, mm_per_px: float | None = None, modality: str = "oct
     vessels = vessel_measures(m, region=region, mm_per_px=k_mm)
     if region is not None:
         m = m & region
-    found = _faz(m, modality, image, faz)
+    found = _faz(m, modality, image, faz, faz_source)
     metrics = faz_metrics(found.mask, k_mm)
     h, w = m.shape
     if found.found:
@@ -260,6 +265,7 @@ class _Settings:
     kind: str
     model: str | None
     html: bool
+    faz_model: str | None = None
 
 
 class _Segmenters:
@@ -275,12 +281,32 @@ class _Segmenters:
             self.cache[ref] = Segmenter(ref)
         return self.cache[ref]
 
+    def faz(self, image: np.ndarray, ref: str, source: str) -> np.ndarray:
+        """The FAZ model ``ref``'s binary mask of an OCTA ``image``."""
+        seg = self.load(ref)
+        return seg(image, source=source) > seg.threshold
+
     def __call__(self, image: np.ndarray, modality: str, source: str) -> tuple[np.ndarray, str]:
         from retinaseg.inference.modality import DEFAULT_MODELS
 
         ref = self.model or DEFAULT_MODELS[modality]
         seg = self.load(ref)
         return seg(image, source=source) > seg.threshold, ref
+
+
+FAZ_MODEL = "octa-faz"
+"""The bundled FAZ model that ``faz_model="auto"`` uses where it is installed."""
+
+
+def resolve_faz_model(faz_model: str | None) -> str | None:
+    """``auto`` → :data:`FAZ_MODEL` when bundled, else None; ``classical``/None → None."""
+    if faz_model in (None, "classical"):
+        return None
+    if faz_model == "auto":
+        from retinaseg.models.cards import WEIGHTS_DIR
+
+        return FAZ_MODEL if (WEIGHTS_DIR / f"{FAZ_MODEL}.safetensors").is_file() else None
+    return faz_model
 
 
 def _faz_files(faz: str | Path | None, n_inputs: int) -> dict[str, Path] | Path | None:
@@ -333,7 +359,11 @@ def _one(path: Path, s: _Settings, segment: _Segmenters, faz_for: Any
     faz_path = faz_for if isinstance(faz_for, Path) else \
         faz_for.get(path.stem.lower()) if faz_for else None
     faz = read_mask(faz_path) if faz_path is not None else None
-    a = analyse_mask(mask, s.mm_per_px, modality, s.grid, image, eye=s.eye, faz=faz)
+    faz_source = "mask"
+    if faz is None and image is not None and modality == "octa" and s.faz_model:
+        faz, faz_source = segment.faz(image, s.faz_model, f"'{path}'"), f"model:{s.faz_model}"
+    a = analyse_mask(mask, s.mm_per_px, modality, s.grid, image, eye=s.eye, faz=faz,
+                     faz_source=faz_source)
     head = {"image": str(path), "input": "mask" if is_mask else "image", "model": model,
             "faz_file": str(faz_path or "")}
     return a, {**head, **a.columns}
@@ -343,7 +373,7 @@ def measure_files(inputs: Iterable[str | Path] | str | Path, out: str | Path, *,
                   mm_per_px: float | None = None, fov: str | None = None, grid: str = "etdrs",
                   modality: str | None = None, eye: str = "unknown", kind: str = "auto",
                   faz: str | Path | None = None, model: str | None = None,
-                  html: bool = True) -> MeasureReport:
+                  html: bool = True, faz_model: str | None = "auto") -> MeasureReport:
     """Measure masks or images (segmented first) and write the reports into ``out``.
 
     Writes ``measurements.csv`` (one row per input), and per input ``<stem>_measure.png`` (the
@@ -364,6 +394,9 @@ def measure_files(inputs: Iterable[str | Path] | str | Path, out: str | Path, *,
             without one get the classical FAZ.
         model: the model that segments images (default: the bundled one for the modality).
         html: write the HTML pages and index.
+        faz_model: the FAZ of OCTA images (not masks) without a ``faz`` mask: a FAZ model's
+            name or file; ``auto`` (default): the bundled ``octa-faz`` where installed, else
+            the classical FAZ; ``classical`` (or None): always the classical FAZ.
 
     Every option is checked before the first input; an input that cannot be read or is not a
     binary ``--kind mask`` file is skipped and listed in the report's ``skipped``.
@@ -372,15 +405,17 @@ def measure_files(inputs: Iterable[str | Path] | str | Path, out: str | Path, *,
     from retinaseg.measure.report import write_csv, write_image_report, write_index
     from retinaseg.utils.atomic import make_out_dir
 
-    s = _Settings(resolve_scale(mm_per_px, fov), grid, modality, eye, kind, model, html)
+    s = _Settings(resolve_scale(mm_per_px, fov), grid, modality, eye, kind, model, html,
+                  resolve_faz_model(faz_model))
     _check_options(modality or "octa", grid, eye)
     if kind not in KINDS:
         raise OptionError(f"kind must be one of {', '.join(KINDS)}, not '{kind}'")
     files = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
     faz_for = _faz_files(faz, len(files))
     segment = _Segmenters(model)
-    if model is not None:
-        segment.load(model)  # a bad model is one error now, not one skip per image
+    for ref in (model, None if faz_model == "auto" else s.faz_model):
+        if ref is not None:
+            segment.load(ref)  # a bad model is one error now, not one skip per image
     report = MeasureReport(out=make_out_dir(out))
     pages: list[tuple[str, dict[str, Any]]] = []
     used: set[str] = set()

@@ -57,7 +57,8 @@ outline the FAZ and its vessel-free region around the centre is several times to
 @dataclass(frozen=True)
 class FazResult:
     """A FAZ: ``mask`` (bool ``[H, W]``, None when not found), ``status`` (``ok`` or ``not found:
-    <reason>``) and ``source`` (``classical``, ``classical+image``, ``mask`` or ``none``)."""
+    <reason>``) and ``source`` (``classical``, ``classical+image``, ``mask``, ``model:<name>``
+    or ``none``)."""
 
     mask: np.ndarray | None
     status: str

@@ -43,6 +43,11 @@ class ModelSpec:
     outputs are softmax logits and the prediction is their argmax. Empty for vessel models
     (sigmoid outputs, one per head)."""
 
+    @property
+    def outputs(self) -> int:
+        """Output channels of the network: one per class, per head, or 1."""
+        return len(self.classes) or len(self.heads) or 1
+
     def head_index(self, name: str | None) -> int:
         """Output channel of head ``name`` (None: the first); a clear error for unknown names."""
         if name is None:

@@ -186,10 +186,14 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
     src, spec = load_model(str(cfg.model.init))
     mine, theirs = net.state_dict(), src.state_dict()
     state: dict[str, torch.Tensor] = {}
+    fresh: list[str] = []
     for k, v in mine.items():
         t = theirs.get(k)
         if t is not None and t.shape != v.shape and cfg.model.heads:
             t = expand_heads(t, tuple(v.shape))
+        elif t is not None and cfg.model.classes and _is_output_tensor(t, v, spec.outputs):
+            t = v.clone()  # a new class head: random, as a model without init starts
+            fresh.append(k)
         if t is None or t.shape != v.shape or set(theirs) != set(mine):
             raise ConfigError(f"invalid config key 'model.init': '{cfg.model.init}' is a "
                               f"'{spec.name}' {spec.params} with {spec.in_channels} input "
@@ -199,7 +203,21 @@ def _init_weights(net: nn.Module, cfg: RunConfig) -> None:
     if without_adaptive(spec.preprocess) != without_adaptive(cfg.data.preprocess):
         warnings.warn(f"model.init '{cfg.model.init}' was trained with preprocessing "
                       f"{spec.preprocess}, this run uses {cfg.data.preprocess}", stacklevel=2)
+    if fresh:
+        warnings.warn(f"model.init '{cfg.model.init}': {len(fresh)} output tensor(s) start "
+                      f"random for the {len(cfg.model.classes or [])} classes "
+                      f"({', '.join(fresh)})", stacklevel=2)
     net.load_state_dict(state)
+
+
+def _is_output_tensor(theirs: torch.Tensor, mine: torch.Tensor, outputs: int) -> bool:
+    """Whether every dim in which ``theirs`` differs from ``mine`` is the init model's output
+    count: the output layers' weights and biases (a transposed convolution's dim 1, a square
+    output-to-output convolution's dims 0 and 1)."""
+    if theirs.dim() != mine.dim():
+        return False
+    diff = [i for i, (a, b) in enumerate(zip(theirs.shape, mine.shape)) if a != b]
+    return bool(diff) and all(theirs.shape[i] == outputs for i in diff)
 
 
 def _model_seconds(model: str | Path) -> float:
