@@ -39,6 +39,10 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "sam2": (["benchmarks/speed/sam2.py"], "speed"),
     "octanet_speed": (["benchmarks/speed/octanet.py"], "speed"),
     "measure_speed": (["benchmarks/speed/measure.py"], "speed"),
+    "evaluate_scale": (["benchmarks/speed/evaluate_scale.py"], "speed"),
+    "sharded_inference": (["benchmarks/speed/sharded.py"], "speed"),
+    "onnx": (["benchmarks/speed/onnx_speed.py"], "speed"),  # not onnx.py: it would shadow onnx
+    "serve_speed": (["benchmarks/speed/serve.py"], "speed"),
     "default_models": (["benchmarks/accuracy/default_models.py"], "accuracy"),
     "robustness": (["benchmarks/accuracy/robustness.py"], "accuracy"),
     "resolution": (["benchmarks/accuracy/robustness.py", "--mode", "resolution"], "accuracy"),
@@ -47,6 +51,7 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "cross_dataset": (["benchmarks/accuracy/cross_dataset.py"], "accuracy"),
     "faz": (["benchmarks/accuracy/faz.py"], "accuracy"),
     "drive_unet": (["benchmarks/accuracy/drive_unet.py"], "training"),
+    "ddp": (["benchmarks/speed/ddp.py"], "training"),
     "octa_topology": (["benchmarks/accuracy/octa_topology.py"], "training"),
     "seed003": (["benchmarks/accuracy/seed003.py"], "training"),
     "volumes_ipn": (["benchmarks/accuracy/volumes.py"], "training"),

@@ -12,9 +12,9 @@ __version__ = "0.1.0"
 
 _API = {"train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
         "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
-        "list_bundled_models", "prompt_image", "propagate_layers"}
+        "list_bundled_models", "prompt_image", "propagate_layers", "export_onnx"}
 _SUBPACKAGES = {"io", "data", "preprocessing", "models", "losses", "training", "inference",
-                "evaluation", "measure"}
+                "evaluation", "measure", "deploy"}
 
 
 def __getattr__(name: str) -> Any:

@@ -23,13 +23,33 @@ from retinaseg.training.trainer import train
 
 def predict(inputs: list[str | Path] | str | Path, model: str | Path | None = None,
             out: str | Path = "predictions", threshold: float | None = None,
-            options: SegmenterOptions | None = None, **overrides: Any) -> PredictReport:
+            options: SegmenterOptions | None = None, backend: str = "torch",
+            **overrides: Any) -> PredictReport:
     """Segment images or folders with ``model`` (safetensors file, run folder or bundled name;
     ``None`` picks the bundled model by each image's modality). ``options`` and keyword
-    ``overrides`` (``tta="flips"``, ``scale=0.4``, ...) are :class:`SegmenterOptions`."""
+    ``overrides`` (``tta="flips"``, ``scale=0.4``, ...) are :class:`SegmenterOptions`.
+    ``backend="onnxruntime"`` runs the networks with ONNX Runtime (the ``deploy`` extra;
+    ``model`` may then also be an exported ``.onnx`` file; see
+    :class:`retinaseg.deploy.runtime.OnnxSegmenter`)."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    if backend != "torch":
+        from retinaseg.deploy.runtime import segmenter_backend
+
+        overrides["segmenter"] = segmenter_backend(backend)
     return predict_files(inputs, model, out, threshold, options, **overrides)
+
+
+def export_onnx(model: str | Path, out: str | Path, *, opset: int | None = None,
+                check: bool = True) -> Any:
+    """Export a model (bundled name, run folder or ``.safetensors`` file) to the ONNX file
+    ``out``, its recipe in the file's metadata, checked against PyTorch with ONNX Runtime unless
+    ``check=False`` (``retinaseg export``; the ``deploy`` extra). Returns an
+    :class:`~retinaseg.deploy.onnx.ExportReport`. See :mod:`retinaseg.deploy.onnx`."""
+    from retinaseg.deploy.onnx import OPSET
+    from retinaseg.deploy.onnx import export_onnx as run
+
+    return run(model, out, opset=OPSET if opset is None else opset, check=check)
 
 
 def prompt_image(image: str | Path, model: Any, points: object = None, box: object = None,
@@ -85,4 +105,4 @@ def list_bundled_models() -> list[tuple[str, str]]:
 __all__ = ["train", "train_folds", "build_ensemble", "predict", "evaluate", "load_model",
            "Segmenter", "SegmenterOptions", "list_datasets", "list_models",
            "list_bundled_models", "project", "project_volume", "layer_frames_of",
-           "prompt_image", "propagate_layers"]
+           "prompt_image", "propagate_layers", "export_onnx"]

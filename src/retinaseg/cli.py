@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -73,6 +74,8 @@ def cmd_train(a: argparse.Namespace) -> None:
               f"mean Dice {r['oof_dice_mean']:.4f})")
         return
     s = train(a.config, overrides=a.set, resume=a.resume)
+    if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: rank 0 reports for all
+        return
     best = Path(s['run_dir']) / s.get("lora", "best.safetensors")
     decides = f"classes {', '.join(s['classes'])}" if s.get("classes") \
         else f"threshold {s['threshold']:.3f}"
@@ -102,12 +105,39 @@ def cmd_predict(a: argparse.Namespace) -> None:
     measure = None
     if a.measure:
         from retinaseg.measure.api import predict_columns as measure
+    shard = None
+    if a.shard is not None:
+        from retinaseg.inference.shards import parse_shard
+
+        shard = parse_shard(a.shard)  # a bad spec is one sentence before any work
     rep = predict(a.inputs, model=a.model, out=a.out, threshold=thr, options=opts,
-                  volume=a.volume, projection=a.projection, measure=measure)
-    print(f"wrote {len(rep.rows)} result(s) to {a.out}")
+                  backend=a.backend, volume=a.volume, projection=a.projection, measure=measure,
+                  shard=shard, resume=a.resume)
+    csv_name = "predictions.csv" if shard is None else shard.csv_name
+    print(f"wrote {len(rep.rows)} result(s) to {a.out} ({csv_name})")
+    if shard is not None:
+        print(f"shard {shard.index} of {shard.count} done; when all are, join them with "
+              f"'retinaseg merge {a.out}'")
     _report_skipped(rep.skipped)
-    if not rep.rows:
+    if not rep.rows and (shard is None or rep.skipped):
         raise RetinasegError("no input could be segmented")
+
+
+def cmd_merge(a: argparse.Namespace) -> None:
+    from retinaseg.inference.shards import merge_predictions
+
+    print(f"wrote {merge_predictions(a.out)}")
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from retinaseg.api import export_onnx
+
+    r = export_onnx(a.model, a.out, opset=a.opset, check=not a.no_check)
+    checked = ("not checked" if r.max_abs_diff is None else
+               f"ONNX Runtime matches PyTorch to {r.max_abs_diff:.1e} in probability at "
+               + ", ".join(f"{s[0]}×{s[2]}×{s[3]}" for s in r.checked))
+    print(f"wrote {r.path} ({r.size_bytes / 2**20:.1f} MiB, opset {r.opset}, architecture "
+          f"'{r.spec.name}'; {checked})")
 
 
 def _depth(text: str | None) -> tuple[int, int] | None:
@@ -341,6 +371,17 @@ def cmd_propagate(a: argparse.Namespace) -> None:
           f"propagation.json in {a.out}")
 
 
+def cmd_serve(a: argparse.Namespace) -> None:
+    from retinaseg.serve import Limits, run_server  # fastapi only inside run_server
+
+    check_number("--max-mb", a.max_mb, 0, 1024, lo_open=True)
+    check_number("--max-pixels", a.max_pixels, 256, 1 << 31, integer=True)
+    if a.threads is not None:
+        check_number("--threads", a.threads, 1, 1024, integer=True)
+    run_server(a.host, a.port, Limits(max_bytes=int(a.max_mb * 2**20),
+                                      max_pixels=a.max_pixels), threads=a.threads)
+
+
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
     p.add_argument("--threads", type=int, default=None,
@@ -438,6 +479,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true",
                    help="add the measurements of each mask to predictions.csv (in pixels, "
                         "quadrant grid; 'retinaseg measure' takes a scale and writes reports)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="what runs the network: torch (default) or onnxruntime (float32, "
+                        "the deploy extra; --model may then be an exported .onnx file, and "
+                        "any other model is exported in memory first)")
+    p.add_argument("--shard", default=None, metavar="I/N|auto",
+                   help="segment only shard I of N of the inputs (counted from 1: 1/2 and 2/2; "
+                        "every N-th input of the sorted list) and write predictions-I.csv; "
+                        "auto takes it from RANK/WORLD_SIZE (torchrun) or SLURM_PROCID/"
+                        "SLURM_NTASKS; join the shards with 'retinaseg merge OUT'. Resumes "
+                        "like --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the results of images an earlier --resume or --shard run into "
+                        "--out finished with the same settings, and do not redo them")
+    p = sub.add_parser("merge", help="join the predictions-I.csv of a sharded predict into "
+                                     "predictions.csv")
+    p.add_argument("out", help="the --out folder the shards wrote into")
+    p.set_defaults(func=cmd_merge)
+    p = sub.add_parser("export", help="export a model to an ONNX file for ONNX Runtime")
+    p.add_argument("model", help="bundled name, run folder or .safetensors file")
+    p.add_argument("--format", default="onnx", choices=["onnx"],
+                   help="file format (onnx, the only one)")
+    p.add_argument("--out", required=True,
+                   help="the .onnx file to write (the model's recipe goes into its metadata)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset, 7-21 (default 17)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the file with ONNX Runtime at two sizes and comparing "
+                        "it with PyTorch")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     p.add_argument("--model", required=True,
                    help="safetensors file, run folder or bundled name")
@@ -612,6 +682,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for a volume: planes averaged into each frame (default 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
     p.set_defaults(func=cmd_propagate)
+    p = sub.add_parser("serve", help="a local web page: drop images, see masks and "
+                                     "measurements (the 'web' extra)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; "
+                        "0.0.0.0 opens the page to the network, with a warning)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--max-mb", type=float, default=20, metavar="MB",
+                   help="largest upload per file, MB (default 20; larger: HTTP 413)")
+    p.add_argument("--max-pixels", type=int, default=25_000_000, metavar="N",
+                   help="largest image, pixels, checked in the header before decoding "
+                        "(default 25000000)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per image, 1-1024 (default: the cores, at most 8)")
+    p.set_defaults(func=cmd_serve)
     sub.add_parser("datasets", help="list datasets and layouts").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list bundled models and architectures").set_defaults(
         func=cmd_models)

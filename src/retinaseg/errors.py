@@ -37,3 +37,7 @@ class VolumeError(RetinasegError):
 
 class MissingDependencyError(RetinasegError):
     """An optional package (an extra such as ``retinaseg[sam]``) is needed but not installed."""
+
+
+class ExportError(RetinasegError):
+    """A model could not be exported to another format (e.g. an operator ONNX lacks)."""

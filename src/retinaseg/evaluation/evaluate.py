@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,21 @@ from retinaseg.evaluation.classes import (
     colour_classes,
     metrics_from_counts,
 )
-from retinaseg.evaluation.figures import error_map, plot_confusion_matrix, plot_roc_pr
+from retinaseg.evaluation.figures import error_map, plot_confusion_matrix, plot_roc_pr_histogram
 from retinaseg.evaluation.metrics import (
+    DEFAULT_GRID,
     DEFAULT_THICK_WIDTH_PX,
     THICK_THIN_KEYS,
     TOPOLOGY_KEYS,
-    choose_threshold,
-    confusion_counts,
-    image_metrics,
-    pooled_metrics,
+    PooledScores,
+    best_threshold,
+    grid_counts,
+    grid_histogram,
+    image_scores,
     summarise,
     thick_thin_counts,
     thick_thin_from_counts,
+    threshold_metrics,
     topology_metrics,
 )
 from retinaseg.evaluation.metrics import METRIC_KEYS as _IMAGE_KEYS
@@ -60,35 +64,46 @@ passing to the dataset."""
 
 
 @dataclass
-class Scored:
-    """Predictions of one split kept in memory for pooled metrics and plots."""
+class SplitScores:
+    """What scoring a split keeps: one row per image and the pooled sums (constant memory)."""
 
-    ids: list[str]
-    probs: list[np.ndarray]
-    labels: list[np.ndarray]
-    fovs: list[np.ndarray | None]
-    thick: list[np.ndarray | None] = field(default_factory=list)
-    """The dataset's thick-vessel label of each image (ROSE-1 ``thick_gt``), else None."""
-    thin: list[np.ndarray | None] = field(default_factory=list)
-    """The dataset's thin-vessel label of each image (ROSE-1 ``thin_gt``), else None."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pooled: PooledScores = field(default_factory=PooledScores)
+    thick_thin: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        c: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for c in ("thick", "thin")})
+    explicit: int = 0
+    """Images scored with the dataset's own thick / thin labels."""
+    any_fov: bool = False
 
 
-def predict_split(seg: Any, dataset: Any, desc: str) -> Scored:
-    """Run ``seg`` over every labelled sample of ``dataset``."""
-    sc = Scored([], [], [], [])
+def labelled_samples(dataset: Any, desc: str) -> Iterator[dict[str, Any]]:
+    """The labelled samples of ``dataset`` one at a time, under a progress bar (images/s) that
+    covers whatever the caller does with each; raises when there is none."""
+    seen = 0
     for i in tqdm(range(len(dataset)), desc=desc, unit="img"):
         s = dataset[i]
-        if s["label"] is None:
-            continue
-        sc.ids.append(s["id"])
-        sc.probs.append(seg(s["image"], source=f"'{s['path']}'"))
-        sc.labels.append(s["label"])
-        sc.fovs.append(s["fov"])
-        sc.thick.append(s.get("thick_gt"))
-        sc.thin.append(s.get("thin_gt"))
-    if not sc.ids:
+        if s["label"] is not None:
+            seen += 1
+            yield s
+    if not seen:
         raise RetinasegError("the chosen split has no labelled images to evaluate")
-    return sc
+
+
+def _predict(seg: Any, s: dict[str, Any]) -> np.ndarray:
+    """Probability map ``[H, W]`` of one sample."""
+    return seg(s["image"], source=f"'{s['path']}'")
+
+
+def choose_split_threshold(seg: Any, dataset: Any, metric: str = "dice") -> float:
+    """Threshold of :data:`~retinaseg.evaluation.metrics.DEFAULT_GRID` maximising the pooled
+    ``metric`` over ``dataset``, as :func:`~retinaseg.evaluation.metrics.choose_threshold`
+    chooses it, one image at a time (a ``[2, 92]`` histogram is all that is kept)."""
+    grid = np.unique(DEFAULT_GRID)
+    hist = np.zeros((2, grid.size + 1), dtype=np.int64)
+    for s in labelled_samples(dataset, "choosing threshold"):
+        hist += grid_histogram(_predict(seg, s), s["label"], s["fov"], grid)
+    return best_threshold([threshold_metrics(c)[metric] for c in grid_counts(hist)], grid,
+                          metric)
 
 
 def resolve_threshold(threshold: float | str | None, seg: Any, dataset_name: str,
@@ -106,9 +121,8 @@ def resolve_threshold(threshold: float | str | None, seg: Any, dataset_name: str
                                  "a threshold on; use threshold=val:SPLIT or a number")
         if val_split in (split, "all") or split == "all":
             raise RetinasegError("the threshold cannot be chosen on the split being scored")
-        val = predict_split(seg, build_dataset(dataset_name, root, val_split, **options),
-                            "choosing threshold")
-        return (choose_threshold(val.probs, val.labels, val.fovs, metric="dice"),
+        val = build_dataset(dataset_name, root, val_split, **options)
+        return (choose_split_threshold(seg, val, "dice"),
                 f"chosen on split '{val_split}' (max pooled Dice)")
     return float(threshold), "fixed"
 
@@ -129,32 +143,53 @@ def _thick_width(options: dict, thick_width_px: float | None) -> float:
     return width
 
 
-def thick_thin_scores(sc: Scored, thr: float, width_px: float
-                      ) -> tuple[list[dict[str, float]], dict[str, float], str]:
-    """Per-image and pooled ``dice_thick`` / ``dice_thin`` and a sentence saying how the
-    vessels were split. Pooled figures come from the partition counts summed over images."""
-    total = {c: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for c in ("thick", "thin")}
-    rows, explicit = [], 0
-    for i, prob in enumerate(sc.probs):
-        thick = sc.thick[i] if i < len(sc.thick) else None
-        thin = sc.thin[i] if i < len(sc.thin) else None
-        own = thick is not None and thin is not None
-        explicit += own
-        counts = thick_thin_counts(prob > thr, sc.labels[i], sc.fovs[i], width_px,
-                                   thick if own else None, thin if own else None)
-        for c, cc in counts.items():
-            for k, v in cc.items():
-                total[c][k] += v
-        rows.append(thick_thin_from_counts(counts))
+def score_image(prob: np.ndarray, s: dict[str, Any], thr: float, width_px: float,
+                totals: SplitScores) -> dict[str, Any]:
+    """The ``per_image.csv`` row of one sample (``prob`` float ``[H, W]``; ``s`` a dataset
+    item with ``label``, ``fov`` and optionally ``thick_gt`` / ``thin_gt``), adding its
+    confusion counts, clDice parts, score histogram and thick / thin counts to ``totals``."""
+    label, fov = s["label"], s["fov"]
+    metrics, counts, parts = image_scores(prob, label, thr, fov)
+    totals.pooled.add_scored(prob, label, fov, counts, parts)
+    thick, thin = s.get("thick_gt"), s.get("thin_gt")
+    own = thick is not None and thin is not None
+    pred = prob > thr
+    split = thick_thin_counts(pred, label, fov, width_px, thick if own else None,
+                              thin if own else None)
+    for c, cc in split.items():
+        for k, v in cc.items():
+            totals.thick_thin[c][k] += v
+    totals.explicit += own
+    totals.any_fov |= fov is not None
+    return {"id": s["id"], **metrics, **thick_thin_from_counts(split),
+            **topology_metrics(pred, label, fov)}
+
+
+def _split_how(explicit: int, n: int, width_px: float) -> str:
+    """A sentence saying how the vessels were split into thick and thin."""
     by_width = f"GT vessels split at a local width of {width_px:g} px (thick >= {width_px:g})"
-    if explicit == len(sc.probs):
-        how = "dataset thick_gt / thin_gt labels"
-    elif explicit == 0:
-        how = by_width
-    else:
-        how = f"dataset thick_gt / thin_gt labels for {explicit} of {len(sc.probs)} images, " \
-              f"else {by_width}"
-    return rows, thick_thin_from_counts(total), how
+    if explicit == n:
+        return "dataset thick_gt / thin_gt labels"
+    if explicit == 0:
+        return by_width
+    return f"dataset thick_gt / thin_gt labels for {explicit} of {n} images, else {by_width}"
+
+
+def score_split(seg: Any, dataset: Any, thr: float, width_px: float, desc: str,
+                maps: Path | None = None, palette: str = "classic") -> SplitScores:
+    """Predict and score every labelled sample of ``dataset`` one at a time (the progress bar
+    covers both), writing ``<id>_prob.png`` / ``<id>_error.png`` into ``maps`` when given.
+    Peak memory is one image's working set: no probability map is kept."""
+    totals = SplitScores()
+    for s in labelled_samples(dataset, desc):
+        prob = _predict(seg, s)
+        totals.rows.append(score_image(prob, s, thr, width_px, totals))
+        if maps is not None:
+            write_png(maps / f"{s['id']}_prob.png", prob)
+            write_png(maps / f"{s['id']}_error.png",
+                      error_map(prob > thr, s["label"], s["fov"], palette=palette))
+        del prob  # freed before the next image is predicted
+    return totals
 
 
 def _rows_csv(rows: list[dict]) -> str:
@@ -164,21 +199,6 @@ def _rows_csv(rows: list[dict]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
-
-
-def _figures(out: Path, sc: Scored, thr: float, palette: str, save_maps: bool) -> None:
-
-    total = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
-    for i, p in enumerate(sc.probs):
-        pred = p > thr
-        for k, v in confusion_counts(pred, sc.labels[i], sc.fovs[i]).items():
-            total[k] += int(v)
-        if save_maps:
-            write_png(out / "maps" / f"{sc.ids[i]}_prob.png", p)
-            write_png(out / "maps" / f"{sc.ids[i]}_error.png",
-                      error_map(pred, sc.labels[i], sc.fovs[i], palette=palette))
-    plot_confusion_matrix(total, out / "confusion_matrix.png", title=f"threshold {thr:.3f}")
-    plot_roc_pr(sc.probs, sc.labels, sc.fovs, out / "roc_pr.png")
 
 
 def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
@@ -208,22 +228,25 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
                                 {"dataset": dataset, "split": split, "model": str(model),
                                  "options": options})
     thr, thr_src = resolve_threshold(threshold, seg, dataset, root, split, options)
-    sc = predict_split(seg, ds, f"evaluating {dataset}/{split}")
-    split_rows, split_pooled, split_how = thick_thin_scores(sc, thr, width_px)
-    rows = [{"id": i, **image_metrics(p, g, thr, f), **tt, **topology_metrics(p > thr, g, f)}
-            for i, p, g, f, tt in zip(sc.ids, sc.probs, sc.labels, sc.fovs, split_rows)]
+    sc = score_split(seg, ds, thr, width_px, f"evaluating {dataset}/{split}",
+                     out / "maps" if save_maps else None, palette)
+    rows, hist = sc.rows, sc.pooled.histogram
     mean, std = summarise([{k: v for k, v in r.items() if k != "id"} for r in rows])
-    pooled = {**pooled_metrics(sc.probs, sc.labels, thr, sc.fovs), **split_pooled}
+    pooled = {**sc.pooled.metrics(), **thick_thin_from_counts(sc.thick_thin)}
     summary = {"dataset": dataset, "split": split, "model": str(model), "head": seg.head_name,
                "threshold": thr,
                "threshold_source": thr_src, "n_images": len(rows), "options": options,
-               "fov": "inside dataset FOV mask" if any(f is not None for f in sc.fovs)
-               else "whole image",
-               "thick_width_px": width_px, "thick_thin_split": split_how,
+               "fov": "inside dataset FOV mask" if sc.any_fov else "whole image",
+               "thick_width_px": width_px,
+               "thick_thin_split": _split_how(sc.explicit, len(rows), width_px),
+               "pooled_auc_ap": f"from a {hist.bins}-bin histogram of the probabilities (AUC "
+                                f"within {hist.auc_error_bound():.1e} of the exact value)",
                "per_image_mean": mean, "per_image_std": std, "pooled": pooled}
     write_text_atomic(out / "per_image.csv", _rows_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2))
-    _figures(out, sc, thr, palette, save_maps)
+    plot_confusion_matrix(sc.pooled.counts, out / "confusion_matrix.png",
+                          title=f"threshold {thr:.3f}")
+    plot_roc_pr_histogram(hist, out / "roc_pr.png")
     return summary
 
 

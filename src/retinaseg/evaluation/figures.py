@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike, NDArray
 
 from retinaseg.errors import RetinasegError
-from retinaseg.evaluation.metrics import average_precision, pr_curve, roc_auc, roc_curve
+from retinaseg.evaluation.metrics import DEFAULT_BINS, ScoreHistogram
 from retinaseg.utils.atomic import atomic_path
 
 RGB = tuple[int, int, int]
@@ -165,46 +165,46 @@ def plot_confusion_matrix(
     _save(fig, path)
 
 
-def _pool(
-    probs: Sequence[ArrayLike], gts: Sequence[ArrayLike], fovs: Sequence[ArrayLike] | None
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Concatenate all pixels (inside the FOVs) into 1-D ``(prob, gt)``."""
-    if len(probs) != len(gts) or (fovs is not None and len(fovs) != len(probs)):
-        raise ValueError("probs, gts and fovs must have the same length")
-    ps, gs = [], []
-    for i, (prob, gt) in enumerate(zip(probs, gts, strict=True)):
-        p, g = np.asarray(prob, dtype=np.float64), _bool(gt)
-        fov = None if fovs is None else fovs[i]
-        keep = np.ones(p.shape, bool) if fov is None else _bool(fov)
-        ps.append(p[keep])
-        gs.append(g[keep])
-    return np.concatenate(ps), np.concatenate(gs)
-
-
 def plot_roc_pr(
     probs: Sequence[ArrayLike],
     gts: Sequence[ArrayLike],
     fovs: Sequence[ArrayLike] | None,
     path: str | os.PathLike,
+    bins: int = DEFAULT_BINS,
 ) -> None:
     """ROC (left) and precision–recall (right) curves of all pixels pooled inside the FOVs.
 
-    The legends give the exact AUC and AP of the pooled pixels; the PR curve is a step curve
-    whose area is the AP.
+    The pixels are counted into a :class:`~retinaseg.evaluation.metrics.ScoreHistogram`
+    (``bins`` equal bins over [0, 1]) one image at a time, so memory does not grow with the
+    number of images; see :func:`plot_roc_pr_histogram`.
 
     Args:
         probs: list of float ``[H, W]``; gts: list of bool ``[H, W]``; fovs: list of bool
             ``[H, W]`` or None; path: output image file.
     """
-    p, g = _pool(probs, gts, fovs)
-    fpr, tpr, _ = roc_curve(p, g)
-    prec, rec, _ = pr_curve(p, g)
+    if len(probs) != len(gts) or (fovs is not None and len(fovs) != len(probs)):
+        raise ValueError("probs, gts and fovs must have the same length")
+    hist = ScoreHistogram(bins)
+    for i, (prob, gt) in enumerate(zip(probs, gts, strict=True)):
+        hist.add(prob, gt, None if fovs is None else fovs[i])
+    plot_roc_pr_histogram(hist, path)
+
+
+def plot_roc_pr_histogram(hist: ScoreHistogram, path: str | os.PathLike) -> None:
+    """ROC (left) and precision–recall (right) curves of a pooled score histogram.
+
+    The legends give the histogram AUC and AP (bins as tied scores; the AUC is within
+    ``hist.auc_error_bound()`` of the exact one); the PR curve is a step curve whose area is
+    the AP.
+    """
+    fpr, tpr, _ = hist.roc_curve()
+    prec, rec, _ = hist.pr_curve()
     fig = Figure(figsize=(9, 4))
     ax_roc, ax_pr = fig.subplots(1, 2)
-    ax_roc.plot(fpr, tpr, label=f"AUC = {roc_auc(p, g):.4f}")
+    ax_roc.plot(fpr, tpr, label=f"AUC = {hist.auc():.4f}")
     ax_roc.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    ax_pr.plot(rec, prec, drawstyle="steps-pre", label=f"AP = {average_precision(p, g):.4f}")
+    ax_pr.plot(rec, prec, drawstyle="steps-pre", label=f"AP = {hist.average_precision():.4f}")
     ax_pr.set(xlabel="recall", ylabel="precision", title="Precision–recall")
     for ax in (ax_roc, ax_pr):
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
@@ -275,5 +275,6 @@ def _plot_lr(ax: Axes, epoch: NDArray[np.float64], lr: NDArray[np.float64]) -> l
 
 __all__ = [
     "PALETTES", "error_map", "overlay", "plot_confusion_matrix", "plot_roc_pr",
+    "plot_roc_pr_histogram",
     "plot_training_curves",
 ]

@@ -33,7 +33,7 @@ from itertools import product
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
-from scipy.stats import rankdata
+from scipy.spatial import cKDTree
 from skimage.measure import euler_number
 from skimage.morphology import skeletonize
 
@@ -185,25 +185,72 @@ def threshold_metrics(counts: Mapping[str, int]) -> dict[str, float]:
 # --------------------------------------------------------------------------- ranking metrics
 
 
+def _scores_by_class(
+    prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None
+) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """Scores of the positive and of the negative pixels (inside ``fov``), each sorted ascending.
+
+    float32 maps stay float32 (exact: the ordering and ties are those of the float64 values),
+    anything else becomes float64. Two sorts of the split arrays are much faster than one
+    ``argsort`` of all pixels (NumPy's SIMD sort on plain values).
+    """
+    arr = np.asarray(prob)
+    p = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
+    g = _as_bool(gt)
+    f = None if fov is None else _as_bool(fov)
+    _check_same_shape(prob=p, gt=g, fov=f)
+    if f is not None:
+        p, g = p[f], g[f]
+    return np.sort(p[g], axis=None), np.sort(p[~g], axis=None)
+
+
+def _auc_sorted(pos: NDArray[np.floating], neg: NDArray[np.floating]) -> float:
+    """Mann–Whitney AUC of sorted positive and negative scores (ties count ½), exact integers:
+    Σ over positives of (#negatives below + #negatives equal / 2), over n₊·n₋."""
+    if pos.size == 0 or neg.size == 0:
+        return NAN
+    below = np.searchsorted(neg, pos, side="left").sum(dtype=np.int64)
+    not_above = np.searchsorted(neg, pos, side="right").sum(dtype=np.int64)
+    return (int(below) + int(not_above)) / (2.0 * pos.size * neg.size)
+
+
+def _ap_sorted(pos: NDArray[np.floating], neg: NDArray[np.floating]) -> float:
+    """Step-wise AP of sorted positive and negative scores: Σ over the distinct positive scores
+    s (each a threshold ``>= s``) of (positives at s / n₊) · precision(>= s)."""
+    if pos.size == 0:
+        return NAN
+    starts = np.r_[0, np.flatnonzero(np.diff(pos)) + 1]
+    values = pos[starts]
+    at = np.diff(np.r_[starts, pos.size])
+    tp = pos.size - starts
+    fp = neg.size - np.searchsorted(neg, values, side="left")
+    return float(np.sum(at / pos.size * (tp / (tp + fp))))
+
+
+def ranking_metrics(prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None
+                    ) -> dict[str, float]:
+    """``{"auc": roc_auc, "ap": average_precision}`` of one image from one pair of sorts.
+
+    Same values as :func:`roc_auc` and :func:`average_precision` (same arguments), with half the
+    work; memory: one copy of the pixels inside ``fov``.
+    """
+    pos, neg = _scores_by_class(prob, gt, fov)
+    return {"auc": _auc_sorted(pos, neg), "ap": _ap_sorted(pos, neg)}
+
+
 def roc_auc(prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None) -> float:
     """Exact area under the ROC curve via the Mann–Whitney U statistic.
 
-    AUC = (R₊ − n₊(n₊+1)/2) / (n₊·n₋), with R₊ the sum of the (average, tie-aware) ranks of the
-    positive pixels; tied scores count ½, as the trapezoidal ROC area. NaN if a class is absent.
+    AUC = U / (n₊·n₋), U = Σ over positive pixels of (#negatives with a lower score +
+    ½·#negatives with the same score): tied scores count ½, as the trapezoidal ROC area. Counted
+    exactly in integers from the sorted scores of each class. NaN if a class is absent.
 
     Args:
         prob: float ``[H, W]`` scores (probabilities).
         gt: bool ``[H, W]``.
         fov: optional bool ``[H, W]``; only pixels inside are used.
     """
-    p, g = _in_fov(prob, gt, fov)
-    n_pos = int(np.count_nonzero(g))
-    n_neg = g.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return NAN
-    ranks = rankdata(p)
-    u = float(ranks[g].sum()) - n_pos * (n_pos + 1) / 2.0
-    return u / (float(n_pos) * float(n_neg))
+    return _auc_sorted(*_scores_by_class(prob, gt, fov))
 
 
 def _binary_curve(
@@ -226,17 +273,14 @@ def average_precision(prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = No
     """Step-wise average precision AP = Σₙ (Rₙ − Rₙ₋₁)·Pₙ (scikit-learn convention).
 
     The sum runs over the distinct scores in decreasing order (tied scores form one threshold),
-    with R₀ = 0; no interpolation. NaN when the GT has no positives (scikit-learn returns 0).
+    with R₀ = 0; no interpolation. Only scores held by a positive pixel move the recall, so the
+    sum runs over those, computed from the sorted scores of each class. NaN when the GT has no
+    positives (scikit-learn returns 0).
 
     Args:
         prob: float ``[H, W]`` scores; gt: bool ``[H, W]``; fov: optional bool ``[H, W]``.
     """
-    tps, fps, _ = _binary_curve(prob, gt, fov)
-    if tps.size == 0 or tps[-1] == 0:
-        return NAN
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return _ap_sorted(*_scores_by_class(prob, gt, fov))
 
 
 def _subsample(n: int, max_points: int) -> NDArray[np.intp]:
@@ -279,6 +323,101 @@ def pr_curve(
     thr = np.r_[np.inf, thr]
     keep = _subsample(recall.size, max_points)
     return precision[keep], recall[keep], thr[keep]
+
+
+DEFAULT_BINS = 4096
+"""Bins of :class:`ScoreHistogram` over [0, 1] (width 1/4096 ≈ 0.00024)."""
+
+
+class ScoreHistogram:
+    """Pooled ROC/PR statistics of any number of images in constant memory.
+
+    Counts positive and negative pixels (inside the FOVs) in ``bins`` equal bins over [0, 1]:
+    a score ``s`` goes to bin ``min(floor(s·bins), bins − 1)`` (scores are clipped to [0, 1]).
+    Every bin edge ``k / bins`` is a threshold (a pixel is positive when its bin is ``>= k``),
+    so pixels sharing a bin count as tied. Memory: ``2 × bins`` int64, whatever the dataset.
+
+    The histogram AUC differs from the exact one (:func:`roc_auc` of all pixels concatenated)
+    only through positive–negative pairs in the same bin, which the exact AUC scores 0, ½ or 1
+    and the histogram ½; :meth:`auc_error_bound` is that worst case, ½·Σₖ n₊ₖ·n₋ₖ / (n₊·n₋).
+    """
+
+    def __init__(self, bins: int = DEFAULT_BINS) -> None:
+        if int(bins) < 1:
+            raise ValueError(f"ScoreHistogram needs at least one bin, got {bins}")
+        self.bins = int(bins)
+        self.counts = np.zeros((2, self.bins), dtype=np.int64)
+        """``[2, bins]``: row 0 negative pixels, row 1 positive pixels, per bin."""
+
+    def add(self, prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = None) -> None:
+        """Count the pixels of one image: ``prob`` float ``[H, W]`` in [0, 1], ``gt`` bool, same
+        shape, ``fov`` optional bool (pixels outside are ignored)."""
+        p = np.asarray(prob)
+        g = _as_bool(gt)
+        f = None if fov is None else _as_bool(fov)
+        _check_same_shape(prob=p, gt=g, fov=f)
+        if f is not None:
+            p, g = p[f], g[f]
+        k = np.clip(np.asarray(p, dtype=np.float64).ravel() * self.bins, 0, self.bins - 1)
+        k = k.astype(np.intp)
+        g = g.ravel()
+        self.counts[1] += np.bincount(k[g], minlength=self.bins)
+        self.counts[0] += np.bincount(k[~g], minlength=self.bins)
+
+    def _cumulative(self) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                   NDArray[np.float64]]:
+        """``(tps, fps, thresholds)``: pixels with score ``>= thresholds[i]`` (bin edges,
+        descending), as :func:`_binary_curve` gives them for exact scores."""
+        neg, pos = self.counts[:, ::-1].astype(np.float64)
+        thr = np.arange(self.bins - 1, -1, -1, dtype=np.float64) / self.bins
+        return np.cumsum(pos), np.cumsum(neg), thr
+
+    def auc(self) -> float:
+        """Trapezoidal ROC area over the bin edges (ties within a bin count ½); NaN when a
+        class has no pixels."""
+        neg, pos = self.counts.astype(np.float64)
+        n_neg, n_pos = neg.sum(), pos.sum()
+        if n_neg == 0 or n_pos == 0:
+            return NAN
+        below = np.cumsum(neg) - neg  # negatives in lower bins
+        return float(np.sum(pos * (below + 0.5 * neg)) / (n_pos * n_neg))
+
+    def auc_error_bound(self) -> float:
+        """Largest possible ``|auc() − exact AUC|``: ½·Σₖ n₊ₖ·n₋ₖ / (n₊·n₋) (NaN as :meth:`auc`)."""
+        neg, pos = self.counts.astype(np.float64)
+        if neg.sum() == 0 or pos.sum() == 0:
+            return NAN
+        return float(0.5 * np.sum(pos * neg) / (pos.sum() * neg.sum()))
+
+    def average_precision(self) -> float:
+        """Step-wise AP over the bin edges (as :func:`average_precision`, bins as tied scores);
+        NaN when there are no positives."""
+        tps, fps, _ = self._cumulative()
+        if tps.size == 0 or tps[-1] == 0:
+            return NAN
+        step = np.diff(np.r_[0.0, tps]) / tps[-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(step > 0, tps / (tps + fps), 0.0)
+        return float(np.sum(step * precision))
+
+    def roc_curve(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """``(fpr, tpr, thresholds)`` as :func:`roc_curve`: from (0, 0) at +inf to (1, 1),
+        one point per bin edge (``bins + 1`` points)."""
+        tps, fps, thr = self._cumulative()
+        tps, fps, thr = np.r_[0.0, tps], np.r_[0.0, fps], np.r_[np.inf, thr]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return fps / fps[-1], tps / tps[-1], thr
+
+    def pr_curve(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """``(precision, recall, thresholds)`` as :func:`pr_curve`: from (recall 0, precision
+        1) at +inf, one point per non-empty bin edge."""
+        tps, fps, thr = self._cumulative()
+        keep = (tps + fps) > 0
+        tps, fps, thr = tps[keep], fps[keep], thr[keep]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.r_[1.0, tps / (tps + fps)]
+            recall = np.r_[0.0, tps / tps[-1]] if tps.size else np.array([0.0])
+        return precision, recall, np.r_[np.inf, thr]
 
 
 # --------------------------------------------------------------------------- topology
@@ -438,23 +577,50 @@ def _surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return mask & ~ndimage.binary_erosion(mask, structure=_structure(mask.ndim, 1))
 
 
+def _bbox(mask: NDArray[np.bool_]) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True pixel of a non-empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def surface_points(mask: ArrayLike, spacing: float | Sequence[float] | None = None
+                   ) -> NDArray[np.float64]:
+    """Coordinates ``[n, ndim]`` (rows of index · ``spacing``) of the surface pixels of a
+    non-empty mask (:func:`_surface`), computed on the mask's bounding box only: the pixels
+    around the box are background, as the erosion's border is, so the surface is the same."""
+    m = _as_bool(mask)
+    box = _bbox(m)
+    pts = np.argwhere(_surface(m[box])).astype(np.float64)
+    pts += np.array([b.start for b in box], dtype=np.float64)
+    if spacing is not None:
+        pts *= np.broadcast_to(np.asarray(spacing, dtype=np.float64), (m.ndim,))
+    return pts
+
+
 def hd95(
     pred: ArrayLike, gt: ArrayLike, spacing: float | Sequence[float] | None = None
 ) -> float:
     """95th-percentile Hausdorff distance between the surfaces of ``pred`` and ``gt`` (medpy).
 
     Surface = mask minus its erosion (face connectivity). Directed distances d(P→G) (each
-    surface pixel of P to the nearest surface pixel of G, ``scipy.ndimage.distance_transform_edt``)
-    and d(G→P) are **pooled** and the 95th percentile (NumPy linear interpolation) is returned —
-    exactly ``medpy.metric.binary.hd95``, which takes ``percentile(hstack((d1, d2)), 95)``.
-    Units: pixels, or the units of ``spacing`` (scalar or per axis). NaN if either mask is empty.
+    surface pixel of P to the nearest surface pixel of G) and d(G→P) are **pooled** and the
+    95th percentile (NumPy linear interpolation) is returned — exactly
+    ``medpy.metric.binary.hd95``, which takes ``percentile(hstack((d1, d2)), 95)``. The nearest
+    surface pixels come from k-d trees of the surface coordinates
+    (:class:`scipy.spatial.cKDTree`), not from image-sized distance transforms, so time and
+    memory follow the surface length. Units: pixels, or the units of ``spacing`` (scalar or per
+    axis). NaN if either mask is empty.
     """
     p, g = _masked(pred, gt, None)
     if not p.any() or not g.any():
         return NAN
-    sp, sg = _surface(p), _surface(g)
-    d_pg = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
-    d_gp = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+    sp, sg = surface_points(p, spacing), surface_points(g, spacing)
+    d_pg = cKDTree(sg).query(sp)[0]
+    d_gp = cKDTree(sp).query(sg)[0]
     return float(np.percentile(np.concatenate([d_pg, d_gp]), 95))
 
 
@@ -471,22 +637,42 @@ def boundary_distance(gt: ArrayLike) -> NDArray[np.float64]:
     return np.where(g, ndimage.distance_transform_edt(g), ndimage.distance_transform_edt(~g))
 
 
+def _ball(radius: float, ndim: int) -> NDArray[np.bool_]:
+    """Structuring element of the offsets at Euclidean distance ``<= radius`` (px)."""
+    r = int(np.floor(max(radius, 0.0)))
+    grid = np.indices((2 * r + 1,) * ndim) - r
+    return (grid ** 2).sum(axis=0) <= radius ** 2
+
+
+def _within(mask: NDArray[np.bool_], radius: float) -> NDArray[np.bool_]:
+    """Pixels at Euclidean distance ``<= radius`` from a True pixel of ``mask`` (the dilation
+    by :func:`_ball`; the same set as ``distance_transform_edt(~mask) <= radius``)."""
+    if radius < 1:
+        return mask.copy()
+    return ndimage.binary_dilation(mask, structure=_ball(radius, mask.ndim))
+
+
 def error_profile(
     pred: ArrayLike, gt: ArrayLike, bands: Sequence[float] = (1.0, 2.0)
 ) -> dict[str, int]:
     """Wrong pixels of ``pred`` counted by distance to the label edge (:func:`boundary_distance`).
 
-    Returns ``{"le1": n, "le2": n, "gt2": n}`` for ``bands=(1, 2)``: errors at distance ≤ 1 px
-    (one-pixel edge placement), in (1, 2] and beyond 2 px (missed or extra vessel pieces).
+    Returns ``{"le1": n, "le2": n, "gt2": n}`` for ``bands=(1, 2)`` (ascending): errors at
+    distance ≤ 1 px (one-pixel edge placement), in (1, 2] and beyond 2 px (missed or extra
+    vessel pieces). A false positive is within ``b`` of the edge when a label pixel lies within
+    ``b``, a miss when a background pixel does: dilations by a disc of radius ``b``, the same
+    counts as thresholding :func:`boundary_distance` without its two image-sized transforms.
     """
     p, g = _as_bool(pred), _as_bool(gt)
     _check_same_shape(pred=p, gt=g)
-    err = boundary_distance(g)[p ^ g]
-    out, lo = {}, 0.0
+    fp, fn = p & ~g, g & ~p
+    n_err = int(np.count_nonzero(fp)) + int(np.count_nonzero(fn))
+    out, lo, below = {}, 0.0, 0
     for b in bands:
-        out[f"le{b:g}"] = int(((err > lo) & (err <= b)).sum())
-        lo = b
-    out[f"gt{lo:g}"] = int((err > lo).sum())
+        near = int(np.count_nonzero(fp & _within(g, b)) + np.count_nonzero(fn & _within(~g, b)))
+        out[f"le{b:g}"] = near - below
+        lo, below = b, near
+    out[f"gt{lo:g}"] = n_err - below
     return out
 
 
@@ -494,16 +680,16 @@ def relaxed_f1(pred: ArrayLike, gt: ArrayLike, tol: float = 1.0) -> float:
     """F1 that forgives edge placement up to ``tol`` px (relaxed precision and recall).
 
     Precision: the fraction of predicted pixels within ``tol`` of a label pixel; recall: the
-    fraction of label pixels within ``tol`` of a predicted pixel. A prediction shifted by one
-    pixel scores 1.0 at ``tol=1``; ``tol=0`` gives Dice. Same empty-mask rules as Dice.
+    fraction of label pixels within ``tol`` of a predicted pixel (dilations by a disc of radius
+    ``tol``). A prediction shifted by one pixel scores 1.0 at ``tol=1``; ``tol=0`` gives Dice.
+    Same empty-mask rules as Dice.
     """
     p, g = _as_bool(pred), _as_bool(gt)
     _check_same_shape(pred=p, gt=g)
     if not p.any() or not g.any():
         return 1.0 if p.any() == g.any() else 0.0
-    near_g = ndimage.distance_transform_edt(~g)[p] <= tol
-    near_p = ndimage.distance_transform_edt(~p)[g] <= tol
-    prec, rec = float(near_g.mean()), float(near_p.mean())
+    prec = float(np.count_nonzero(_within(g, tol) & p)) / float(np.count_nonzero(p))
+    rec = float(np.count_nonzero(_within(p, tol) & g)) / float(np.count_nonzero(g))
     return 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
 
 
@@ -642,6 +828,28 @@ def thick_thin_dice(
 # --------------------------------------------------------------------------- per image / pooled
 
 
+def image_scores(
+    prob: ArrayLike, gt: ArrayLike, threshold: float, fov: ArrayLike | None = None
+) -> tuple[dict[str, float], dict[str, int], NDArray[np.int64]]:
+    """:func:`image_metrics` of one image plus what pooling over images needs from it.
+
+    Returns:
+        ``(metrics, counts, cldice_parts)``: the :data:`METRIC_KEYS` dict, the confusion counts
+        inside ``fov`` (:func:`confusion_counts`) and the six skeleton overlaps clDice is made
+        of (sum them over images for the pooled clDice, see :class:`PooledScores`).
+    """
+    pred = binarize(prob, threshold)
+    pm, gm = _masked(pred, gt, fov)
+    counts = confusion_counts(pred, gm, fov)
+    out: dict[str, float] = dict(threshold_metrics(counts))
+    out.update(ranking_metrics(prob, gm, fov))
+    parts = _cldice_parts(pm, gm)
+    out["cldice"] = _cldice_from_parts(parts)
+    out.update(betti_errors(pm, gm))
+    out["hd95"] = hd95(pm, gm)
+    return {k: float(out[k]) for k in METRIC_KEYS}, counts, parts
+
+
 def image_metrics(
     prob: ArrayLike, gt: ArrayLike, threshold: float, fov: ArrayLike | None = None
 ) -> dict[str, float]:
@@ -656,15 +864,48 @@ def image_metrics(
 
     Betti errors are whole-image counts (see :func:`betti_errors_patches` for the patch version).
     """
-    pred = binarize(prob, threshold)
-    pm, gm = _masked(pred, gt, fov)
-    out = threshold_metrics(confusion_counts(pred, gm, fov))
-    out["auc"] = roc_auc(prob, gm, fov)
-    out["ap"] = average_precision(prob, gm, fov)
-    out["cldice"] = cldice(pm, gm)
-    out.update(betti_errors(pm, gm))
-    out["hd95"] = hd95(pm, gm)
-    return {k: float(out[k]) for k in METRIC_KEYS}
+    return image_scores(prob, gt, threshold, fov)[0]
+
+
+class PooledScores:
+    """:func:`pooled_metrics` accumulated image by image, in constant memory.
+
+    Confusion counts and clDice skeleton overlaps are summed exactly; AUC and AP come from a
+    :class:`ScoreHistogram` (``bins`` equal bins over [0, 1]) instead of sorting every pixel of
+    the set, so they can differ from :func:`pooled_metrics` by at most
+    ``histogram.auc_error_bound()`` (AUC).
+    """
+
+    def __init__(self, bins: int = DEFAULT_BINS) -> None:
+        self.counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+        self.parts = np.zeros(6, dtype=np.int64)
+        self.histogram = ScoreHistogram(bins)
+        self.n_images = 0
+
+    def add_scored(self, prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None,
+                   counts: Mapping[str, int], parts: NDArray[np.int64]) -> None:
+        """Add an image already scored by :func:`image_scores` (its counts and parts)."""
+        for k in self.counts:
+            self.counts[k] += int(counts[k])
+        self.parts += parts
+        self.histogram.add(prob, gt, fov)
+        self.n_images += 1
+
+    def add(self, prob: ArrayLike, gt: ArrayLike, threshold: float,
+            fov: ArrayLike | None = None) -> None:
+        """Add one image: ``prob`` float ``[H, W]``, ``gt`` bool, ``fov`` optional bool."""
+        pred = binarize(prob, threshold)
+        pm, gm = _masked(pred, gt, fov)
+        self.add_scored(prob, gm, fov, confusion_counts(pred, gm, fov), _cldice_parts(pm, gm))
+
+    def metrics(self) -> dict[str, float]:
+        """Keys :data:`METRIC_KEYS`, as :func:`pooled_metrics` (histogram AUC and AP)."""
+        out: dict[str, float] = dict(threshold_metrics(self.counts))
+        out["auc"] = self.histogram.auc()
+        out["ap"] = self.histogram.average_precision()
+        out["cldice"] = _cldice_from_parts(self.parts)
+        out.update(betti0_error=NAN, betti1_error=NAN, hd95=NAN)
+        return {k: float(out[k]) for k in METRIC_KEYS}
 
 
 def _iter_sets(
@@ -713,11 +954,35 @@ def pooled_metrics(
     out = threshold_metrics(counts)
     all_p = np.concatenate(flat_p) if flat_p else np.zeros(0)
     all_g = np.concatenate(flat_g) if flat_g else np.zeros(0, bool)
-    out["auc"] = roc_auc(all_p, all_g)
-    out["ap"] = average_precision(all_p, all_g)
+    out.update(ranking_metrics(all_p, all_g))
     out["cldice"] = _cldice_from_parts(parts)
     out.update(betti0_error=NAN, betti1_error=NAN, hd95=NAN)
     return {k: float(out[k]) for k in METRIC_KEYS}
+
+
+def grid_histogram(prob: ArrayLike, gt: ArrayLike, fov: ArrayLike | None,
+                   grid: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Per-class histogram ``[2, G + 1]`` (row 0 negatives, row 1 positives) of
+    ``k = #{grid values < prob}`` over the pixels of one image inside ``fov`` (``grid`` sorted,
+    ``G`` values). Sum it over images and pass it to :func:`grid_counts`."""
+    p, g = _in_fov(prob, gt, fov)
+    k = np.searchsorted(grid, p, side="left")
+    return np.stack([np.bincount(k[~g], minlength=grid.size + 1),
+                     np.bincount(k[g], minlength=grid.size + 1)]).astype(np.int64)
+
+
+def grid_counts(hist: NDArray[np.int64]) -> list[dict[str, int]]:
+    """Confusion counts at each threshold of the grid from a :func:`grid_histogram` (summed).
+
+    A pixel with ``k`` is predicted positive exactly for the thresholds ``grid[j]``, ``j < k``;
+    reverse cumulative sums give exact counts for every threshold.
+    """
+    above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # [2, G]: count with prob > t
+    n_neg, n_pos = hist.sum(axis=1)
+    return [
+        {"tp": int(tp), "fp": int(fp), "fn": int(n_pos - tp), "tn": int(n_neg - fp)}
+        for fp, tp in zip(above[0], above[1], strict=True)
+    ]
 
 
 def _grid_counts(
@@ -726,24 +991,12 @@ def _grid_counts(
     fovs: Sequence[ArrayLike] | None,
     grid: NDArray[np.float64],
 ) -> list[dict[str, int]]:
-    """Pooled confusion counts at each threshold of the sorted ``grid`` in one pass per image.
-
-    Each pixel gets ``k = #{grid values < prob}`` (``searchsorted``); it is predicted positive
-    exactly for the thresholds ``grid[j]`` with ``j < k``. Per-class histograms of ``k`` and
-    reverse cumulative sums give exact counts for every threshold.
-    """
+    """Pooled confusion counts at each threshold of the sorted ``grid`` in one pass per image
+    (:func:`grid_histogram` summed, then :func:`grid_counts`)."""
     hist = np.zeros((2, grid.size + 1), dtype=np.int64)
     for prob, gt, fov in _iter_sets(probs, gts, fovs):
-        p, g = _in_fov(prob, gt, fov)
-        k = np.searchsorted(grid, p, side="left")
-        hist[1] += np.bincount(k[g], minlength=grid.size + 1)
-        hist[0] += np.bincount(k[~g], minlength=grid.size + 1)
-    above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # [2, G]: count with prob > t
-    n_neg, n_pos = hist.sum(axis=1)
-    return [
-        {"tp": int(tp), "fp": int(fp), "fn": int(n_pos - tp), "tn": int(n_neg - fp)}
-        for fp, tp in zip(above[0], above[1], strict=True)
-    ]
+        hist += grid_histogram(prob, gt, fov, grid)
+    return grid_counts(hist)
 
 
 def _grid_values(probs: Sequence[ArrayLike], gts: Sequence[ArrayLike],
@@ -794,7 +1047,13 @@ def choose_threshold(
     g = np.unique(np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64))
     if g.size == 0:
         raise ValueError("choose_threshold: the threshold grid is empty")
-    values = _grid_values(probs, gts, fovs, g, metric, groups)
+    return best_threshold(_grid_values(probs, gts, fovs, g, metric, groups), g, metric)
+
+
+def best_threshold(values: ArrayLike, grid: ArrayLike, metric: str = "dice") -> float:
+    """The ``grid`` threshold with the largest ``values`` (one per threshold, NaN allowed);
+    the median one of ties within 1e-12, as :func:`choose_threshold` decides."""
+    values, g = np.asarray(values, dtype=np.float64), np.asarray(grid, dtype=np.float64)
     if np.all(np.isnan(values)):
         raise ValueError(f"choose_threshold: {metric} is undefined (NaN) at every threshold")
     best = np.flatnonzero(np.abs(values - np.nanmax(values)) <= 1e-12)
@@ -834,6 +1093,8 @@ __all__ = [
     "choose_threshold", "cldice", "component_count", "confusion_counts", "error_profile", "hd95",
     "image_metrics", "pooled_metrics", "pr_curve", "relaxed_f1", "roc_auc", "roc_curve",
     "summarise", "threshold_metrics", "DEFAULT_THICK_WIDTH_PX", "LOWER_IS_BETTER",
+    "DEFAULT_BINS", "PooledScores", "ScoreHistogram", "best_threshold", "grid_counts",
+    "grid_histogram", "image_scores", "ranking_metrics", "surface_points",
     "THICK_THIN_KEYS", "split_thick_thin", "thick_thin_counts", "thick_thin_dice",
     "thick_thin_from_counts", "vessel_width",
 ]

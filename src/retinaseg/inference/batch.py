@@ -24,6 +24,15 @@ from retinaseg.evaluation.figures import overlay
 from retinaseg.evaluation.metrics import centerline_length
 from retinaseg.inference.modality import DEFAULT_MODELS, detect_modality
 from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
+from retinaseg.inference.shards import (
+    DoneLedger,
+    Shard,
+    output_files,
+    parse_shard,
+    progress,
+    run_settings,
+    write_manifest,
+)
 from retinaseg.io import list_images, natural_key, read_image, read_volume, write_png
 from retinaseg.io.volumes import NIFTI_SUFFIXES, bscan_folder_reason, volume_file_reason
 from retinaseg.models.persistence import ModelSpec, read_spec, resolve_model_path
@@ -51,6 +60,8 @@ class PredictReport:
     rows: list[dict] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     spec: ModelSpec | None = None
+    positions: list[int] = field(default_factory=list)
+    """The place of each row's input in the whole input list (0-based; for sharded runs)."""
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -138,6 +149,13 @@ def unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
+def assign_stems(items: list[Input]) -> list[str]:
+    """Output stems of all inputs, in order (:func:`unique_stem` over the whole list, so that
+    every shard of a sharded run names its files as one process would)."""
+    used: set[str] = set()
+    return [unique_stem(item.path, used) for item in items]
+
+
 def write_outputs(out: Path, stem: str, image: np.ndarray, prob: np.ndarray,
                    thr: float) -> dict:
     """Write probability, mask and overlay PNGs; return the per-image measurements."""
@@ -163,8 +181,9 @@ def write_class_outputs(out: Path, stem: str, prob: np.ndarray, classes: list[st
 class _ModelPicker:
     """One :class:`Segmenter` per model reference, chosen per image when none was given."""
 
-    def __init__(self, model: str | Path | None, options: SegmenterOptions) -> None:
-        self.model, self.options = model, options
+    def __init__(self, model: str | Path | None, options: SegmenterOptions,
+                 make: Callable[..., Segmenter] = Segmenter) -> None:
+        self.model, self.options, self.make = model, options, make
         self.cache: dict[str, Segmenter] = {}
 
     def __call__(self, image: np.ndarray) -> tuple[str, Segmenter]:
@@ -185,14 +204,16 @@ class _ModelPicker:
         modality without heads (fundus-vessels) ignores it."""
         if self.model is None and self.options.head is not None \
                 and not read_spec(resolve_model_path(ref)).heads:
-            return Segmenter(ref, self.options, head=None)
-        return Segmenter(ref, self.options)
+            return self.make(ref, self.options, head=None)
+        return self.make(ref, self.options)
 
 
 def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: str | Path,
                   threshold: float | None = None, options: SegmenterOptions | None = None,
                   volume: bool | None = None, projection: str = VOLUME_PROJECTION,
                   measure: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+                  segmenter: Callable[..., Segmenter] = Segmenter,
+                  shard: Shard | str | None = None, resume: bool = False,
                   **overrides: Any) -> PredictReport:
     """Segment every image in ``inputs`` and write ``<stem>_prob/_mask/_overlay.png`` to ``out``
     (a multi-class model: ``<stem>_classes.png`` and ``<stem>_classes_colour.png``, see
@@ -210,10 +231,16 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
     is written too); a volume model (IPN) gets the volume itself.
     ``measure(mask, image)`` (e.g. :func:`retinaseg.measure.api.predict_columns`), when given,
     returns more columns for each image's row.
+    ``segmenter`` makes each model's :class:`Segmenter` (``(ref, options, **overrides)``; e.g.
+    :class:`retinaseg.deploy.runtime.OnnxSegmenter` to run the networks with ONNX Runtime).
     ``options`` (:class:`~retinaseg.inference.segmenter.SegmenterOptions`) and keyword
     ``overrides`` say how inference runs; they, the threshold and the model are checked before
     the first image, and a model that cannot be loaded later stops the run (it is no fault of
     one file).
+    ``shard`` (``"I/N"``, ``"auto"`` or a :class:`~retinaseg.inference.shards.Shard`) segments
+    only shard I of N of the inputs and writes ``predictions-<I>.csv``; ``resume`` (always on
+    for a shard) keeps the rows of images an earlier run with the same settings finished and
+    does not redo them (:mod:`retinaseg.inference.shards`).
     """
     opts = (options or SegmenterOptions()).updated(**overrides)
     check_threshold(threshold)
@@ -221,13 +248,24 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
         raise RetinasegError(f"projection must be one of {', '.join(METHODS)}, not "
                              f"'{projection}'")
     files = collect_predict_inputs(inputs, volume)
-    pick = _ModelPicker(model, opts)
+    pick = _ModelPicker(model, opts, segmenter)
     if model is not None:
         pick(np.zeros((8, 8), np.float32))  # load now: a bad model is one error, not N skips
     out = make_out_dir(out)
     report = PredictReport()
-    used: set[str] = set()
-    for item in tqdm(files, desc="predicting", unit="img"):
+    part = parse_shard(shard) if isinstance(shard, str) else shard
+    stems = assign_stems(files)
+    ledger = DoneLedger(out, run_settings(model, threshold, opts, volume, projection, measure,
+                                          segmenter)) if resume or part else None
+    todo = part.take(len(files)) if part else list(range(len(files)))
+    done = {} if ledger is None else ledger.done_rows(todo, files, stems)
+    desc = "predicting" if part is None else f"predicting shard {part.index}/{part.count}"
+    for pos in progress(todo, done, desc):
+        item, stem = files[pos], stems[pos]
+        if pos in done:
+            report.rows.append(done[pos])
+            report.positions.append(pos)
+            continue
         path = item.path
         if item.volume:
             tqdm.write(f"{path}: {item.why}")
@@ -253,20 +291,30 @@ def predict_files(inputs: Iterable[str | Path], model: str | Path | None, out: s
                "restoration": "; ".join(dict.fromkeys(restored)) or "none"}
         if restored:
             tqdm.write(f"{path.name}: {restored[0]}")
-        stem = unique_stem(path, used)
         if item.volume:
             save_projection(out / f"{stem}_projection.png", image, preview=False)
         if seg.classes:  # argmax decides: no threshold, no binary mask
             row["threshold"] = ""
             row.update(write_class_outputs(out, stem, prob, seg.classes))
-            report.rows.append(row)
+            _finish(report, row, pos, ledger, item, stem, classes=True)
             continue
         row.update(write_outputs(out, stem, image, prob, thr))
         if measure is not None:
             row.update(measure(prob > thr, image))
-        report.rows.append(row)
-    _write_csv(out / "predictions.csv", report.rows)
+        _finish(report, row, pos, ledger, item, stem, classes=False)
+    _write_csv(out / ("predictions.csv" if part is None else part.csv_name), report.rows)
+    if part is not None:
+        write_manifest(out, part, report.positions)
     return report
+
+
+def _finish(report: PredictReport, row: dict, pos: int, ledger: DoneLedger | None,
+            item: Input, stem: str, classes: bool) -> None:
+    """Add an image's row to the report and, when resumable, record it as done."""
+    report.rows.append(row)
+    report.positions.append(pos)
+    if ledger is not None:
+        ledger.record(item.path, stem, row, output_files(stem, classes, item.volume))
 
 
 def _read_input(item: Input, pick: _ModelPicker, projection: str

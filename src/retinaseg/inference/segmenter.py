@@ -22,7 +22,7 @@ from retinaseg.inference.predictor import (
 )
 from retinaseg.inference.scale import scale_factor
 from retinaseg.inference.volume import predict_volume
-from retinaseg.models.persistence import load_model
+from retinaseg.models.persistence import ModelSpec, load_model
 from retinaseg.preprocessing.fov import bright_mask
 from retinaseg.preprocessing.functions import resize
 from retinaseg.preprocessing.pipeline import Steps, build_preprocess
@@ -154,7 +154,7 @@ class Segmenter:
         tune_allocator()
         self.device = select_device(opt.device)
         self.precision = resolve_precision(opt.precision, self.device)
-        self.net, self.spec = load_model(model, self.device)
+        self.net, self.spec = self._load_network(model)
         self.takes_volumes = self.spec.info.get("input") == "volume"  # e.g. IPN
         if self.takes_volumes:  # 3-D convolutions: float32, no channels-last, no tracing
             self.precision, opt = "fp32", opt.updated(jit=False)
@@ -172,6 +172,11 @@ class Segmenter:
         self.tta = self.spec.info.get("tta", "none") if opt.tta is None else opt.tta
         self.match_fov, self.crop_fov, self.scale = opt.match_fov, opt.crop_fov, opt.scale
         self.last_scale = 1.0  # rescaling applied to the latest image (see scale_for)
+
+    def _load_network(self, model: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
+        """(network in eval mode on ``self.device``, its spec); another backend
+        (:class:`retinaseg.deploy.runtime.OnnxSegmenter`) overrides this."""
+        return load_model(model, self.device)
 
     def _volume(self, volume: np.ndarray, source: str) -> np.ndarray:
         if volume.ndim < 3 or (volume.ndim == 3 and volume.shape[-1] in (1, 3, 4)

@@ -118,6 +118,9 @@ def resolve_model_path(ref: str | Path) -> Path:
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"refusing to load '{p}': pickle-based model files can run code; "
                              "only .safetensors model files are accepted")
+    if p.suffix.lower() == ".onnx":
+        raise ModelLoadError(f"'{p}' is an ONNX file; run it with the onnxruntime backend "
+                             "(retinaseg predict --backend onnxruntime)")
     if p.is_file():
         return p
     bundled = Path(__file__).resolve().parents[1] / "weights" / f"{ref}.safetensors"

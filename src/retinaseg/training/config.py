@@ -128,7 +128,8 @@ class SamplingConfig(_Strict):
     vessel_fraction: float = Field(0.0, ge=0, le=1, description=(
         "share of patch centres drawn on vessel pixels rather than anywhere in the FOV"))
     batch_size: int = Field(8, ge=1, description=(
-        "patches, or whole images of one size, per optimiser step"))
+        "patches, or whole images of one size, per optimiser step; with torchrun this is the "
+        "global batch, shared out between the processes (at least one sample each)"))
 
 
 class AugmentConfig(_Strict):
@@ -232,6 +233,15 @@ class TrainConfig(_Strict):
     ema: float | None = Field(None, gt=0, lt=1, description=(
         "decay of an exponential moving average of the weights (and BatchNorm statistics), "
         "updated every step; validation, checkpoints and the saved model use the average"))
+    sync_batchnorm: bool = Field(False, description=(
+        "distributed training (torchrun): BatchNorm statistics over the whole global batch "
+        "instead of each process's share (SyncBatchNorm; CUDA only)"))
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description=(
+        "distributed training: the process-group backend; auto = nccl on CUDA, gloo on CPU "
+        "(the environment variable RETINASEG_DIST_BACKEND overrides it)"))
+    dist_timeout_s: float = Field(1800.0, gt=0, description=(
+        "distributed training: seconds a process waits for the others (including rank 0's "
+        "validation) before it stops with an error, so a dead process does not hang the run"))
 
 
 class InferenceConfig(_Strict):

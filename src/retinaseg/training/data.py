@@ -407,21 +407,52 @@ class PatchSampler:
 
     def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """Yield the batches of one epoch; the same ``seed`` gives the same batches."""
+        for group in self._groups(seed):
+            yield self._stack(group)
+
+    def shards(self, seed: int, rank: int = 0,
+               world: int = 1) -> Iterator[tuple[tuple[torch.Tensor, ...], float]]:
+        """Distributed training: process ``rank``'s share of each batch of :meth:`epoch` (the
+        *global* batch, the same on every rank for the same ``seed``), with the share's fraction
+        of the global batch. A global batch of ``n`` samples is cut into ``world`` contiguous
+        parts of ``n // world`` or ``n // world + 1``; one with fewer samples than ``world``
+        (an epoch's last, short batch) is skipped on every rank. ``world`` 1: the batches of
+        :meth:`epoch`, each with fraction 1.0."""
+        for group in self._groups(seed):
+            n = len(group)
+            if n < world:
+                continue
+            lo, hi = rank * n // world, (rank + 1) * n // world
+            yield self._stack(group[lo:hi]), (hi - lo) / n
+
+    def steps(self, world: int = 1) -> int:
+        """Optimiser steps in one epoch of :meth:`shards` with ``world`` processes."""
+        if world == 1:
+            return len(self)
+        if self.cfg.mode == "whole":
+            sizes = [len(b) for b in self.whole_batches(np.random.default_rng(0))]
+        else:
+            total, b = len(self.items) * self.cfg.patches_per_image, self.cfg.batch_size
+            sizes = [b] * (total // b) + ([total % b] if total % b else [])
+        return sum(n >= world for n in sizes)
+
+    def _groups(self, seed: int) -> Iterator[list[dict]]:
+        """The samples of each batch of one epoch (cropped, not yet augmented)."""
         rng = np.random.default_rng(seed)
         if self.cfg.mode == "whole":
             for group in self.whole_batches(rng):
-                yield self._stack([self._whole(k) for k in group])
+                yield [self._whole(k) for k in group]
             return
         samples = [self._crop(k, f) for k, f in self._draws(rng)]
         batch: list[dict] = []
         for s in samples:
             if batch and (len(batch) == self.cfg.batch_size
                           or batch[0]["image"].shape != s["image"].shape):
-                yield self._stack(batch)
+                yield batch
                 batch = []
             batch.append(s)
         if batch:
-            yield self._stack(batch)
+            yield batch
 
     def whole_batches(self, rng: np.random.Generator) -> list[list[int]]:
         """Item indices of one whole-image epoch, batched by image shape, in random order.

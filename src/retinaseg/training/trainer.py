@@ -65,6 +65,13 @@ from retinaseg.training.data import (
     load_train_val,
 )
 from retinaseg.training.distill import attach_targets, pin_teachers, teacher_runs
+from retinaseg.training.distributed import (
+    Dist,
+    check_shards,
+    env_world_size,
+    process_group,
+    rank_seed,
+)
 from retinaseg.training.runs import check_paths, write_summary
 from retinaseg.training.sam2 import sam2_params, train_sam2
 from retinaseg.training.sam2_layers import train_sam2_layers
@@ -304,10 +311,11 @@ class Trainer:
     """Trains one :class:`RunConfig` into ``run_dir``; use :func:`train` rather than this."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path,
-                 coarse: tuple[dict, dict | None] | None = None) -> None:
+                 coarse: tuple[dict, dict | None] | None = None, dist: Dist | None = None) -> None:
         self.cfg, self.run = cfg, run_dir
-        self.threads = configure_threads(cfg.train.threads)
-        self.device = select_device(cfg.train.device)
+        self.dist = dist or Dist()  # torchrun: this process's rank; rank 0 alone writes files
+        self.threads = configure_threads(self.dist.threads(cfg.train.threads))
+        self.device = self.dist.device(select_device(cfg.train.device))
         seed_everything(cfg.seed)
         cache: LoadCache = {}  # the teachers' checks reuse the data read here
         self.train_items, self.val_items, self.val_source = load_train_val(
@@ -343,6 +351,11 @@ class Trainer:
         if self.amp_dtype == torch.bfloat16:  # oneDNN's bfloat16 convolutions are fastest NHWC
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = _ema_model(self.net, cfg.train.ema)
+        self.model = self.dist.wrap(self.net, self.device, cfg.train.sync_batchnorm)  # DDP
+        check_shards(self.sampler.steps(self.dist.world), self.dist.world,
+                     cfg.sampling.batch_size, len(self.train_items) * (
+                         1 if cfg.sampling.mode == "whole" else cfg.sampling.patches_per_image),
+                     "images" if cfg.sampling.mode == "whole" else "patches")
         self.fov_diameter = _fov_diameter(cfg, self.train_items)
         self.state = State()
         self._check_patch_size()
@@ -399,6 +412,8 @@ class Trainer:
 
     # ---- persistence -------------------------------------------------------------------------
     def save_last(self) -> None:
+        if not self.dist.is_main:
+            return
         blob = {"model": self.net.state_dict(), "optim": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict(), "state": json.dumps(self.state.__dict__)}
         if self.ema is not None:
@@ -428,6 +443,8 @@ class Trainer:
                                 f"checkpoint ({why})") from None
 
     def _write_csv(self) -> None:
+        if not self.dist.is_main:
+            return
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.csv_fields, extrasaction="ignore")
         w.writeheader()
@@ -442,23 +459,28 @@ class Trainer:
         or the time budget, so a run cut short by the clock still ends annealed.
         """
         tc = self.cfg.train
-        if tc.time_limit_min:
-            spent = (time.time() - self._t_start) / (60 * tc.time_limit_min)
-            t = max(t, spent * tc.epochs)
+        if tc.time_limit_min:  # the slowest clock, so every rank sets the same lr
+            spent = self.dist.max(time.time() - self._t_start, "agreeing on the time spent")
+            t = max(t, spent / (60 * tc.time_limit_min) * tc.epochs)
         lr = learning_rate(self.cfg.schedule, self.cfg.optim.lr, t, tc.epochs)
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, head: torch.Tensor | None = None) -> float:
-        """One optimiser step on a batch; ``head [B]``: the output head of each sample (0)."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor, head: torch.Tensor | None = None,
+              scale: float = 1.0) -> float:
+        """One optimiser step on a batch; ``head [B]``: the output head of each sample (0).
+
+        ``scale`` multiplies the loss that is back-propagated: with DDP, which averages the
+        gradients of the ranks, ``world · share`` makes a rank holding ``share`` of the global
+        batch count by its samples (1.0 when the global batch divides evenly)."""
         if head is None:
             head = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         self.opt.zero_grad(set_to_none=True)
         if self.amp_dtype == torch.bfloat16 and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            logits = self.net(x)
+            logits = self.model(x)
         if self.branches or self.classes:  # [B, branches or classes, H, W] against y
             loss = self.loss_fn(logits.float(), y)
         else:
@@ -466,7 +488,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at epoch {self.state.epoch + 1}; "
                                 f"stopped, the last good checkpoint is kept in '{self.run}'")
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.opt)
             nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
@@ -477,18 +499,27 @@ class Trainer:
         return float(loss.item())
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        self.net.train()
+        """One epoch; returns the mean over its steps of the global batch's loss, and the lr.
+
+        Every rank draws the same global batches from the epoch's seed and trains on its share
+        (:meth:`PatchSampler.shards`); dropout and augmentation use :func:`rank_seed`."""
+        self.model.train()
         seed = self.cfg.seed * 100003 + epoch
-        torch.manual_seed(seed)
+        own = rank_seed(seed, self.dist.rank)
+        torch.manual_seed(own)
         if self.augment is not None:
-            self.augment.set_random_state(seed=seed % 2**32)
-        n, total, lr = len(self.sampler), 0.0, 0.0
-        bar = tqdm(self.sampler.epoch(seed), total=n, desc=f"epoch {epoch + 1}", leave=False)
-        for i, (x, y, _fov, head) in enumerate(bar):
+            self.augment.set_random_state(seed=own % 2**32)
+        d, total, mine, lr = self.dist, 0.0, 0.0, 0.0
+        n = self.sampler.steps(d.world)
+        bar = tqdm(self.sampler.shards(seed, d.rank, d.world), total=n,
+                   desc=f"epoch {epoch + 1}", leave=False, disable=not d.is_main)
+        for i, ((x, y, _fov, head), share) in enumerate(bar):
             lr = self._set_lr(epoch + i / max(n, 1))
-            total += self._step(x.to(self.device), y.to(self.device), head.to(self.device))
-            bar.set_postfix(loss=f"{total / (i + 1):.4f}")
-        return total / max(n, 1), lr
+            loss = self._step(x.to(self.device), y.to(self.device), head.to(self.device),
+                              scale=d.world * share)
+            total, mine = total + share * loss, mine + loss
+            bar.set_postfix(loss=f"{mine / (i + 1):.4f}")
+        return d.sum(total, "summing the epoch's training loss") / max(n, 1), lr
 
     # ---- validation --------------------------------------------------------------------------
     def predict_items(self, items: list[Item]) -> list[np.ndarray]:
@@ -583,10 +614,11 @@ class Trainer:
             train_loss, lr = self.train_epoch(epoch)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
             if (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs:
-                row.update(self.validate())
+                row.update(self.dist.on_main(self.validate, "validating"))  # rank 0 validates
                 self._maybe_best(row, epoch + 1)
             row["seconds"] = time.time() - t0
-            st.epoch, st.elapsed = epoch + 1, time.time() - start
+            st.epoch = epoch + 1  # rank 0's clock decides the time limit for every rank
+            st.elapsed = self.dist.share(time.time() - start, "sharing the time spent")
             st.history.append(row)
             self._log(row)
             self.save_last()
@@ -606,8 +638,9 @@ class Trainer:
                 self.state.best_branch[name] = auc
                 info = {"epoch": epoch, "selected_by": f"val_auc_{name}", "val": {
                     k: v for k, v in row.items() if k.startswith("val")}}
-                save_model(self.run / f"best_{name}.safetensors", self.eval_net,
-                           _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
+                if self.dist.is_main:
+                    save_model(self.run / f"best_{name}.safetensors", self.eval_net,
+                               _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
 
     def _maybe_best(self, row: dict[str, float], epoch: int) -> None:
         self._maybe_best_branches(row, epoch)
@@ -623,12 +656,15 @@ class Trainer:
                     else "median FOV diameter of the training images")
             if self.volumetric:  # predict and Segmenter feed this model volumes, not images
                 info["input"] = "volume"
-            save_model(self.run / "best.safetensors", self.eval_net,
-                       _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
+            if self.dist.is_main:
+                save_model(self.run / "best.safetensors", self.eval_net,
+                           _spec(self.cfg, self.in_channels, self.cfg.train.threshold, info))
         else:
             self.state.stale += 1
 
     def _log(self, row: dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
         vals = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
         tqdm.write(f"epoch {int(row['epoch'])}/{self.cfg.train.epochs} {vals}")
         if self.tb is not None:
@@ -817,40 +853,65 @@ def train(cfg: RunConfig | str | Path, overrides: list[str] | None = None,
             cfg = load_config(cfg, overrides)
         _check_inputs(cfg)
         if cfg.model.name == "sam2":  # LoRA fine-tuning with prompts (reference §7)
+            if env_world_size() > 1:
+                raise ConfigError("sam2 training runs in one process; launch it without "
+                                  "torchrun")
             mode = sam2_params(cfg).mode
             run = new_run_dir(cfg)
             write_text_atomic(run / "config.yaml", dump_config(cfg))
             return (train_sam2_layers if mode == "layers" else train_sam2)(cfg, run)
         if cfg.distill.teachers:  # a resume must learn from these same runs
             pin_teachers(cfg)
-        run = new_run_dir(cfg)
-        write_text_atomic(run / "config.yaml", dump_config(cfg))
+    t = cfg.train  # torchrun: join the process group (one process: nothing to join)
+    with process_group(select_device(t.device), t.dist_backend, t.dist_timeout_s) as dist:
+        if resume is None:  # rank 0 makes the folder, every rank trains into it
+            run = dist.on_main(lambda: _new_run(cfg), "creating the run folder")
+        return _train_stages(cfg, run, resume is not None, dist)
+
+
+def _new_run(cfg: RunConfig) -> Path:
+    """A new run folder holding the resolved ``config.yaml``."""
+    run = new_run_dir(cfg)
+    write_text_atomic(run / "config.yaml", dump_config(cfg))
+    return run
+
+
+def _train_stages(cfg: RunConfig, run: Path, resumed: bool, dist: Dist) -> dict[str, Any]:
+    """Train the coarse stage (any one-stage run) unless it finished, then the fine stage of a
+    two-stage OCTA-Net run; only rank 0 writes the stage markers and the summary."""
     if _stage(run) == "coarse":
-        summary = _run_trainer(Trainer(cfg, run), resume is not None)
+        summary = _run_trainer(Trainer(cfg, run, dist=dist), resumed)
     else:  # a resumed two-stage run whose coarse stage had finished
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         summary.pop("fine", None)
     if cfg.fine.epochs:
-        write_text_atomic(run / "stage.json", json.dumps({"stage": "fine"}) + "\n")
-        summary["fine"] = _train_fine(cfg, run, resume is not None)
-        write_summary(run, summary)
-        write_text_atomic(run / "stage.json", json.dumps({"stage": "done"}) + "\n")
+        if dist.is_main:
+            write_text_atomic(run / "stage.json", json.dumps({"stage": "fine"}) + "\n")
+        summary["fine"] = _train_fine(cfg, run, resumed, dist)
+        if dist.is_main:
+            write_summary(run, summary)
+            write_text_atomic(run / "stage.json", json.dumps({"stage": "done"}) + "\n")
     return summary
 
 
 def _run_trainer(tr: Trainer, resumed: bool) -> dict[str, Any]:
     """Resume from ``last.pt`` if there is one, fit, and finish (threshold, summary)."""
     tr.load_last()
-    if resumed:
+    main = tr.dist.is_main
+    if resumed and main:
         tqdm.write(f"resuming '{tr.run}' after epoch {tr.state.epoch}")
-    from torch.utils.tensorboard import SummaryWriter
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    tr.tb = SummaryWriter(str(tr.run / "tensorboard"), purge_step=tr.state.epoch + 1)
+        tr.tb = SummaryWriter(str(tr.run / "tensorboard"), purge_step=tr.state.epoch + 1)
     try:
-        tr.fit()
+        with tr.dist.guard("training"):  # DDP's gradient all-reduce
+            tr.fit()
     finally:
-        tr.tb.close()
-    return _finish(tr)
+        if tr.tb is not None:
+            tr.tb.close()
+    return tr.dist.on_main(lambda: _finish(tr), "choosing the threshold and writing the "
+                                                "summary")
 
 
 def _stage(run: Path) -> str:
@@ -896,13 +957,17 @@ def _coarse_states(run: Path, checkpoints: str) -> tuple[dict, dict | None]:
     return states[0], (states[1] if len(states) > 1 else None)
 
 
-def _train_fine(cfg: RunConfig, run: Path, resumed: bool) -> dict[str, Any]:
+def _train_fine(cfg: RunConfig, run: Path, resumed: bool,
+                dist: Dist | None = None) -> dict[str, Any]:
     """Train OCTA-Net's fine stage into ``run/fine`` on the frozen coarse checkpoint(s)."""
+    dist = dist or Dist()
     fcfg = fine_config(cfg)
     folder = run / "fine"
-    folder.mkdir(exist_ok=True)
-    write_text_atomic(folder / "config.yaml", dump_config(fcfg))
-    which = "best thick/thin AUC checkpoints" if cfg.fine.checkpoints == "two" else "best one"
-    tqdm.write(f"fine stage: {fcfg.train.epochs} epochs on the coarse {which}")
+    if dist.is_main:
+        folder.mkdir(exist_ok=True)
+        write_text_atomic(folder / "config.yaml", dump_config(fcfg))
+        which = "best thick/thin AUC checkpoints" if cfg.fine.checkpoints == "two" \
+            else "best one"
+        tqdm.write(f"fine stage: {fcfg.train.epochs} epochs on the coarse {which}")
     coarse = _coarse_states(run, cfg.fine.checkpoints)
-    return _run_trainer(Trainer(fcfg, folder, coarse=coarse), resumed)
+    return _run_trainer(Trainer(fcfg, folder, coarse=coarse, dist=dist), resumed)
