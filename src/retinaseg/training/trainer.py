@@ -4,7 +4,8 @@ A run folder ``runs/<name>/<timestamp>/`` holds ``config.yaml`` (the resolved co
 ``metrics.csv``, ``tensorboard/``, ``last.pt`` (resume state, loaded with ``weights_only=True``),
 ``best.safetensors`` (the best model by the validation metric, threshold chosen on validation),
 ``curves.png`` and ``val_predictions/``. Every file is written atomically, so ``kill -9`` at any
-moment leaves a resumable run.
+moment leaves a resumable run. Under ``torchrun`` every process trains on its share of each
+global batch and rank 0 alone validates and writes (:mod:`retinaseg.training.distributed`).
 """
 
 from __future__ import annotations
