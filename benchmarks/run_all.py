@@ -33,6 +33,7 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "denoise_speed": (["benchmarks/speed/denoise.py"], "speed"),
     "dsconv": (["benchmarks/speed/dsconv.py"], "speed"),
     "train_precision": (["benchmarks/speed/train_step.py"], "speed"),
+    "ibp_speed": (["benchmarks/speed/ibp_step.py", "--baseline-rev", "f88e6e4"], "speed"),
     "huge_images": (["benchmarks/speed/huge_images.py"], "speed"),
     "inference_speed": (["benchmarks/speed/inference.py"], "speed"),
     "volume_projection": (["benchmarks/speed/volume_projection.py"], "speed"),

@@ -71,7 +71,7 @@ def run_layout(procs: int, threads: int, epochs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads),
                "PYTHONPATH": str(REPO / "src")}
-        t0 = time.time()
+        load, t0 = os.getloadavg()[0], time.time()
         subprocess.run(_command(procs, threads, epochs, Path(tmp)), cwd=REPO, env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.time() - t0
@@ -80,7 +80,7 @@ def run_layout(procs: int, threads: int, epochs: int) -> dict[str, float]:
         summary = json.loads((run / "summary.json").read_text())
     train_only = [float(r["seconds"]) for r in rows if not r["val_dice"]]
     last = rows[-1]
-    return {"epoch_s": statistics.median(train_only), "wall_s": wall,
+    return {"epoch_s": statistics.median(train_only), "wall_s": wall, "load_1min": load,
             "val_dice_last": float(last["val_dice"]), "val_auc_last": float(last["val_auc"]),
             "train_loss_last": float(last["train_loss"]),
             "best_score": float(summary["best_score"])}
@@ -108,19 +108,21 @@ def main() -> None:
         raw[name] = run_layout(procs, threads, a.epochs)
     base = raw["1 process × 1 thread"]["epoch_s"]
     rows = [[name, r["epoch_s"], f"{base / r['epoch_s']:.2f}×", round(r["wall_s"]),
-             r["train_loss_last"], r["val_dice_last"], r["val_auc_last"]]
+             r["train_loss_last"], r["val_dice_last"], r["val_auc_last"],
+             f"{r['load_1min']:.1f}"]
             for name, r in raw.items()]
     body = (f"`{CONFIG}` for {a.epochs} epochs (`--set train.epochs={a.epochs} "
             "train.val_every=2`), global batch 8 in every layout, seed 0, on this CPU. "
             "Epoch time: median of the epochs without validation. Validation: 4 carved DRIVE "
             "training images, after the last epoch.\n\n"
             + md_table(["layout", "s / epoch", "speed-up", "total s", "train loss",
-                        "val Dice", "val AUC"], rows)
-            + "\n\nOn this 2-core machine two DDP processes pay for the gradient all-reduce "
-              "(gloo over loopback) and for doing the patch sampling and augmentation twice "
-              "at half the batch each; compare with two threads in one process, which splits "
-              "only the convolutions. The machine is shared, so single runs vary by about "
-              "±15 %.\n\n" + GPU_NOTE)
+                        "val Dice", "val AUC", "load at start"], rows)
+            + "\n\nTwo DDP processes split the whole step (patch sampling, augmentation, "
+              "forward, backward) and add one gloo all-reduce of the gradients per step; two "
+              "threads in one process split only the operators. This 2-core machine is shared "
+              "with other jobs: *load at start* is the 1-minute load average when each run "
+              "began, and a loaded run is slower for that reason alone, so compare ratios "
+              "only between runs of similar load.\n\n" + GPU_NOTE)
     publish("ddp", "Distributed data-parallel training (torchrun) on CPU", body,
             {"config": CONFIG, "epochs": a.epochs, "layouts": raw})
 

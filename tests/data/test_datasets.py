@@ -279,11 +279,58 @@ def test_octa500_errors(tmp_path: Path) -> None:
         build_dataset("octa500", root, "train", label="Nerve")
     with pytest.raises(DatasetLayoutError, match=r"'OCTA_6M/Projection Maps/OCT\(FULL\)'"):
         build_dataset("octa500", root, "train", maps="OCT_FULL")
-    with pytest.raises(DatasetLayoutError, match="'OCTA_6M' or 'OCTA_3M'"):
-        build_dataset("octa500", tmp_path / "OCTA_6M", "train")
+    # one field-of-view folder as root reads as a flat copy: the ids say 6M
+    assert ids(build_dataset("octa500", tmp_path / "OCTA_6M", "train")) == ["10001", "10002"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match="'OCTA_6M' or 'OCTA_3M' or 'ProjectionMaps'"):
+        build_dataset("octa500", tmp_path / "empty", "train")
     (root / "OCTA_3M" / "ProjectionMaps").rename(root / "OCTA_3M" / "maps")
     with pytest.raises(DatasetLayoutError, match="'OCTA_3M/Projection Maps'"):
         build_dataset("octa500", root, "train", fov="3M")
+
+
+def make_octa500_s3octa(root: Path) -> Path:
+    """S3-OCTA's flat copy (§1.1): ProjectionMaps/OCTA(...)/<id>.bmp for 3M and 6M together,
+    labels RV/, Artery/, Vein/; 6M maps 20 px, 3M 16 px; 10002 has no RV label."""
+    for sid, size in ((10001, 20), (10002, 20), (10181, 20), (10301, 16), (10441, 16)):
+        write_grey(root / "ProjectionMaps" / "OCTA(ILM_OPL)" / f"{sid}.bmp", 100, size)
+        write_grey(root / "ProjectionMaps" / "OCTA(FULL)" / f"{sid}.bmp", 60, size)
+        if sid != 10002:
+            write_label(root / "RV" / f"{sid}.bmp", sid, size)
+        write_label(root / "Artery" / f"{sid}.bmp", sid + 1, size)
+    return root
+
+
+def test_octa500_s3octa_flat_layout(tmp_path: Path) -> None:
+    root = make_octa500_s3octa(tmp_path / "OCTA-500")
+    with pytest.warns(UserWarning, match="10002: OCTA_6M: no RV"):
+        train = build_dataset("octa500", root, "train")
+    assert ids(train) == ["10001", "10301"]
+    assert train.samples[1].meta == {"split": "train", "fov": "3M", "subject": 10301}
+    assert train[0]["image"].shape == (20, 20) and train[1]["image"].shape == (16, 16)
+    np.testing.assert_array_equal(train[1]["label"], label_pattern(10301, 16))
+    assert ids(build_dataset("octa500", root, "val")) == ["10181", "10441"]
+    assert ids(build_dataset("octa500", root, "val", fov="3M")) == ["10441"]
+    artery = build_dataset("octa500", root, "train", label="Artery", maps="FULL,ILM_OPL")
+    assert ids(artery) == ["10001", "10002", "10301"]
+    np.testing.assert_array_equal(artery[1]["label"], label_pattern(10003, 20))
+    np.testing.assert_allclose(artery[0]["image"][0, 0], [60 / 255, 100 / 255], atol=1e-6)
+    with pytest.raises(DatasetLayoutError, match=r"'ProjectionMaps/OCTA\(OPL_BM\)'"):
+        build_dataset("octa500", root, "train", maps="OPL_BM")
+
+
+def test_octa500_sam_octa2_layout(tmp_path: Path) -> None:
+    """SAM-OCTA2 (§1.1): {3M,6M}/ProjectionMaps/{FULL,ILM_OPL,OPL_BM}, GT_LargeVessel."""
+    root = tmp_path / "OCTA500"
+    for fov, sid, size in (("6M", 10001, 20), ("3M", 10301, 16), ("3M", 10451, 16)):
+        write_grey(root / fov / "ProjectionMaps" / "ILM_OPL" / f"{sid}.bmp", 90, size)
+        write_grey(root / fov / "ProjectionMaps" / "OPL_BM" / f"{sid}.bmp", 30, size)
+        write_label(root / fov / "GT_LargeVessel" / f"{sid}.bmp", sid, size)
+    ds = build_dataset("octa500", root, "all", maps="ILM_OPL,OPL_BM")
+    assert ids(ds) == ["10001", "10301", "10451"]
+    assert [s.meta["split"] for s in ds.samples] == ["train", "train", "test"]
+    np.testing.assert_allclose(ds[2]["image"][0, 0], [90 / 255, 30 / 255], atol=1e-6)
+    np.testing.assert_array_equal(ds[2]["label"], label_pattern(10451, 16))
 
 
 def class_pattern(seed: int, n_classes: int, size: int = S) -> np.ndarray:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
+import retinaseg.losses.skeleton as skeleton_module
+from retinaseg.io import read_mask
 from retinaseg.losses.skeleton import (
+    _binarise,
+    _peel_2d,
+    _peel_euler,
     _simple_points,
     _subfield_mask,
+    _tables_2d,
     ibp_skeleton,
     soft_erode,
     soft_skeleton,
@@ -234,3 +242,110 @@ def test_ibp_low_precision_input_gives_the_float32_skeleton() -> None:
     half = ibp_skeleton(_t(mask).bfloat16(), iters=5, stochastic=False)
     assert half.dtype == torch.bfloat16
     assert torch.equal(half.float(), ibp_skeleton(_t(mask), iters=5, stochastic=False))
+
+
+# ------------------------------------------------------------------------------------------
+# IBP 2D fast path (lookup tables on parity phases) and early stopping
+# ------------------------------------------------------------------------------------------
+
+
+def test_2d_tables_are_the_exact_simple_point_table() -> None:
+    hard, jac = _tables_2d(torch.device("cpu"))
+    np.testing.assert_array_equal(hard[256:].numpy() > 0.5, simple_lut_2d()[256:])
+    assert torch.equal(hard[:256], torch.ones(256))  # deleting a background centre: no change
+    assert torch.equal(jac[:256], torch.zeros(256, 9))  # Δχ = 0 there: |·| has no slope
+    # middle of a horizontal 1-px line (left, centre, right = bits 8, 256, 16), worked by hand
+    # from §3's cell indicators: Δχ = V − E + F = −1 − (0 − 2) + 0 = 1 (not simple). Only the
+    # centre's vertex (∂ = −1) and the "centre set to 0" vertical edges (relu((1 + s)/2),
+    # s = 1 − 2x: ∂ = −1 each) have slope; left/right edges and all faces sit at or below
+    # their relu kinks. soft = clamp(1 − |Δχ|, 0, 1) is at its lower bound (inclusive), so
+    # ∂soft = −∂Δχ: a vertical bar of ones.
+    assert hard[8 + 256 + 16] == 0
+    expected = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert torch.equal(jac[8 + 256 + 16].view(3, 3), expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 16, 20), (2, 1, 17, 21), (1, 1, 9, 30)],
+                         ids=["even", "odd", "strip"])
+def test_fast_2d_peeling_has_the_euler_formulation_values_and_gradients(
+        shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(sum(shape))
+    p, weights = torch.rand(shape, generator=gen), torch.rand(shape, generator=gen)
+    results = []
+    for peel in (lambda x: _peel_2d(x, 5, early_stop=False),
+                 lambda x: _peel_euler(x, 5, strict_3d=True, early_stop=False)):
+        q = p.clone().requires_grad_(True)
+        x = _binarise(q, 0.33, 1.0, True, torch.Generator().manual_seed(7))
+        out = peel(x)
+        (out * weights).sum().backward()
+        results.append((out.detach(), q.grad))
+    (fast, fast_grad), (euler, euler_grad) = results
+    assert torch.equal(fast, euler)
+    assert euler_grad.abs().sum() > 0
+    torch.testing.assert_close(fast_grad, euler_grad, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_early_stop_gives_the_full_sweep_skeleton(seed: int) -> None:
+    mask = _random_shapes((40, 37), seed)
+    full = ibp_skeleton(_t(mask), iters=30, stochastic=False, early_stop=False)
+    assert torch.equal(ibp_skeleton(_t(mask), iters=30, stochastic=False), full)
+    np.testing.assert_array_equal(full[0, 0].numpy() > 0.5, centerline(mask))
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.rand(2, 1, 24, 25, generator=gen)
+    draws = [ibp_skeleton(p, iters=12, generator=torch.Generator().manual_seed(1),
+                          early_stop=stop) for stop in (True, False)]
+    assert torch.equal(*draws)
+    mask3d = _random_shapes((7, 8, 9), seed)
+    assert torch.equal(ibp_skeleton(_t(mask3d), iters=8, stochastic=False),
+                       ibp_skeleton(_t(mask3d), iters=8, stochastic=False, early_stop=False))
+
+
+def test_early_stop_runs_one_iteration_on_a_fixed_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = skeleton_module._keep_non_ends_2d
+    monkeypatch.setattr(skeleton_module, "_keep_non_ends_2d",
+                        lambda *a: calls.append(1) or real(*a))
+    ibp_skeleton(_t(LINE), iters=5, stochastic=False)  # a 1-px line: nothing to delete
+    assert len(calls) == 4  # one iteration: end points of its four subfields
+    calls.clear()
+    ibp_skeleton(_t(THIN_RECT), iters=5, stochastic=False)  # 3 px thick: 1 sweep + 1 idle
+    assert len(calls) == 8
+    calls.clear()
+    ibp_skeleton(_t(LINE), iters=5, stochastic=False, early_stop=False)
+    assert len(calls) == 20
+
+
+def test_early_stop_gradient_is_the_one_iteration_gradient_on_a_fixed_point() -> None:
+    grads = []
+    for iters, stop in ((5, True), (1, False)):
+        p = _t(LINE).requires_grad_(True)
+        ibp_skeleton(p, iters=iters, stochastic=False, early_stop=stop).sum().backward()
+        grads.append(p.grad)
+    assert torch.equal(*grads) and grads[0].abs().sum() > 0
+
+
+def test_ibp_equals_exact_peeling_on_a_real_octa500_label(shared_data: Path) -> None:
+    path = shared_data / "OCTA-500" / "OCTA_6M" / "GT_LargeVessel" / "10001.bmp"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    label = read_mask(path)
+    assert label.shape == (400, 400)
+    for iters in (1, 5):
+        np.testing.assert_array_equal(_ibp(label, iters, stochastic=False),
+                                      centerline(label, max_iter=iters))
+    skel = _ibp(label, 60, stochastic=False)  # converges long before: early stop
+    np.testing.assert_array_equal(skel, centerline(label))
+    assert _n_components(skel) == _n_components(label) and _n_holes(skel) == _n_holes(label)
+
+
+def test_ibp_gradient_of_a_noisy_prediction_is_finite_and_reaches_the_peeled_region() -> None:
+    gen = torch.Generator().manual_seed(0)
+    label = _t(_random_shapes((48, 48), seed=2))
+    p = (0.8 * label + 0.1 + 0.1 * torch.rand(label.shape, generator=gen)).requires_grad_(True)
+    skel = ibp_skeleton(p, iters=5, generator=gen)
+    (skel * label).sum().backward()
+    grad = p.grad[0, 0]
+    assert torch.isfinite(grad).all()
+    peeled = (label[0, 0] > 0) & (skel.detach()[0, 0] == 0)  # deleted by the peeling
+    assert grad[peeled].abs().sum() > 0

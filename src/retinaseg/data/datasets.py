@@ -234,9 +234,20 @@ OCTA500_CLASSES: dict[str, tuple[str, ...]] = {
 artery/vein overlaps)."""
 
 
+S3OCTA_LABELS = {"LargeVessel": "RV", "Artery": "Artery", "Vein": "Vein"}
+"""Label folders of S3-OCTA's flat OCTA-500 copy (§1.1 "Loader variants"), by our label name."""
+
+
 @DATASETS.register("octa500")
 class Octa500(VesselDataset):
     """OCTA-500 (§1.1) en-face projections; official id splits (6M 180/20/100, 3M 140/10/50).
+
+    Layouts (§1.1), found automatically: the official release (``OCTA_{3M,6M}/Projection
+    Maps/OCTA(...)``, ``GT_*``); SAM-OCTA2's copy (``{3M,6M}/ProjectionMaps/{FULL,ILM_OPL,
+    OPL_BM}``, ``GT_*``); and S3-OCTA's flat copy, 3M and 6M in one folder
+    (``ProjectionMaps/OCTA(...)``, labels ``RV`` = LargeVessel, ``Artery``, ``Vein``, or
+    ``GT_*``), where the field of view of a subject follows from its id (6M 10001-10300,
+    3M 10301-10500) — so a single ``OCTA_6M`` folder is a valid root too.
 
     Works on partial copies: the subjects present in the requested map folders are the
     candidates; a candidate lacking a requested map or the label is skipped and reported.
@@ -248,7 +259,9 @@ class Octa500(VesselDataset):
     val_split = "val"
     layout = ("<root>/OCTA_{3M,6M}/Projection Maps/{OCTA,OCT}({FULL,ILM_OPL,OPL_BM})/<id>.bmp "
               "('ProjectionMaps' also accepted) and <root>/OCTA_{3M,6M}/GT_{LargeVessel,Artery,"
-              "Vein,Capillary,FAZ,AV,CAVF}/<id>.bmp")
+              "Vein,Capillary,FAZ,AV,CAVF}/<id>.bmp; or SAM-OCTA2's <root>/{3M,6M}/"
+              "ProjectionMaps/{FULL,ILM_OPL,OPL_BM}/<id>.bmp; or S3-OCTA's flat <root>/"
+              "ProjectionMaps/OCTA(...)/<id>.bmp with <root>/{RV,Artery,Vein}/<id>.bmp")
     options_help = ("fov=3M|6M|both (default both); maps=comma list of FULL, ILM_OPL, OPL_BM, "
                     "OCT_FULL, OCT_ILM_OPL, OCT_OPL_BM (default ILM_OPL); label=LargeVessel|"
                     "Artery|Vein|Capillary|FAZ (binary), or AV|CAVF (class maps: 0 background, "
@@ -268,30 +281,55 @@ class Octa500(VesselDataset):
     def _find_samples(self) -> list[Sample]:
         maps = parse_octa500_maps(self.options["maps"])
         fovs = ["6M", "3M"] if self.options["fov"] == "both" else [self.options["fov"]]
-        present = [f for f in fovs if (self.root_dir / f"OCTA_{f}").is_dir()]
+        present: dict[str, Path] = {}
+        for fov in fovs:  # official OCTA_6M, SAM-OCTA2's 6M
+            found = [d for d in (self.root_dir / f"OCTA_{fov}", self.root_dir / fov) if d.is_dir()]
+            if found:
+                present[fov] = found[0]
+        flat = not present and self._projection_dir(self.root_dir, required=False) is not None
+        if flat:  # S3-OCTA: 3M and 6M in one folder, the field of view from the id
+            present = dict.fromkeys(fovs, self.root_dir)
         if not present:
-            raise self._layout_error(*(f"OCTA_{f}" for f in fovs))
+            raise self._layout_error(*(f"OCTA_{f}" for f in fovs), "ProjectionMaps")
         out: list[Sample] = []
         missing: list[str] = []
-        for fov in present:
-            proj = self._projection_dir(fov)
-            folders = [proj / m for m in maps]
-            missing += [f"OCTA_{fov}/{proj.name}/{f.name}" for f in folders if not f.is_dir()]
-            out += self._fov_samples(fov, folders)
+        for fov, base in present.items():
+            proj = self._projection_dir(base)
+            folders = [self._map_dir(proj, m) for m in maps]
+            missing += [f.relative_to(self.root_dir).as_posix() for f in folders
+                        if not f.is_dir()]
+            out += self._fov_samples(fov, folders, self._label_dir(base, flat))
         if not out and not self.skipped and missing:
             raise self._layout_error(missing[0])
         return out
 
-    def _projection_dir(self, fov: str) -> Path:
+    def _projection_dir(self, base: Path, required: bool = True) -> Path | None:
+        """``base/Projection Maps`` or ``base/ProjectionMaps`` (None if absent and not
+        ``required``)."""
         for name in ("Projection Maps", "ProjectionMaps"):
-            path = self.root_dir / f"OCTA_{fov}" / name
-            if path.is_dir():
-                return path
-        raise self._layout_error(f"OCTA_{fov}/Projection Maps")
+            if (base / name).is_dir():
+                return base / name
+        if not required:
+            return None
+        raise self._layout_error((base / "Projection Maps").relative_to(self.root_dir))
 
-    def _fov_samples(self, fov: str, folders: list[Path]) -> list[Sample]:
+    @staticmethod
+    def _map_dir(proj: Path, folder: str) -> Path:
+        """``proj/OCTA(FULL)``, or SAM-OCTA2's bare ``proj/FULL`` for an OCTA map."""
+        bare = folder.removeprefix("OCTA(").removesuffix(")")
+        if not (proj / folder).is_dir() and folder.startswith("OCTA(") and (proj / bare).is_dir():
+            return proj / bare
+        return proj / folder
+
+    def _label_dir(self, base: Path, flat: bool) -> Path:
+        """``base/GT_<label>``; in S3-OCTA's flat copy ``RV`` / ``Artery`` / ``Vein`` first."""
+        label = self.options["label"]
+        names = ([S3OCTA_LABELS[label]] if flat and label in S3OCTA_LABELS else [])
+        names.append(f"GT_{label}")
+        return next((base / n for n in names if (base / n).is_dir()), base / names[-1])
+
+    def _fov_samples(self, fov: str, folders: list[Path], label_dir: Path) -> list[Sample]:
         indexes = [self._by_stem(f) for f in folders]
-        label_dir = self.root_dir / f"OCTA_{fov}" / f"GT_{self.options['label']}"
         labels = self._by_stem(label_dir)
         ids = sorted({s for idx in indexes for s in idx if s.isdigit()}, key=int)
         out = []

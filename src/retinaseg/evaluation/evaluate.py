@@ -38,14 +38,12 @@ from retinaseg.evaluation.metrics import (
     TOPOLOGY_KEYS,
     PooledScores,
     best_threshold,
+    evaluate_image,
     grid_counts,
     grid_histogram,
-    image_scores,
     summarise,
-    thick_thin_counts,
     thick_thin_from_counts,
     threshold_metrics,
-    topology_metrics,
 )
 from retinaseg.evaluation.metrics import METRIC_KEYS as _IMAGE_KEYS
 from retinaseg.inference.segmenter import Segmenter, SegmenterOptions
@@ -147,22 +145,24 @@ def score_image(prob: np.ndarray, s: dict[str, Any], thr: float, width_px: float
                 totals: SplitScores) -> dict[str, Any]:
     """The ``per_image.csv`` row of one sample (``prob`` float ``[H, W]``; ``s`` a dataset
     item with ``label``, ``fov`` and optionally ``thick_gt`` / ``thin_gt``), adding its
-    confusion counts, clDice parts, score histogram and thick / thin counts to ``totals``."""
+    confusion counts, clDice parts, score histogram and thick / thin counts to ``totals``.
+
+    One :func:`~retinaseg.evaluation.metrics.evaluate_image` call: the values of
+    ``image_scores``, ``thick_thin_counts`` and ``topology_metrics``, with the masks, skeletons
+    and component counts they share computed once."""
     label, fov = s["label"], s["fov"]
-    metrics, counts, parts = image_scores(prob, label, thr, fov)
-    totals.pooled.add_scored(prob, label, fov, counts, parts)
     thick, thin = s.get("thick_gt"), s.get("thin_gt")
     own = thick is not None and thin is not None
-    pred = prob > thr
-    split = thick_thin_counts(pred, label, fov, width_px, thick if own else None,
-                              thin if own else None)
-    for c, cc in split.items():
+    ev = evaluate_image(prob, label, thr, fov, width_px, thick if own else None,
+                        thin if own else None)
+    totals.pooled.add_scored(prob, label, fov, ev.counts, ev.cldice_parts)
+    for c, cc in ev.thick_thin.items():
         for k, v in cc.items():
             totals.thick_thin[c][k] += v
     totals.explicit += own
     totals.any_fov |= fov is not None
-    return {"id": s["id"], **metrics, **thick_thin_from_counts(split),
-            **topology_metrics(pred, label, fov)}
+    return {"id": s["id"], **ev.metrics, **thick_thin_from_counts(ev.thick_thin),
+            **ev.topology}
 
 
 def _split_how(explicit: int, n: int, width_px: float) -> str:

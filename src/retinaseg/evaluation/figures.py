@@ -63,14 +63,13 @@ def error_map(
     if p.shape != g.shape or p.ndim != 2 or (fov is not None and np.shape(fov) != p.shape):
         raise ValueError(f"error_map needs 2D masks of one shape, got {p.shape} and {g.shape}")
     colours = PALETTES[palette]
-    out = np.empty((*p.shape, 3), dtype=np.uint8)
-    out[...] = colours["tn"]
-    out[p & g] = colours["tp"]
-    out[p & ~g] = colours["fp"]
-    out[~p & g] = colours["fn"]
+    # class code per pixel: 0 TN, 1 FP, 2 FN, 3 TP, +4 outside the FOV; one table look-up
+    code = p.view(np.uint8) | (g.view(np.uint8) << 1)
     if fov is not None:
-        out[~_bool(fov)] = colours["outside"]
-    return out
+        code |= (~_bool(fov)).view(np.uint8) << 2
+    table = np.array([colours[k] for k in ("tn", "fp", "fn", "tp")]
+                     + [colours["outside"]] * 4, dtype=np.uint8)
+    return table[code]
 
 
 def _rgb_source(image: ArrayLike) -> NDArray:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
@@ -130,12 +131,13 @@ def confusion_counts(
     p, g = _as_bool(pred), _as_bool(gt)
     f = None if fov is None else _as_bool(fov)
     _check_same_shape(pred=p, gt=g, fov=f)
+    n = p.size if f is None else np.count_nonzero(f)
     if f is not None:
-        p, g = p[f], g[f]
+        p, g = p & f, g & f
     tp = int(np.count_nonzero(p & g))
-    fp = int(np.count_nonzero(p & ~g))
-    fn = int(np.count_nonzero(~p & g))
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(p.size) - tp - fp - fn}
+    fp = int(np.count_nonzero(p)) - tp
+    fn = int(np.count_nonzero(g)) - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(n) - tp - fp - fn}
 
 
 def threshold_metrics(counts: Mapping[str, int]) -> dict[str, float]:
@@ -199,9 +201,8 @@ def _scores_by_class(
     g = _as_bool(gt)
     f = None if fov is None else _as_bool(fov)
     _check_same_shape(prob=p, gt=g, fov=f)
-    if f is not None:
-        p, g = p[f], g[f]
-    return np.sort(p[g], axis=None), np.sort(p[~g], axis=None)
+    pos, neg = (g, ~g) if f is None else (g & f, f & ~g)
+    return np.sort(p[pos], axis=None), np.sort(p[neg], axis=None)
 
 
 def _auc_sorted(pos: NDArray[np.floating], neg: NDArray[np.floating]) -> float:
@@ -424,16 +425,26 @@ class ScoreHistogram:
 
 
 def _skeleton(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """skimage skeleton (2D or 3D); a non-empty mask with an empty skeleton keeps itself."""
+    """skimage skeleton (2D or 3D); a non-empty mask with an empty skeleton keeps itself.
+
+    Thinned on the mask's bounding box only: skimage's thinning decides each pixel from its
+    3×3 (3×3×3) neighbourhood and pads the array with background, which is what surrounds the
+    box, so the skeleton is the one of the whole array (checked in the tests)."""
     if not mask.any():
         return mask
-    skel = skeletonize(mask).astype(bool)
+    box = _bbox(mask)
+    skel = np.zeros(mask.shape, bool)
+    skel[box] = skeletonize(np.ascontiguousarray(mask[box])).astype(bool)
     return skel if skel.any() else mask
 
 
-def _cldice_parts(pred: NDArray[np.bool_], gt: NDArray[np.bool_]) -> NDArray[np.int64]:
-    """``[|P∩skel(G)|, |skel(G)|, |G∩skel(P)|, |skel(P)|, |P|, |G|]`` as int64."""
-    sg, sp = _skeleton(gt), _skeleton(pred)
+def _cldice_parts(pred: NDArray[np.bool_], gt: NDArray[np.bool_],
+                  sp: NDArray[np.bool_] | None = None,
+                  sg: NDArray[np.bool_] | None = None) -> NDArray[np.int64]:
+    """``[|P∩skel(G)|, |skel(G)|, |G∩skel(P)|, |skel(P)|, |P|, |G|]`` as int64 (``sp`` / ``sg``:
+    the skeletons of ``pred`` / ``gt`` when already computed by :func:`_skeleton`)."""
+    sg = _skeleton(gt) if sg is None else sg
+    sp = _skeleton(pred) if sp is None else sp
     return np.array([
         np.count_nonzero(pred & sg), np.count_nonzero(sg),
         np.count_nonzero(gt & sp), np.count_nonzero(sp),
@@ -537,13 +548,54 @@ def betti_errors_patches(
     p, g = _masked(pred, gt, None)
     rng = np.random.default_rng(seed)
     sizes = [min(patch, s) for s in p.shape]
+    corners = [[int(rng.integers(0, s - w + 1)) for s, w in zip(p.shape, sizes, strict=True)]
+               for _ in range(n)]
+    if n <= 0:
+        return {}
+    if p.ndim == 2:
+        (p0, p1), (g0, g1) = _window_betti_2d(p, corners, sizes), _window_betti_2d(g, corners,
+                                                                                   sizes)
+        return {"betti0_error": float(np.abs(p0 - g0).sum()) / n,
+                "betti1_error": float(np.abs(p1 - g1).sum()) / n}
     totals: dict[str, float] = {}
-    for _ in range(n):
-        corner = [int(rng.integers(0, s - w + 1)) for s, w in zip(p.shape, sizes, strict=True)]
+    for corner in corners:
         window = tuple(slice(c, c + w) for c, w in zip(corner, sizes, strict=True))
         for key, val in betti_errors(p[window], g[window]).items():
             totals[key] = totals.get(key, 0.0) + val
-    return {k: v / n for k, v in totals.items()} if n > 0 else {}
+    return {k: v / n for k, v in totals.items()}
+
+
+def _window_betti_2d(mask: NDArray[np.bool_], corners: Sequence[Sequence[int]],
+                     sizes: Sequence[int]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``(b0, b1)`` (:func:`betti_numbers`) of each window ``mask[r:r+h, c:c+w]`` of a 2D mask,
+    ``[n]`` int64 each, from two labellings of one mosaic instead of 2·n small ones.
+
+    The windows are laid out on a grid with one background pixel between and around them. A
+    foreground pixel of one window is then never 8-adjacent to one of another, so every
+    8-connected component lies in one window (b0). Background touching a window's border
+    joins the surrounding lines, which play the role of :func:`_bounded_background`'s padding,
+    so the 4-connected background components that lie inside a window are its holes (b1).
+    """
+    n, (h, w) = len(corners), sizes
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    mosaic = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1), bool)
+    owner = np.full(mosaic.shape, n, dtype=np.int64)  # n: the separating lines
+    for k, (r, c) in enumerate(corners):
+        top, left = 1 + (k // cols) * (h + 1), 1 + (k % cols) * (w + 1)
+        mosaic[top:top + h, left:left + w] = mask[r:r + h, c:c + w]
+        owner[top:top + h, left:left + w] = k
+
+    def per_window(labels: NDArray[np.int32], n_labels: int, skip: int) -> NDArray[np.int64]:
+        window_of = np.full(n_labels + 1, n, dtype=np.int64)
+        hit = labels > 0
+        window_of[labels[hit]] = owner[hit]
+        window_of[[0, skip]] = n
+        return np.bincount(window_of, minlength=n + 1)[:n].astype(np.int64)
+
+    fg, n_fg = ndimage.label(mosaic, structure=_structure(2, 2))
+    bg, n_bg = ndimage.label(~mosaic, structure=_structure(2, 1))
+    return per_window(fg, n_fg, 0), per_window(bg, n_bg, int(bg[0, 0]))
 
 
 def centerline_length(mask: ArrayLike, spacing: float | Sequence[float] = 1.0) -> float:
@@ -554,8 +606,16 @@ def centerline_length(mask: ArrayLike, spacing: float | Sequence[float] = 1.0) -
     Sum over every pair of 8-neighbouring (26 in 3D) skeleton pixels, each pair counted once,
     of the step length: 1 for orthogonal steps and √2 for diagonal ones (√3 for 3D corners),
     scaled by ``spacing`` (a scalar or one value per axis). A straight 10-px line gives 9.0.
+
+    The peeling runs on the mask's bounding box, its start rounded down to even indices: a
+    pixel's fate depends on its 3×3 (3×3×3) neighbourhood and on the parity of its indices
+    (its subfield), both unchanged, and the pixels around the box are background, as the
+    peeling's padding is; so the centerline is the same (checked in the tests).
     """
-    skel = centerline(_as_bool(mask))
+    m = _as_bool(mask)
+    if m.ndim in (2, 3) and m.any():  # the box, from even indices: same subfields (see below)
+        m = m[tuple(slice(b.start - b.start % 2, b.stop) for b in _bbox(m))]
+    skel = centerline(m)
     sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (skel.ndim,))
     total = 0.0
     for offset in product((-1, 0, 1), repeat=skel.ndim):
@@ -572,9 +632,32 @@ def centerline_length(mask: ArrayLike, spacing: float | Sequence[float] = 1.0) -
 # --------------------------------------------------------------------------- distances
 
 
+def _shifted_or(out: NDArray[np.bool_], mask: NDArray[np.bool_], offset: Sequence[int]) -> None:
+    """``out[x] |= mask[x - offset]`` wherever ``x - offset`` lies inside the array."""
+    dst = tuple(slice(max(o, 0), s + min(o, 0)) for o, s in zip(offset, mask.shape, strict=True))
+    src = tuple(slice(max(-o, 0), s - max(o, 0)) for o, s in zip(offset, mask.shape, strict=True))
+    out[dst] |= mask[src]
+
+
+def _axis_steps(ndim: int) -> list[tuple[int, ...]]:
+    """The 2·ndim unit offsets of the face-connected cross."""
+    return [tuple(sign if a == axis else 0 for a in range(ndim))
+            for axis in range(ndim) for sign in (-1, 1)]
+
+
 def _surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Mask minus its erosion by the face-connected cross (border pixels count as surface)."""
-    return mask & ~ndimage.binary_erosion(mask, structure=_structure(mask.ndim, 1))
+    """Mask minus its erosion by the face-connected cross (border pixels count as surface).
+
+    The erosion (``scipy.ndimage.binary_erosion``, outside the array = background) is written
+    as the complement of the dilation of the background by the cross, from shifted views."""
+    outside = ~mask
+    near_bg = outside.copy()
+    for step in _axis_steps(mask.ndim):
+        _shifted_or(near_bg, outside, step)
+    for axis in range(mask.ndim):  # pixels on the array border have background beyond it
+        for end in (0, -1):
+            near_bg[(slice(None),) * axis + (end,)] = True
+    return mask & near_bg
 
 
 def _bbox(mask: NDArray[np.bool_]) -> tuple[slice, ...]:
@@ -644,12 +727,41 @@ def _ball(radius: float, ndim: int) -> NDArray[np.bool_]:
     return (grid ** 2).sum(axis=0) <= radius ** 2
 
 
+_SHIFT_OFFSETS = 64
+"""Balls of at most this many offsets are dilated by shifted views (one OR per offset), larger
+ones by ``scipy.ndimage.binary_dilation``; both give the same pixels."""
+
+
 def _within(mask: NDArray[np.bool_], radius: float) -> NDArray[np.bool_]:
     """Pixels at Euclidean distance ``<= radius`` from a True pixel of ``mask`` (the dilation
-    by :func:`_ball`; the same set as ``distance_transform_edt(~mask) <= radius``)."""
+    by :func:`_ball`, outside the array = background; the same set as
+    ``distance_transform_edt(~mask) <= radius``)."""
     if radius < 1:
         return mask.copy()
-    return ndimage.binary_dilation(mask, structure=_ball(radius, mask.ndim))
+    ball = _ball(radius, mask.ndim)
+    if ball.sum() > _SHIFT_OFFSETS:
+        return ndimage.binary_dilation(mask, structure=ball)
+    r = ball.shape[0] // 2
+    out = mask.copy()
+    for offset in np.argwhere(ball) - r:
+        if offset.any():
+            _shifted_or(out, mask, offset.tolist())
+    return out
+
+
+class _Near:
+    """:func:`_within` of a mask and of its complement, each radius computed once."""
+
+    def __init__(self, mask: NDArray[np.bool_]) -> None:
+        self.mask = mask
+        self._done: dict[tuple[bool, float], NDArray[np.bool_]] = {}
+
+    def __call__(self, radius: float, complement: bool = False) -> NDArray[np.bool_]:
+        """Pixels within ``radius`` of the mask (of its complement when ``complement``)."""
+        key = (complement, float(radius))
+        if key not in self._done:
+            self._done[key] = _within(~self.mask if complement else self.mask, radius)
+        return self._done[key]
 
 
 def error_profile(
@@ -665,11 +777,17 @@ def error_profile(
     """
     p, g = _as_bool(pred), _as_bool(gt)
     _check_same_shape(pred=p, gt=g)
+    return _error_profile(p, g, bands, _Near(g))
+
+
+def _error_profile(p: NDArray[np.bool_], g: NDArray[np.bool_], bands: Sequence[float],
+                   near_g: _Near) -> dict[str, int]:
+    """:func:`error_profile` of bool masks, ``near_g`` the dilations of ``g`` (shared)."""
     fp, fn = p & ~g, g & ~p
     n_err = int(np.count_nonzero(fp)) + int(np.count_nonzero(fn))
     out, lo, below = {}, 0.0, 0
     for b in bands:
-        near = int(np.count_nonzero(fp & _within(g, b)) + np.count_nonzero(fn & _within(~g, b)))
+        near = int(np.count_nonzero(fp & near_g(b)) + np.count_nonzero(fn & near_g(b, True)))
         out[f"le{b:g}"] = near - below
         lo, below = b, near
     out[f"gt{lo:g}"] = n_err - below
@@ -686,9 +804,14 @@ def relaxed_f1(pred: ArrayLike, gt: ArrayLike, tol: float = 1.0) -> float:
     """
     p, g = _as_bool(pred), _as_bool(gt)
     _check_same_shape(pred=p, gt=g)
+    return _relaxed_f1(p, g, tol, _Near(g))
+
+
+def _relaxed_f1(p: NDArray[np.bool_], g: NDArray[np.bool_], tol: float, near_g: _Near) -> float:
+    """:func:`relaxed_f1` of bool masks, ``near_g`` the dilations of ``g`` (shared)."""
     if not p.any() or not g.any():
         return 1.0 if p.any() == g.any() else 0.0
-    prec = float(np.count_nonzero(_within(g, tol) & p)) / float(np.count_nonzero(p))
+    prec = float(np.count_nonzero(near_g(tol) & p)) / float(np.count_nonzero(p))
     rec = float(np.count_nonzero(_within(p, tol) & g)) / float(np.count_nonzero(g))
     return 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
 
@@ -705,15 +828,57 @@ def vessel_width(gt: ArrayLike) -> NDArray[np.float64]:
     Every vessel pixel takes the width of its nearest skeleton pixel (Euclidean,
     ``distance_transform_edt(~skeleton, return_indices=True)``). Vessels of even width read one
     less (2 px → 1, 4 px → 3); skeleton end points of tapering vessels read narrower.
+
+    dt is needed at the skeleton pixels only and is computed there (:func:`_skeleton_widths`).
     """
     g = _as_bool(gt)
-    if not g.any():
-        return np.zeros(g.shape)
-    dt = ndimage.distance_transform_edt(g)
-    skel = _skeleton(g)
-    width_at_skel = np.where(skel, 2.0 * dt - 1.0, 0.0)
-    nearest = ndimage.distance_transform_edt(~skel, return_distances=False, return_indices=True)
-    return np.where(g, width_at_skel[tuple(nearest)], 0.0)
+    out = np.zeros(g.shape)
+    if g.any():
+        out[g] = _vessel_widths(g, _skeleton(g))
+    return out
+
+
+def _skeleton_widths(g: NDArray[np.bool_], skel_idx: NDArray[np.intp]) -> NDArray[np.float64]:
+    """``2·dt − 1`` at the flat pixels ``skel_idx`` of the vessels ``g``, dt as
+    ``distance_transform_edt(g)`` gives it: the Euclidean distance to the nearest background
+    pixel, found with a k-d tree of the background pixels that touch a vessel (face
+    neighbours). Those are enough: from the nearest background pixel q of a vessel pixel, one
+    step towards it along an axis is closer, hence a vessel pixel, and is a face neighbour of
+    q. The distance is recomputed from integer offsets as the transform does (√ of an exact
+    sum), so the values are the same floats. A mask without background (whose transform is
+    not a distance to anything) is left to the transform itself."""
+    shore = _within(g, 1) & ~g
+    if not shore.any():
+        return 2.0 * ndimage.distance_transform_edt(g).ravel()[skel_idx] - 1.0
+    pts = np.argwhere(shore)
+    skel_pts = np.stack(np.unravel_index(skel_idx, g.shape), axis=1)
+    nearest = cKDTree(pts).query(skel_pts)[1]
+    d2 = ((pts[nearest] - skel_pts) ** 2).sum(axis=1).astype(np.float64)
+    return 2.0 * np.sqrt(d2) - 1.0
+
+
+def _nearest_flat(features: NDArray[np.bool_], where: NDArray[np.intp] | None = None
+                  ) -> NDArray[np.intp]:
+    """Flat index of the nearest ``features`` pixel of every pixel (or of the flat pixels
+    ``where``), ties broken as ``scipy.ndimage.distance_transform_edt(~features,
+    return_indices=True)`` breaks them (that is what computes it)."""
+    ft = ndimage.distance_transform_edt(~features, return_distances=False,
+                                        return_indices=True).reshape(features.ndim, -1)
+    picked = ft if where is None else ft[:, where]
+    flat = picked[0].astype(np.intp)
+    for axis in range(1, features.ndim):
+        flat *= features.shape[axis]
+        flat += picked[axis]
+    return flat
+
+
+def _vessel_widths(g: NDArray[np.bool_], skel: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """:func:`vessel_width` at the vessel pixels ``g`` (in ``np.flatnonzero(g)`` order), with
+    ``skel`` = ``_skeleton(g)``."""
+    skel_idx = np.flatnonzero(skel)
+    width_at = np.zeros(g.size)
+    width_at[skel_idx] = _skeleton_widths(g, skel_idx)
+    return width_at[_nearest_flat(skel, np.flatnonzero(g))]
 
 
 def split_thick_thin(
@@ -744,20 +909,42 @@ def split_thick_thin(
     if thick_gt is None:
         _check_same_shape(gt=g, fov=f)
         g = g if f is None else g & f
-        thick = g & (vessel_width(g) >= width_px)
-        thin = g & ~thick
-    else:
-        thick, thin = _as_bool(thick_gt), _as_bool(thin_gt)
-        _check_same_shape(gt=g, fov=f, thick_gt=thick, thin_gt=thin)
-        if f is not None:
-            thick, thin = thick & f, thin & f
-        thin = thin & ~thick
-    vessels = thick | thin
-    if not vessels.any():
-        return thick, thin, np.zeros(g.shape, bool)
-    nearest = ndimage.distance_transform_edt(~vessels, return_distances=False,
-                                             return_indices=True)
-    return thick, thin, thick[tuple(nearest)]
+        return _split_by_width(g, None, width_px)
+    return _split_given(g, f, _as_bool(thick_gt), _as_bool(thin_gt))
+
+
+def _split_by_width(g: NDArray[np.bool_], skel: NDArray[np.bool_] | None, width_px: float
+                    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """:func:`split_thick_thin` of the vessels ``g`` (already inside the FOV) by width;
+    ``skel`` = ``_skeleton(g)`` when already computed."""
+    thick = np.zeros(g.shape, bool)
+    if g.any():
+        idx = np.flatnonzero(g)
+        thick.ravel()[idx] = _vessel_widths(g, _skeleton(g) if skel is None else skel) \
+            >= width_px
+    return _zones(thick, g & ~thick)
+
+
+def _split_given(g: NDArray[np.bool_], f: NDArray[np.bool_] | None,
+                 thick: NDArray[np.bool_], thin: NDArray[np.bool_]
+                 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """:func:`split_thick_thin` with the dataset's own thick / thin masks."""
+    _check_same_shape(gt=g, fov=f, thick_gt=thick, thin_gt=thin)
+    if f is not None:
+        thick, thin = thick & f, thin & f
+    return _zones(thick, thin & ~thick)
+
+
+def _zones(thick: NDArray[np.bool_], thin: NDArray[np.bool_]
+           ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """``(thick, thin, thick_zone)``: each pixel takes the class of its nearest vessel pixel
+    (:func:`_nearest_flat`); a class alone takes every pixel, none leaves the zone empty."""
+    if not thin.any():
+        return thick, thin, np.full(thick.shape, thick.any())
+    if not thick.any():
+        return thick, thin, np.zeros(thick.shape, bool)
+    zone = thick.ravel()[_nearest_flat(thick | thin)].reshape(thick.shape)
+    return thick, thin, zone
 
 
 def thick_thin_counts(
@@ -838,16 +1025,83 @@ def image_scores(
         inside ``fov`` (:func:`confusion_counts`) and the six skeleton overlaps clDice is made
         of (sum them over images for the pooled clDice, see :class:`PooledScores`).
     """
+    scored = _score_image(prob, gt, threshold, fov)
+    return scored.metrics, scored.counts, scored.cldice_parts
+
+
+@dataclass
+class ImageEvaluation:
+    """What :func:`evaluate_image` computes for one image, with the masks it shares."""
+
+    metrics: dict[str, float]
+    """:data:`METRIC_KEYS` (:func:`image_metrics`)."""
+    counts: dict[str, int]
+    """Confusion counts inside the FOV (:func:`confusion_counts`)."""
+    cldice_parts: NDArray[np.int64]
+    """The six skeleton overlaps of clDice (summed by :class:`PooledScores`)."""
+    pm: NDArray[np.bool_]
+    """``pred & fov``."""
+    gm: NDArray[np.bool_]
+    """``gt & fov``."""
+    skel_gt: NDArray[np.bool_]
+    """``_skeleton(gm)`` (clDice, and :func:`vessel_width` of the thick / thin split)."""
+    components: tuple[int, int]
+    """8-connected components of ``pm`` and of ``gm`` (b0 of the Betti errors)."""
+    thick_thin: dict[str, dict[str, int]] = field(default_factory=dict)
+    """:func:`thick_thin_counts` (filled by :func:`evaluate_image`)."""
+    topology: dict[str, float] = field(default_factory=dict)
+    """:func:`topology_metrics` (filled by :func:`evaluate_image`)."""
+
+
+def _score_image(prob: ArrayLike, gt: ArrayLike, threshold: float, fov: ArrayLike | None
+                 ) -> ImageEvaluation:
+    """:func:`image_scores`, keeping the masks, GT skeleton and component counts."""
     pred = binarize(prob, threshold)
     pm, gm = _masked(pred, gt, fov)
     counts = confusion_counts(pred, gm, fov)
     out: dict[str, float] = dict(threshold_metrics(counts))
     out.update(ranking_metrics(prob, gm, fov))
-    parts = _cldice_parts(pm, gm)
+    sg = _skeleton(gm)
+    parts = _cldice_parts(pm, gm, _skeleton(pm), sg)
     out["cldice"] = _cldice_from_parts(parts)
-    out.update(betti_errors(pm, gm))
+    bp, bg = betti_numbers(pm), betti_numbers(gm)
+    out.update({f"betti{i}_error": float(abs(a - b))
+                for i, (a, b) in enumerate(zip(bp, bg, strict=True))})
     out["hd95"] = hd95(pm, gm)
-    return {k: float(out[k]) for k in METRIC_KEYS}, counts, parts
+    return ImageEvaluation({k: float(out[k]) for k in METRIC_KEYS}, counts, parts, pm, gm, sg,
+                           (bp[0], bg[0]))
+
+
+def evaluate_image(
+    prob: ArrayLike,
+    gt: ArrayLike,
+    threshold: float,
+    fov: ArrayLike | None = None,
+    width_px: float = DEFAULT_THICK_WIDTH_PX,
+    thick_gt: ArrayLike | None = None,
+    thin_gt: ArrayLike | None = None,
+) -> ImageEvaluation:
+    """Everything ``retinaseg evaluate`` reports for one image, each shared piece once.
+
+    The same values as :func:`image_scores` (``metrics``, ``counts``, ``cldice_parts``),
+    ``thick_thin_counts(prob > threshold, gt, fov, width_px, thick_gt, thin_gt)``
+    (``thick_thin``) and ``topology_metrics(prob > threshold, gt, fov)`` (``topology``), but
+    the masks, the GT skeleton (clDice and the width split), the component counts (Betti b0
+    and ``components_*``) and the dilations of the GT (edge figures) are computed once.
+    """
+    if (thick_gt is None) != (thin_gt is None):
+        raise ValueError("evaluate_image: give both thick_gt and thin_gt, or neither")
+    ev = _score_image(prob, gt, threshold, fov)
+    pred = binarize(prob, threshold)
+    f = None if fov is None else _as_bool(fov)
+    if thick_gt is None:
+        thick, thin, zone = _split_by_width(ev.gm, ev.skel_gt, width_px)
+    else:
+        thick, thin, zone = _split_given(_as_bool(gt), f, _as_bool(thick_gt), _as_bool(thin_gt))
+    ev.thick_thin = {"thick": confusion_counts(pred, thick, zone if f is None else zone & f),
+                     "thin": confusion_counts(pred, thin, ~zone if f is None else ~zone & f)}
+    ev.topology = _topology(ev.pm, ev.gm, ev.components)
+    return ev
 
 
 def image_metrics(
@@ -1094,6 +1348,7 @@ __all__ = [
     "image_metrics", "pooled_metrics", "pr_curve", "relaxed_f1", "roc_auc", "roc_curve",
     "summarise", "threshold_metrics", "DEFAULT_THICK_WIDTH_PX", "LOWER_IS_BETTER",
     "DEFAULT_BINS", "PooledScores", "ScoreHistogram", "best_threshold", "grid_counts",
+    "ImageEvaluation", "evaluate_image",
     "grid_histogram", "image_scores", "ranking_metrics", "surface_points",
     "THICK_THIN_KEYS", "split_thick_thin", "thick_thin_counts", "thick_thin_dice",
     "thick_thin_from_counts", "vessel_width",
@@ -1117,13 +1372,20 @@ def topology_metrics(pred: ArrayLike, gt: ArrayLike, fov: ArrayLike | None = Non
     :func:`betti_errors_patches` (64² windows, 100 of them, fixed seed, as in the literature).
     """
     p, g = _masked(pred, gt, fov)
+    return _topology(p, g, (component_count(p), component_count(g)), patch, n, seed)
+
+
+def _topology(p: NDArray[np.bool_], g: NDArray[np.bool_], components: tuple[int, int],
+              patch: int = 64, n: int = 100, seed: int = 0) -> dict[str, float]:
+    """:func:`topology_metrics` of masked ``p`` and ``g`` whose component counts are known."""
     patches = betti_errors_patches(p, g, patch=patch, n=n, seed=seed)
-    prof = error_profile(p, g)
-    return {"relaxed_f1_1px": relaxed_f1(p, g, tol=1.0),
+    near_g = _Near(g)
+    prof = _error_profile(p, g, (1.0, 2.0), near_g)
+    return {"relaxed_f1_1px": _relaxed_f1(p, g, 1.0, near_g),
             "edge_error_share": _div(prof["le1"], sum(prof.values())),
             "betti0_error_patch": patches.get("betti0_error", float("nan")),
             "betti1_error_patch": patches.get("betti1_error", float("nan")),
-            "components_pred": float(component_count(p)),
-            "components_gt": float(component_count(g)),
+            "components_pred": float(components[0]),
+            "components_gt": float(components[1]),
             "centerline_length_pred": centerline_length(p),
             "centerline_length_gt": centerline_length(g)}

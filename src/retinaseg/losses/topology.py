@@ -123,20 +123,25 @@ class IBPClDiceLoss(nn.Module):
         stochastic: False thresholds the prediction at 0.5 instead of drawing noise.
         strict_3d: exact simple-point test in 3D (see ``losses.skeleton``); False is the
             Euler-only S3-OCTA variant.
+        early_stop: stop peeling after an iteration that deletes nothing (same skeletons;
+            the prediction's gradient then lacks the idle iterations' terms, see
+            :func:`~retinaseg.losses.skeleton.ibp_skeleton`); False runs all ``iters``.
     """
 
     def __init__(self, iters: int = 5, alpha: float = 0.5, smooth: float = 1.0,
                  dice_eps: float = 1e-6, beta: float = 0.33, tau: float = 1.0,
-                 stochastic: bool = True, strict_3d: bool = True) -> None:
+                 stochastic: bool = True, strict_3d: bool = True,
+                 early_stop: bool = True) -> None:
         super().__init__()
         self.iters, self.alpha, self.smooth, self.dice_eps = iters, alpha, smooth, dice_eps
         self.beta, self.tau, self.stochastic, self.strict_3d = beta, tau, stochastic, strict_3d
+        self.early_stop = early_stop
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p, g = torch.sigmoid(logits.float()), target.float()
         skel_p = ibp_skeleton(p, self.iters, self.beta, self.tau, self.stochastic,
-                              strict_3d=self.strict_3d)
-        with torch.no_grad():
+                              strict_3d=self.strict_3d, early_stop=self.early_stop)
+        with torch.no_grad():  # no gradient: early stopping changes nothing here
             skel_g = ibp_skeleton(g, self.iters, stochastic=False, strict_3d=self.strict_3d)
         cl = cldice_loss(p, g, skel_p, skel_g, self.smooth)
         return (1 - self.alpha) * soft_dice_loss(p, g, self.dice_eps) + self.alpha * cl
