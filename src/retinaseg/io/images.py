@@ -14,6 +14,7 @@ Every file written goes through :func:`retinaseg.utils.atomic.atomic_path`.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Callable
@@ -360,6 +361,15 @@ def _storable(arr: np.ndarray, float_ok: bool) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         return arr.astype(np.float32) if float_ok else _float_to_uint8(arr)
     raise ValueError(f"cannot write an image of dtype {arr.dtype}")
+
+
+def png_bytes(arr: np.ndarray, compress_level: int = 6) -> bytes:
+    """``[H,W]`` or ``[H,W,3]`` (bool, ``uint8`` or float in [0, 1], as :func:`write_png`)
+    encoded as 8-bit PNG bytes in memory."""
+    buf = io.BytesIO()
+    Image.fromarray(_storable(arr, float_ok=False)).save(buf, format="PNG",
+                                                        compress_level=compress_level)
+    return buf.getvalue()
 
 
 def write_png(path: PathLike, arr: np.ndarray) -> None:

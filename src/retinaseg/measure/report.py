@@ -46,17 +46,34 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` as CSV (the union of their columns, in first-seen order; floats to 6
-    significant digits, NaN as ``nan``); nothing when there are no rows."""
-    if not rows:
-        return
+def _cell(value: Any, digits: int | None) -> Any:
+    """A CSV cell: ``digits`` set: :func:`_fmt`'s text at that precision; None: the value as
+    ``csv`` writes it (floats in full, None empty), NaN as ``nan``."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if digits is None:
+        return value
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def csv_text(rows: list[dict[str, Any]], digits: int | None = 6,
+             lineterminator: str = "\r\n") -> str:
+    """``rows`` as CSV text: the union of their columns in first-seen order (a missing value
+    is empty), floats to ``digits`` significant digits (None: as Python prints them), NaN as
+    ``nan``."""
     names = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=names, restval="")
+    w = csv.DictWriter(buf, fieldnames=names, restval="", lineterminator=lineterminator)
     w.writeheader()
-    w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
-    write_text_atomic(path, buf.getvalue())
+    w.writerows({k: _cell(v, digits) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV (:func:`csv_text`, floats to 6 significant digits); nothing when
+    there are no rows."""
+    if rows:
+        write_text_atomic(path, csv_text(rows))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ temporary folder that is removed when :func:`decode_upload` returns, whatever ha
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import math
 import tempfile
@@ -258,20 +257,11 @@ def segment_and_measure(image: np.ndarray, name: str, models: ModelCache,
                   {"load": t1 - t0, "segment": t2 - t1, "measure": t3 - t2})
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """bool → 0/255; floats in [0, 1] → ``round(255 x)``; uint8 as is."""
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * np.uint8(255)
-    if arr.dtype == np.uint8:
-        return arr
-    return np.round(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8)
-
-
 def png_bytes(arr: np.ndarray) -> bytes:
-    """``[H, W]`` or ``[H, W, 3]`` (bool, uint8 or float in [0, 1]) as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(arr)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """``[H, W]`` or ``[H, W, 3]`` (bool, uint8 or float in [0, 1]) as PNG bytes, fast."""
+    from retinaseg.io.images import png_bytes as encode
+
+    return encode(arr, compress_level=1)
 
 
 def data_url(png: bytes) -> str:
@@ -289,17 +279,11 @@ def json_value(value: Any) -> Any:
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV text, the columns in first-seen order (a missing value is empty)."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("nan" if isinstance(v, float) and math.isnan(v) else v)
-                         for k, v in row.items()})
-    return buf.getvalue()
+    """Rows as CSV text, the columns in first-seen order (a missing value is empty), floats
+    in full, NaN as ``nan``."""
+    from retinaseg.measure.report import csv_text as text
+
+    return text(rows, digits=None, lineterminator="\n")
 
 
 def result_json(r: Result) -> dict[str, Any]:
