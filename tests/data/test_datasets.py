@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from retinaseg.data import build_dataset, describe_datasets
-from retinaseg.errors import ConfigError, DatasetLayoutError, RetinasegError
+from retinaseg.errors import ConfigError, DatasetLayoutError, ImageReadError, RetinasegError
+from retinaseg.io import RITE_PALETTE, read_class_map, read_colour_class_map
 from retinaseg.preprocessing.fov import fov_from_image
 
 S = 16  # side of the fake images, px
@@ -696,3 +697,62 @@ def test_real_rossa(shared_data: Path) -> None:
     item = val[0]
     assert item["image"].shape == (320, 320) and item["label"].shape == (320, 320)
     assert item["label"].dtype == bool and 0 < item["label"].mean() < 0.5
+
+
+# ------------------------------------------------------------------------------------------
+# colour-coded class labels (RITE / AV-DRIVE style)
+
+
+def _rite_colours(classes: np.ndarray) -> np.ndarray:
+    """Class map 0-4 → RGB uint8 in the RITE colour code."""
+    lut = np.array([c for _, c in RITE_PALETTE], dtype=np.uint8)
+    return lut[classes]
+
+
+def test_folder_rite_palette_reads_colour_labels(tmp_path: Path) -> None:
+    truth = np.zeros((S, S), np.int64)
+    truth[2:6, :] = 1
+    truth[:, 10:13] = 2
+    truth[2:6, 10:13] = 3
+    truth[12:14, 1:8] = 4
+    _save(tmp_path / "images" / "a.png", np.full((S, S), 90, np.uint8))
+    _save(tmp_path / "labels" / "a.png", _rite_colours(truth))
+    ds = build_dataset("folder", tmp_path, "all", palette="rite")
+    assert ds.classes == ("background", "artery", "vein", "overlap", "uncertain")
+    np.testing.assert_array_equal(ds[0]["label"], truth)
+    # JPEG blurs the colours; the nearest palette colour still gives most pixels their class
+    Image.fromarray(_rite_colours(truth)).save(tmp_path / "labels" / "a.jpg", quality=95)
+    (tmp_path / "labels" / "a.png").unlink()
+    blurred = build_dataset("folder", tmp_path, "all", palette="rite")[0]["label"]
+    assert (blurred == truth).mean() > 0.97
+
+
+def test_folder_custom_palette_and_bad_colours(tmp_path: Path) -> None:
+    rgb = np.zeros((S, S, 3), np.uint8)
+    rgb[:4] = (200, 30, 30)
+    rgb[-4:] = (30, 30, 200)
+    _save(tmp_path / "images" / "a.png", np.full((S, S), 90, np.uint8))
+    _save(tmp_path / "labels" / "a.png", rgb)
+    ds = build_dataset("folder", tmp_path, "all", palette="artery=#c81e1e,vein=#1e1ec8")
+    assert ds.classes == ("background", "artery", "vein")
+    label = ds[0]["label"]
+    assert (label[:4] == 1).all() and (label[-4:] == 2).all() and (label[4:-4] == 0).all()
+    rgb[10, 10] = (255, 255, 0)  # yellow is in no palette
+    Image.fromarray(rgb).save(tmp_path / "labels" / "a.png")
+    with pytest.raises(ImageReadError, match=r"RGB \(255, 255, 0\)"):
+        _ = ds[0]
+    with pytest.raises(ConfigError, match="<name>=#rrggbb"):
+        build_dataset("folder", tmp_path, "all", palette="artery=red")
+    with pytest.raises(ConfigError, match="conflicts"):
+        build_dataset("folder", tmp_path, "all", palette="rite", classes="bg,a,v")
+
+
+def test_rite_colours_of_real_octa500_av_round_trip(shared_data: Path, tmp_path: Path) -> None:
+    """OCTA-500 GT_AV drawn in the RITE colour code reads back as the same class map."""
+    src = shared_data / "OCTA-500" / "OCTA_3M" / "GT_AV" / "10301.bmp"
+    if not src.is_file():
+        pytest.skip(f"OCTA-500 GT_AV not found at {src}")
+    truth = read_class_map(src)
+    path = tmp_path / "av.png"
+    Image.fromarray(_rite_colours(truth)).save(path)
+    np.testing.assert_array_equal(read_colour_class_map(path, RITE_PALETTE), truth)

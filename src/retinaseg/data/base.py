@@ -18,7 +18,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from retinaseg.errors import ConfigError, DatasetLayoutError
-from retinaseg.io import list_images, natural_key, read_class_map, read_image, read_mask
+from retinaseg.io import (
+    Palette,
+    list_images,
+    natural_key,
+    read_class_map,
+    read_colour_class_map,
+    read_image,
+    read_mask,
+)
 from retinaseg.preprocessing.fov import fov_from_image
 from retinaseg.preprocessing.functions import to_grey
 
@@ -64,6 +72,7 @@ class VesselDataset:
     aliases: ClassVar[dict[str, str]] = {}  # extra split names → official split
     needs_root: ClassVar[bool] = True
     derive_fov: bool = False  # compute the FOV with fov_from_image when a sample has none
+    palette: Palette | None = None  # colour-coded class labels (set with classes), else grey
 
     def __init__(self, root: str | Path | None, split: str, **options: Any) -> None:
         self.given_options = set(options)
@@ -282,7 +291,8 @@ class VesselDataset:
         set (a value outside the classes is a :class:`DatasetLayoutError`)."""
         if self.classes is None or sample.label is None:
             return self._read_mask(sample, sample.label, shape)
-        labels = read_class_map(sample.label)
+        labels = (read_class_map(sample.label) if self.palette is None
+                  else read_colour_class_map(sample.label, self.palette))
         self._check_shape(sample, sample.label, labels.shape, shape)
         top = int(labels.max()) if labels.size else 0
         if top >= len(self.classes):

@@ -7,6 +7,7 @@ pair. Where a set has no official split the one chosen here is written in the cl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 
 from retinaseg.data.base import ALL, Sample, VesselDataset
 from retinaseg.errors import ConfigError, DatasetLayoutError
-from retinaseg.io import list_images
+from retinaseg.io import RITE_PALETTE, Palette, list_images
 from retinaseg.registry import DATASETS
 
 # ============================================================================================
@@ -647,6 +648,31 @@ def parse_class_names(value: str, where: str) -> tuple[str, ...] | None:
     return names
 
 
+def parse_palette(value: str) -> Palette | None:
+    """``""`` → None (grey labels); ``"rite"`` → :data:`~retinaseg.io.RITE_PALETTE`;
+    ``"artery=#ff0000,vein=#0000ff"`` → a black background followed by those classes. A bad
+    entry is a :class:`ConfigError` saying the expected form."""
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.lower() == "rite":
+        return RITE_PALETTE
+    out: list[tuple[str, tuple[int, int, int]]] = [("background", (0, 0, 0))]
+    for entry in (e.strip() for e in text.split(",")):
+        match = re.fullmatch(r"([A-Za-z_][\w-]*)=#([0-9a-fA-F]{6})", entry)
+        if match is None:
+            raise ConfigError(f"folder dataset option palette: '{entry}' is not <name>=#rrggbb "
+                              "(or use palette=rite)")
+        hexa = match.group(2)
+        out.append((match.group(1), tuple(int(hexa[i:i + 2], 16) for i in (0, 2, 4))))
+    names = [n for n, _ in out]
+    colours = [c for _, c in out]
+    if len(set(names)) != len(names) or len(set(colours)) != len(colours):
+        raise ConfigError(f"folder dataset option palette '{value}' repeats a name or a colour "
+                          "(black is the background)")
+    return tuple(out)
+
+
 @DATASETS.register("folder")
 class Folder(VesselDataset):
     """Any folder of images with optional labels / FOV masks matched by file stem.
@@ -665,14 +691,28 @@ class Folder(VesselDataset):
                     "_manual1> (default none); fov=<folder>|auto (default none); "
                     "modality=fundus|octa (default fundus); classes=<number of classes, or "
                     "their names in value order, e.g. background,artery,vein> (labels are grey "
-                    "class maps 0, 1, 2, ...; default none: binary labels)")
+                    "class maps 0, 1, 2, ...; default none: binary labels); palette=rite | "
+                    "<name>=#rrggbb,... (colour-coded class labels: rite = AV-DRIVE/RITE red "
+                    "artery, blue vein, green overlap, white uncertain; a custom list gives the "
+                    "classes after a black background; default none)")
     defaults = {"images": "images", "labels": "labels", "label_suffix": "", "fov": "",
-                "modality": "fundus", "classes": ""}
+                "modality": "fundus", "classes": "", "palette": ""}
     choices = {"modality": ("fundus", "octa")}
 
     def _class_names(self) -> tuple[str, ...] | None:
-        """``classes=N`` (names ``class_0`` ...) or ``classes=a,b,c``; empty: binary labels."""
-        return parse_class_names(self.options.get("classes", ""), "folder dataset option classes")
+        """``classes=N`` (names ``class_0`` ...) or ``classes=a,b,c``; empty: binary labels.
+        With ``palette`` the classes are the palette's, and ``classes`` may only repeat them."""
+        classes = parse_class_names(self.options.get("classes", ""),
+                                    "folder dataset option classes")
+        self.palette = parse_palette(self.options.get("palette", ""))
+        if self.palette is None:
+            return classes
+        names = tuple(n for n, _ in self.palette)
+        if classes is not None and classes != names and classes != tuple(
+                f"class_{k}" for k in range(len(names))):
+            raise ConfigError(f"folder dataset: classes={self.options['classes']} conflicts "
+                              f"with the palette's classes ({','.join(names)}); give one of them")
+        return names
 
     def _check_root(self, root: str | Path | None) -> Path | None:
         """The root may be left out when the folders are given as absolute paths."""

@@ -2,9 +2,12 @@
 
 from retinaseg.io.images import (
     IMAGE_EXTENSIONS,
+    RITE_PALETTE,
+    Palette,
     list_images,
     natural_key,
     read_class_map,
+    read_colour_class_map,
     read_image,
     read_mask,
     write_png,
@@ -16,7 +19,10 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "list_images",
     "natural_key",
+    "Palette",
+    "RITE_PALETTE",
     "read_class_map",
+    "read_colour_class_map",
     "read_image",
     "read_mask",
     "read_volume",

@@ -320,6 +320,44 @@ def read_class_map(path: PathLike) -> np.ndarray:
     return out
 
 
+Palette = tuple[tuple[str, tuple[int, int, int]], ...]
+"""Class names in value order with their RGB colour, class 0 (background) first."""
+
+RITE_PALETTE: Palette = (("background", (0, 0, 0)), ("artery", (255, 0, 0)),
+                         ("vein", (0, 0, 255)), ("overlap", (0, 255, 0)),
+                         ("uncertain", (255, 255, 255)))
+"""Colour code of the AV-DRIVE / RITE artery-vein labels (Hu et al. 2013): red artery, blue
+vein, green crossing (our ``overlap``, as in OCTA-500 ``GT_AV``), white uncertain."""
+
+
+def read_colour_class_map(path: PathLike, palette: Palette,
+                          tolerance: int | None = 60) -> np.ndarray:
+    """Read a colour-coded class map (e.g. RITE A/V labels) as int64 ``[H, W]`` class values.
+
+    Each pixel takes the class of the nearest palette colour (max-channel distance on the 8-bit
+    scale); a pixel farther than ``tolerance`` from every colour is refused with
+    :class:`ImageReadError` naming that colour. JPEG files (lossy, their edges smeared) are
+    never refused: every pixel takes its nearest colour. A grey image is read as grey RGB.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        tolerance = None
+    rgb = read_image(path)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=-1)
+    px = np.round(rgb[..., :3] * 255).astype(np.int16)
+    colours = np.array([c for _, c in palette], dtype=np.int16)          # [K, 3]
+    dist = np.abs(px[..., None, :] - colours).max(axis=-1)                # [H, W, K]
+    out = dist.argmin(axis=-1).astype(np.int64)
+    far = dist.min(axis=-1) > (255 if tolerance is None else tolerance)
+    if far.any():
+        bad = tuple(int(v) for v in px[far][0])
+        names = ", ".join(f"{n} {c}" for n, c in palette)
+        raise ImageReadError(f"colour class map '{path}' has {int(far.sum())} pixels of a colour "
+                             f"like RGB {bad} that is none of the palette's ({names})")
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # writers
 
