@@ -76,7 +76,8 @@ def agreement(label: np.ndarray, model: np.ndarray) -> dict[str, float]:
     diff = model - label
     sd = float(diff.std(ddof=1)) if diff.size > 1 else float("nan")
     bias = float(diff.mean())
-    r = float(np.corrcoef(label, model)[0, 1]) if diff.size > 2 and label.std() > 0 else float("nan")
+    ok = diff.size > 2 and label.std() > 0
+    r = float(np.corrcoef(label, model)[0, 1]) if ok else float("nan")
     return {"label_mean": float(label.mean()), "model_mean": float(model.mean()), "bias": bias,
             "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd,
             "bias_pct": 100 * bias / float(label.mean()) if label.mean() else float("nan"),
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     rows = measure_pairs(args.root)
     if not rows:
-        sys.exit(f"no OCTA-500 val subjects with OCTA(ILM_OPL) and GT_LargeVessel under {args.root}")
+        sys.exit(f"no OCTA-500 val subjects with OCTA(ILM_OPL) and GT_LargeVessel under "
+                 f"{args.root}")
     table, raw = [], {"subjects": [{k: r[k] for k in ("fov", "id", "dice")} for r in rows]}
     for fov in ("6M", "3M"):
         sub = [r for r in rows if r["fov"] == fov]

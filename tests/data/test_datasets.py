@@ -717,13 +717,13 @@ def test_folder_rite_palette_reads_colour_labels(tmp_path: Path) -> None:
     truth[12:14, 1:8] = 4
     _save(tmp_path / "images" / "a.png", np.full((S, S), 90, np.uint8))
     _save(tmp_path / "labels" / "a.png", _rite_colours(truth))
-    ds = build_dataset("folder", tmp_path, "all", palette="rite")
+    ds = build_dataset("folder", tmp_path, "all", label_colours="rite")
     assert ds.classes == ("background", "artery", "vein", "overlap", "uncertain")
     np.testing.assert_array_equal(ds[0]["label"], truth)
     # JPEG blurs the colours; the nearest palette colour still gives most pixels their class
     Image.fromarray(_rite_colours(truth)).save(tmp_path / "labels" / "a.jpg", quality=95)
     (tmp_path / "labels" / "a.png").unlink()
-    blurred = build_dataset("folder", tmp_path, "all", palette="rite")[0]["label"]
+    blurred = build_dataset("folder", tmp_path, "all", label_colours="rite")[0]["label"]
     assert (blurred == truth).mean() > 0.97
 
 
@@ -733,7 +733,7 @@ def test_folder_custom_palette_and_bad_colours(tmp_path: Path) -> None:
     rgb[-4:] = (30, 30, 200)
     _save(tmp_path / "images" / "a.png", np.full((S, S), 90, np.uint8))
     _save(tmp_path / "labels" / "a.png", rgb)
-    ds = build_dataset("folder", tmp_path, "all", palette="artery=#c81e1e,vein=#1e1ec8")
+    ds = build_dataset("folder", tmp_path, "all", label_colours="artery=#c81e1e,vein=#1e1ec8")
     assert ds.classes == ("background", "artery", "vein")
     label = ds[0]["label"]
     assert (label[:4] == 1).all() and (label[-4:] == 2).all() and (label[4:-4] == 0).all()
@@ -742,9 +742,9 @@ def test_folder_custom_palette_and_bad_colours(tmp_path: Path) -> None:
     with pytest.raises(ImageReadError, match=r"RGB \(255, 255, 0\)"):
         _ = ds[0]
     with pytest.raises(ConfigError, match="<name>=#rrggbb"):
-        build_dataset("folder", tmp_path, "all", palette="artery=red")
+        build_dataset("folder", tmp_path, "all", label_colours="artery=red")
     with pytest.raises(ConfigError, match="conflicts"):
-        build_dataset("folder", tmp_path, "all", palette="rite", classes="bg,a,v")
+        build_dataset("folder", tmp_path, "all", label_colours="rite", classes="bg,a,v")
 
 
 def test_rite_colours_of_real_octa500_av_round_trip(shared_data: Path, tmp_path: Path) -> None:

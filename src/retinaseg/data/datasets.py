@@ -661,14 +661,16 @@ def parse_palette(value: str) -> Palette | None:
     for entry in (e.strip() for e in text.split(",")):
         match = re.fullmatch(r"([A-Za-z_][\w-]*)=#([0-9a-fA-F]{6})", entry)
         if match is None:
-            raise ConfigError(f"folder dataset option palette: '{entry}' is not <name>=#rrggbb "
-                              "(or use palette=rite)")
+            raise ConfigError(f"folder dataset option label_colours: '{entry}' is not "
+                              "<name>=#rrggbb "
+                              "(or use label_colours=rite)")
         hexa = match.group(2)
         out.append((match.group(1), tuple(int(hexa[i:i + 2], 16) for i in (0, 2, 4))))
     names = [n for n, _ in out]
     colours = [c for _, c in out]
     if len(set(names)) != len(names) or len(set(colours)) != len(colours):
-        raise ConfigError(f"folder dataset option palette '{value}' repeats a name or a colour "
+        raise ConfigError(f"folder dataset option label_colours '{value}' repeats a name or a "
+                          "colour "
                           "(black is the background)")
     return tuple(out)
 
@@ -691,12 +693,12 @@ class Folder(VesselDataset):
                     "_manual1> (default none); fov=<folder>|auto (default none); "
                     "modality=fundus|octa (default fundus); classes=<number of classes, or "
                     "their names in value order, e.g. background,artery,vein> (labels are grey "
-                    "class maps 0, 1, 2, ...; default none: binary labels); palette=rite | "
+                    "class maps 0, 1, 2, ...; default none: binary labels); label_colours=rite | "
                     "<name>=#rrggbb,... (colour-coded class labels: rite = AV-DRIVE/RITE red "
                     "artery, blue vein, green overlap, white uncertain; a custom list gives the "
                     "classes after a black background; default none)")
     defaults = {"images": "images", "labels": "labels", "label_suffix": "", "fov": "",
-                "modality": "fundus", "classes": "", "palette": ""}
+                "modality": "fundus", "classes": "", "label_colours": ""}
     choices = {"modality": ("fundus", "octa")}
 
     def _class_names(self) -> tuple[str, ...] | None:
@@ -704,7 +706,7 @@ class Folder(VesselDataset):
         With ``palette`` the classes are the palette's, and ``classes`` may only repeat them."""
         classes = parse_class_names(self.options.get("classes", ""),
                                     "folder dataset option classes")
-        self.palette = parse_palette(self.options.get("palette", ""))
+        self.palette = parse_palette(self.options.get("label_colours", ""))
         if self.palette is None:
             return classes
         names = tuple(n for n, _ in self.palette)
