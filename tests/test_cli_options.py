@@ -3,6 +3,7 @@ work starts: no traceback, no output folder (issue: the house, item 5)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,16 @@ def test_models_lists_bundled_models_and_architectures(capsys) -> None:
     assert "fundus-vessels" in bundled and "octa-vessels" in bundled
     assert "Colour fundus" in bundled  # the card's one-line summary
     assert "unet" in arch and "s3octa" in arch
+
+
+def test_evaluate_fast_without_maps(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["evaluate", "--model", "octa-vessels", "--dataset", "synthetic",
+                 "--split", "test", "--out", str(out), "--metrics", "fast", "--no-maps",
+                 "--threads", "1"])
+    assert code in (0, None)
+    printed = capsys.readouterr().out
+    assert "--metrics fast" in printed and "dice=" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"] == "fast" and summary["pooled"]["cldice"] is None
+    assert 0 < summary["pooled"]["dice"] <= 1 and not (out / "maps").exists()

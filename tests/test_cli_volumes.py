@@ -16,6 +16,7 @@ import pytest
 from retinaseg.cli import main
 from retinaseg.data.volumes import make_volume_sample
 from retinaseg.io import read_image, read_mask, read_volume, write_png
+from retinaseg.io.volumes import bscan_folder_reason
 from retinaseg.preprocessing.projection import auto_slab, project
 
 
@@ -74,6 +75,24 @@ def test_a_folder_of_square_numbered_images_stays_images(tmp_path) -> None:
     out2 = tmp_path / "out2"  # --volume overrides the decision
     assert main(["predict", str(folder), "--out", str(out2), "--volume", "--no-jit"]) == 0
     assert [r["input"] for r in _rows(out2)] == ["volume"]
+
+
+def test_a_folder_of_numbered_colour_photographs_stays_images(tmp_path) -> None:
+    """Fundus photographs named 01.png .. 10.png, all one landscape size, are not B-scans:
+    a B-scan is grey (this folder used to be read as one volume and then refused)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(1, 11):
+        write_png(folder / f"{k:02d}.png", (rng.random((40, 56, 3)) * 255).astype(np.uint8))
+    assert bscan_folder_reason(folder) is None
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--out", str(out), "--no-jit"]) == 0
+    rows = _rows(out)
+    assert len(rows) == 10 and {r["input"] for r in rows} == {"image"}
+    for k in range(1, 11):  # the same files in grey are a volume again
+        write_png(folder / f"{k:02d}.png", rng.random((40, 56)).astype(np.float32))
+    assert "10 numbered images of one size (40×56" in bscan_folder_reason(folder)
 
 
 def test_npy_volume_is_predicted_and_no_volume_refuses_it(tmp_path, cube, capsys) -> None:

@@ -184,7 +184,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     opts, thr = _options(a), _threshold(a.threshold)
     s = evaluate(a.model, a.dataset, a.root, a.split, a.out, options=_kv(a.option),
-                 threshold=thr, palette=a.palette, segmenter=opts)
+                 threshold=thr, palette=a.palette, segmenter=opts, metrics=a.metrics,
+                 save_maps=a.maps)
     if s.get("classes"):
         _print_class_scores(s)
         print(f"wrote {Path(a.out) / 'summary.json'}")
@@ -196,6 +197,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     for label, d in (("per-image mean", s["per_image_mean"]), ("pooled", s["pooled"])):
         print(f"  {label:15s} " + "  ".join(f"{k}={d[k]:.4f}" for k in keys))
     m = s["per_image_mean"]
+    if s.get("metrics") == "fast":
+        print("  (--metrics fast: clDice, Betti, HD95, thick/thin and edge figures not computed)")
+        print(f"wrote {Path(a.out) / 'summary.json'}")
+        return
     print(f"  edges          relaxed_f1_1px={m['relaxed_f1_1px']:.4f} (per-image mean; edges "
           f"within 1 px count as right), {100 * m['edge_error_share']:.0f} % of wrong pixels "
           f"lie within 1 px of a label edge")
@@ -525,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette", default="classic", choices=["classic", "colorblind"],
                    help="colours of the error maps: classic (correct vessel green, false "
                         "positive red, missed blue) or colorblind (a colour-blind-safe set)")
+    p.add_argument("--metrics", default="full", choices=["full", "fast"],
+                   help="full (default): every column; fast: confusion figures and AUC/AP "
+                        "only, skipping clDice, Betti, HD95, thick/thin and topology (NaN) - "
+                        "for very large datasets or images")
+    p.add_argument("--maps", action=argparse.BooleanOptionalAction, default=True,
+                   help="write maps/<id>_prob.png and <id>_error.png (default); --no-maps "
+                        "skips them, which saves two full-size PNG encodings per image")
     _device_args(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("centerline", help="extract 1-px centerlines from binary masks")

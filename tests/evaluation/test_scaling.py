@@ -17,6 +17,7 @@ from scipy import ndimage
 from scipy.stats import rankdata
 
 import retinaseg.evaluation.evaluate as evaluate_mod
+from retinaseg.errors import ConfigError
 from retinaseg.evaluation.metrics import (
     METRIC_KEYS,
     TOPOLOGY_KEYS,
@@ -257,3 +258,29 @@ def test_evaluate_streams_and_reports_the_same_figures(monkeypatch, tmp_path: Pa
                             "n_images", "thick_thin_split"} and on_disk["n_images"] == 3
     for name in ("confusion_matrix.png", "roc_pr.png", "maps/im2_error.png", "maps/im0_prob.png"):
         assert (tmp_path / "ev" / name).is_file()
+
+
+def test_evaluate_fast_metrics_keep_confusion_and_auc_values(monkeypatch, tmp_path: Path) -> None:
+    probs = _folder(tmp_path / "ds")
+    monkeypatch.setattr(evaluate_mod, "Segmenter", _FakeSeg)
+    _FakeSeg.probs, _FakeSeg.alive, _FakeSeg.alive_at_call = probs, [], []
+    full = evaluate_mod.evaluate("fake", "folder", str(tmp_path / "ds"), "all",
+                                 tmp_path / "full", options={"fov": "fov"}, threshold=0.5)
+    fast = evaluate_mod.evaluate("fake", "folder", str(tmp_path / "ds"), "all",
+                                 tmp_path / "fast", options={"fov": "fov"}, threshold=0.5,
+                                 metrics="fast")
+    assert fast["metrics"] == "fast" and full["metrics"] == "full"
+    skipped = {*evaluate_mod.SKELETON_KEYS, "dice_thick", "dice_thin"}
+    for part in ("per_image_mean", "pooled"):
+        for k in evaluate_mod.METRIC_KEYS:
+            if k in skipped:
+                assert math.isnan(fast[part][k])
+                assert part == "pooled" or not math.isnan(full[part][k])
+            else:
+                assert fast[part][k] == full[part][k], (part, k)
+    rows = list(csv.DictReader((tmp_path / "fast" / "per_image.csv").open(encoding="utf-8")))
+    assert rows[0]["cldice"] == "nan" and rows[0]["components_gt"] == "nan"
+    assert json.loads((tmp_path / "fast" / "summary.json").read_text())["pooled"]["hd95"] is None
+    with pytest.raises(ConfigError, match="metrics must be one of full, fast"):
+        evaluate_mod.evaluate("fake", "folder", str(tmp_path / "ds"), "all", tmp_path / "x",
+                              metrics="quick")

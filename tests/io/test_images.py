@@ -465,3 +465,14 @@ def test_drive_and_octa500_files(shared_data):
     assert octa.shape == (400, 400)
     with Image.open(bmp) as im:
         np.testing.assert_array_equal(octa, np.asarray(im) / np.float32(255))
+
+
+def test_write_png_compress_level_keeps_pixels(tmp_path):
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, (64, 48), dtype=np.uint8)
+    arr[:32] = 7  # a flat half that level 9 squeezes more than level 0
+    write_png(tmp_path / "fast.png", arr, compress_level=0)
+    write_png(tmp_path / "small.png", arr, compress_level=9)
+    for name in ("fast.png", "small.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), arr)
+    assert (tmp_path / "small.png").stat().st_size < (tmp_path / "fast.png").stat().st_size

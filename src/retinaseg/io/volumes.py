@@ -446,11 +446,15 @@ MIN_BSCANS = 8
 """A folder needs at least this many numbered images to be taken for a B-scan folder."""
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, or None when Pillow cannot read it."""
+COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "RGBa"})
+"""Pillow modes of colour images: a B-scan is grey, so a colour file is never one."""
+
+
+def _image_size(path: Path) -> tuple[int, int, bool] | None:
+    """(width, height, is colour) from the file header, or None when Pillow cannot read it."""
     try:
         with Image.open(path) as im:
-            return im.size
+            return (*im.size, im.mode in COLOUR_MODES)
     except (OSError, ValueError):
         return None
 
@@ -459,8 +463,9 @@ def bscan_folder_reason(folder: PathLike) -> str | None:
     """Why ``folder`` looks like one volume of B-scans, or None when it looks like images.
 
     The content decides: at least :data:`MIN_BSCANS` image files, all named by a number (the
-    same prefix, e.g. ``1.bmp .. 400.bmp``), all of one size, and that size not square (a
-    B-scan is depth × A-scans, e.g. 640 × 400; en-face maps are square). Only headers are read.
+    same prefix, e.g. ``1.bmp .. 400.bmp``), all of one size, grey (a folder of colour
+    photographs named ``01.png .. 20.png`` stays images), and that size not square (a B-scan is
+    depth × A-scans, e.g. 640 × 400; en-face maps are square). Only headers are read.
     """
     files = list_images(Path(folder))
     if len(files) < MIN_BSCANS:
@@ -471,8 +476,8 @@ def bscan_folder_reason(folder: PathLike) -> str | None:
     sizes = {_image_size(f) for f in files[:: max(1, len(files) // 16)] + [files[-1]]}
     if len(sizes) != 1 or None in sizes:
         return None
-    w, h = sizes.pop()  # type: ignore[misc]
-    if w == h:
+    w, h, colour = sizes.pop()  # type: ignore[misc]
+    if w == h or colour:
         return None
     return (f"{len(files)} numbered images of one size ({h}×{w}, not square): read as one "
             "volume of B-scans")
