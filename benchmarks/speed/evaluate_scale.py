@@ -9,7 +9,10 @@ CPU threads:
 - ``predict``: :func:`retinaseg.api.predict` on ``images/`` (probability, mask and overlay
   PNGs, ``predictions.csv``);
 - ``evaluate``: :func:`retinaseg.api.evaluate` on the folder dataset (``fov=fov``), with the
-  error maps (the default).
+  error maps (the default); then with ``metrics="fast"``, and with ``save_maps=False`` too.
+
+Both runs are checked to have produced one row per image (a ``predict`` that did nothing once
+made ``evaluate`` look 7× slower than it is).
 
 Each child reports its wall time and its peak memory: ``VmHWM`` (its own high-water mark) and
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (which also counts what the parent held when it
@@ -122,6 +125,9 @@ def main() -> None:
         fast = run_child("evaluate-fast", root, Path(tmp) / "fast", a.threads)
         bare = run_child("evaluate-fast-nomaps", root, Path(tmp) / "bare", a.threads)
         n_rows = len((Path(tmp) / "eval" / "per_image.csv").read_text().splitlines()) - 1
+        n_pred = len((Path(tmp) / "pred" / "predictions.csv").read_text().splitlines()) - 1
+    if n_pred != a.n or n_rows != a.n:
+        sys.exit(f"predict wrote {n_pred} rows and evaluate {n_rows}, expected {a.n} each")
     ratio = ev["seconds"] / pred["seconds"]
     fast_ratio = fast["seconds"] / pred["seconds"]
     bare_ratio = bare["seconds"] / pred["seconds"]
