@@ -64,7 +64,7 @@ def measure_pairs(root: Path) -> list[dict]:
         label = read_mask(base / "GT_LargeVessel" / f"{sid}.bmp")
         model = seg(image) > seg.threshold
         k = MM_PER_PX[fov]
-        rows.append({"fov": fov, "id": sid,
+        rows.append({"fov": fov, "id": sid, "image": image, "mask": model,
                      "dice": float(2 * (label & model).sum() / (label.sum() + model.sum())),
                      "label": measure_mask(label, k, "octa", "none"),
                      "model": measure_mask(model, k, "octa", "none")})
@@ -84,19 +84,18 @@ def agreement(label: np.ndarray, model: np.ndarray) -> dict[str, float]:
             "r": r}
 
 
-def faz_rows(root: Path) -> list[list[object]]:
-    """``octa-faz`` and the classical FAZ against ``GT_FAZ`` on the labelled val subjects."""
+def faz_rows(root: Path, rows: list[dict]) -> list[list[object]]:
+    """``octa-faz`` and the classical FAZ against ``GT_FAZ`` on the val subjects of ``rows``
+    (:func:`measure_pairs`, whose images and vessel masks are reused) that have one."""
     from retinaseg.inference.segmenter import Segmenter
 
-    vessels, fazseg = Segmenter("octa-vessels"), Segmenter("octa-faz")
+    fazseg = Segmenter("octa-faz")
     out = []
-    for fov, sid in val_subjects(root):
-        base = root / f"OCTA_{fov}"
-        truth_path = base / "GT_FAZ" / f"{sid}.bmp"
+    for r in rows:
+        fov, sid, image, mask = r["fov"], r["id"], r["image"], r["mask"]
+        truth_path = root / f"OCTA_{fov}" / "GT_FAZ" / f"{sid}.bmp"
         if not truth_path.is_file():
             continue
-        image = read_image(base / "Projection Maps" / "OCTA(ILM_OPL)" / f"{sid}.bmp")
-        mask = vessels(image) > vessels.threshold
         k = MM_PER_PX[fov]
         truth = measure_mask(mask, k, "octa", "none", faz=read_mask(truth_path))
         routes = {"octa-faz": measure_mask(mask, k, "octa", "none",
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             "r = Pearson between subjects. Figure: `benchmarks/results/measure_agreement.png`."
             "\n\n" + md_table(["FOV", "n", "measurement", "label mean", "model mean", "bias",
                                "95 % limits", "bias / label", "r"], table))
-    faz = faz_rows(args.root)
+    faz = faz_rows(args.root, rows)
     if faz:
         body += ("\n\nFAZ on the val subjects with `GT_FAZ` (value, and the label's in brackets; "
                  "one subject, so no limits):\n\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -662,16 +663,14 @@ def parse_palette(value: str) -> Palette | None:
         match = re.fullmatch(r"([A-Za-z_][\w-]*)=#([0-9a-fA-F]{6})", entry)
         if match is None:
             raise ConfigError(f"folder dataset option label_colours: '{entry}' is not "
-                              "<name>=#rrggbb "
-                              "(or use label_colours=rite)")
+                              "<name>=#rrggbb (or use label_colours=rite)")
         hexa = match.group(2)
         out.append((match.group(1), tuple(int(hexa[i:i + 2], 16) for i in (0, 2, 4))))
     names = [n for n, _ in out]
     colours = [c for _, c in out]
     if len(set(names)) != len(names) or len(set(colours)) != len(colours):
         raise ConfigError(f"folder dataset option label_colours '{value}' repeats a name or a "
-                          "colour "
-                          "(black is the background)")
+                          "colour (black is the background)")
     return tuple(out)
 
 
@@ -701,12 +700,16 @@ class Folder(VesselDataset):
                 "modality": "fundus", "classes": "", "label_colours": ""}
     choices = {"modality": ("fundus", "octa")}
 
+    @cached_property
+    def palette(self) -> Palette | None:  # type: ignore[override]
+        """The ``label_colours`` option (:func:`parse_palette`), parsed once."""
+        return parse_palette(self.options.get("label_colours", ""))
+
     def _class_names(self) -> tuple[str, ...] | None:
         """``classes=N`` (names ``class_0`` ...) or ``classes=a,b,c``; empty: binary labels.
-        With ``palette`` the classes are the palette's, and ``classes`` may only repeat them."""
+        With ``label_colours`` the classes are the palette's; ``classes`` may only repeat them."""
         classes = parse_class_names(self.options.get("classes", ""),
                                     "folder dataset option classes")
-        self.palette = parse_palette(self.options.get("label_colours", ""))
         if self.palette is None:
             return classes
         names = tuple(n for n, _ in self.palette)

@@ -154,7 +154,9 @@ METRIC_SETS = ("full", "fast")
 components, distances or thick / thin split: those columns are NaN), for datasets so large or
 images so big that the topology figures would cost several times the prediction."""
 SKELETON_KEYS = ("cldice", "betti0_error", "betti1_error", "hd95")
-"""The :data:`METRIC_KEYS` that ``metrics="fast"`` leaves out (NaN)."""
+"""The per-image metrics (of ``metrics.METRIC_KEYS``) that ``metrics="fast"`` leaves out."""
+FAST_SKIPPED = (*SKELETON_KEYS, *THICK_THIN_KEYS, *TOPOLOGY_KEYS)
+"""Every column that ``metrics="fast"`` reports as NaN."""
 
 
 def score_image_fast(prob: np.ndarray, s: dict[str, Any], thr: float,
@@ -163,13 +165,12 @@ def score_image_fast(prob: np.ndarray, s: dict[str, Any], thr: float,
     skeleton, component, distance and thick / thin columns NaN."""
     counts = confusion_counts(prob > thr, s["label"], s["fov"])
     row: dict[str, Any] = {**threshold_metrics(counts),
-                           **ranking_metrics(prob, s["label"], s["fov"])}
-    row.update(dict.fromkeys(SKELETON_KEYS, float("nan")))
+                           **ranking_metrics(prob, s["label"], s["fov"]),
+                           **dict.fromkeys(FAST_SKIPPED, float("nan"))}
     totals.pooled.add_scored(prob, s["label"], s["fov"], counts, np.zeros(6, np.int64))
     totals.any_fov |= s["fov"] is not None
-    return {"id": s["id"], **{k: float(row[k]) for k in _IMAGE_KEYS},
-            **dict.fromkeys(THICK_THIN_KEYS, float("nan")),
-            **dict.fromkeys(TOPOLOGY_KEYS, float("nan"))}
+    return {"id": s["id"], **{k: float(row[k]) for k in (*_IMAGE_KEYS, *THICK_THIN_KEYS,
+                                                          *TOPOLOGY_KEYS)}}
 
 
 def score_image(prob: np.ndarray, s: dict[str, Any], thr: float, width_px: float,
@@ -275,7 +276,7 @@ def evaluate(model: str | Path, dataset: str, root: str | None, split: str,
     mean, std = summarise([{k: v for k, v in r.items() if k != "id"} for r in rows])
     pooled = {**sc.pooled.metrics(), **thick_thin_from_counts(sc.thick_thin)}
     if metrics == "fast":
-        pooled.update(dict.fromkeys([*SKELETON_KEYS, *THICK_THIN_KEYS], float("nan")))
+        pooled.update({k: float("nan") for k in FAST_SKIPPED if k in pooled})
     summary = {"dataset": dataset, "split": split, "model": str(model), "head": seg.head_name,
                "metrics": metrics, "threshold": thr,
                "threshold_source": thr_src, "n_images": len(rows), "options": options,

@@ -345,11 +345,14 @@ def read_colour_class_map(path: PathLike, palette: Palette,
     rgb = read_image(path)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=-1)
-    px = np.round(rgb[..., :3] * 255).astype(np.int16)
-    colours = np.array([c for _, c in palette], dtype=np.int16)          # [K, 3]
-    dist = np.abs(px[..., None, :] - colours).max(axis=-1)                # [H, W, K]
-    out = dist.argmin(axis=-1).astype(np.int64)
-    far = dist.min(axis=-1) > (255 if tolerance is None else tolerance)
+    px = np.round(rgb[..., :3] * 255).astype(np.int16)                    # [H, W, 3]
+    out = np.zeros(px.shape[:2], np.int64)
+    best = np.full(px.shape[:2], np.iinfo(np.int16).max, np.int16)      # nearest so far
+    for k, (_, colour) in enumerate(palette):  # [H, W] at a time, not [H, W, K, 3]
+        dist = np.abs(px - np.array(colour, np.int16)).max(axis=-1)
+        closer = dist < best
+        out[closer], best[closer] = k, dist[closer]
+    far = best > (255 if tolerance is None else tolerance)
     if far.any():
         bad = tuple(int(v) for v in px[far][0])
         names = ", ".join(f"{n} {c}" for n, c in palette)
