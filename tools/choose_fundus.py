@@ -55,16 +55,20 @@ def main() -> None:
                     help="the candidate run folder or file (default: the newest run of the "
                          "recipe in runs/fundus_drive_chase/)")
     ap.add_argument("--today", default="fundus-vessels-drive",
-                    help="the model to replace (bundled name; the DRIVE-only ensemble)")
+                    help="the model to replace (bundled name or file)")
     ap.add_argument("--today-member", default=None,
-                    help="the fold-0 member of today's ensemble (unpacked run folder; default: "
-                         "unpacked from the bundled ensemble into a temporary folder)")
+                    help="where today's model saw DRIVE-val (the DRIVE-only ensemble): its "
+                         "fold-0 member (unpacked run folder; default: unpacked from the "
+                         "bundled ensemble into a temporary folder)")
     ap.add_argument("--drive-root", type=Path, default=SHARED_DATA / "DRIVE")
     ap.add_argument("--chase-root", type=Path, default=SHARED_DATA / "CHASE_DB1")
+    ap.add_argument("--section", default="fundus_choice",
+                    help="the RESULTS section written (fundus_choice: the first replacement)")
+    ap.add_argument("--title", default="Replacing fundus-vessels: the validation rule")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         a.candidate = a.candidate or newest_run()
-        a.today_member = a.today_member or fold0_member(a.today, Path(tmp))
+        a.tmp = Path(tmp)
         choose(a)
 
 
@@ -89,44 +93,66 @@ def fold0_member(model: str, tmp: Path) -> str:
     return str(run)
 
 
+def _row(role: str, model: str, case: Case, r: dict) -> list[object]:
+    seen = "?" if r["seen"] is None else str(r["seen"])
+    return [role, str(model), case.label, r["n"], r["mean"]["dice"], r["mean"]["auc"],
+            r["mean"]["cldice"], f"{r['threshold']:.3f}", f"{r['scale']:.2f}", seen]
+
+
 def choose(a: argparse.Namespace) -> None:
-    """Score the candidate and today's model and publish the decision."""
+    """Score the candidate and today's model and publish the decision.
+
+    Today's model is scored whole on both datasets when it never trained on DRIVE-val (its
+    record says so); otherwise (the DRIVE-only ensemble) DRIVE-val goes to its fold-0 member.
+    """
     drive = drive_val_case(a.drive_root)
     chase = chase_case(None if a.chase_root == SHARED_DATA / "CHASE_DB1" else a.chase_root)
     if chase is None or chase.split == "test":
         raise SystemExit("CHASE-val needs the CHASE_DB1 train subjects (01-10)")
-    plan = [("candidate", a.candidate, drive), ("candidate", a.candidate, chase),
-            ("today: fold-0 member", a.today_member, drive),
-            ("today: fold-0 member", a.today_member, chase),
-            (f"today: {a.today}", a.today, chase)]
     rows, raw, dice = [], {}, {}
-    for role, model, case in plan:
+
+    def run(role: str, model: str, case: Case, allow_seen: bool = False) -> dict:
         r = score(model, case)
-        seen = "?" if r["seen"] is None else str(r["seen"])
-        if r["seen"]:
+        if r["seen"] and not allow_seen:
             raise SystemExit(f"{model} trained on {r['seen']} of the {case.key} images")
         dice[(role, case.key)] = r["mean"]["dice"]
         raw[f"{role} | {case.key}"] = {"model": str(model), **r}
-        rows.append([role, str(model), case.label, r["n"], r["mean"]["dice"], r["mean"]["auc"],
-                     r["mean"]["cldice"], f"{r['threshold']:.3f}", f"{r['scale']:.2f}", seen])
+        rows.append(_row(role, model, case, r))
+        return r
+
+    run("candidate", a.candidate, drive)
+    run("candidate", a.candidate, chase)
+    whole = f"today: {a.today}"
+    if score(a.today, drive)["seen"] == 0:  # e.g. a single model of this recipe
+        run(whole, a.today, drive)
+        run(whole, a.today, chase)
+        today = (dice[(whole, "drive_val")] + dice[(whole, "chase")]) / 2
+        how, member = "whole on both datasets (it never trained on either)", None
+    else:
+        fold0 = a.today_member or fold0_member(a.today, a.tmp)
+        run("today: fold-0 member", fold0, drive)
+        run("today: fold-0 member", fold0, chase)
+        run(whole, a.today, chase)
+        today = (dice[("today: fold-0 member", "drive_val")] + dice[(whole, "chase")]) / 2
+        member = (dice[("today: fold-0 member", "drive_val")]
+                  + dice[("today: fold-0 member", "chase")]) / 2
+        how = ("on DRIVE-val by its fold-0 member (which never saw those images; given the "
+               "bundle's FOV diameter) and on CHASE-val by the whole ensemble (it never saw "
+               "CHASE_DB1)")
     cand = (dice[("candidate", "drive_val")] + dice[("candidate", "chase")]) / 2
-    today = (dice[("today: fold-0 member", "drive_val")] + dice[(f"today: {a.today}", "chase")]) / 2
-    member = (dice[("today: fold-0 member", "drive_val")]
-              + dice[("today: fold-0 member", "chase")]) / 2
     verdict = "replace" if cand > today else "keep today's model"
     raw["decision"] = {"candidate": cand, "today": today, "today_member_only": member,
                        "verdict": verdict}
+    extra = "" if member is None else f" (fold-0 member on both: {member:.4f})"
     body = ("The replacement rule of `configs/fundus_drive_chase.yaml` (written before training): "
             "mean of the per-dataset validation Dice (per-image means, inside the FOV, each "
-            "model's own threshold and default inference). Today's model is scored on "
-            "DRIVE-val by its fold-0 member (which never saw those images; given the bundle's "
-            "FOV diameter) and on CHASE-val by the whole ensemble (it never saw CHASE_DB1). "
+            f"model's own threshold and default inference). Today's model is scored {how}. "
             "`seen`: images of the row the model trained on."
             "\n\n" + md_table(["model", "file", "data", "n", "dice", "auc", "cldice",
                                "threshold", "scale", "seen"], rows)
             + f"\n\nMean of the two validation Dice: candidate **{cand:.4f}**, today's model "
-            f"**{today:.4f}** (fold-0 member on both: {member:.4f}). Verdict: **{verdict}**.")
-    publish("fundus_choice", "Replacing fundus-vessels: the validation rule", body, raw)
+            f"**{today:.4f}**{extra}. Verdict: **{verdict}**.")
+    publish(a.section, a.title, body, raw)
     print(f"candidate {cand:.4f} vs today {today:.4f}: {verdict}")
 
 

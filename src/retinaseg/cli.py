@@ -93,9 +93,10 @@ def cmd_ensemble(a: argparse.Namespace) -> None:
 
     flips = [v.strip() for v in a.member_flips.split(",")] if a.member_flips else None
     r = build_ensemble(a.runs, a.out, tta=a.tta, member_flips=flips)
+    how = ("validation images every member held out, the ensemble's"
+           if r["validation_mode"] == "shared" else "out-of-fold images, their")
     print(f"ensemble of {len(r['members'])} models: {r['path']} (threshold {r['threshold']:.3f} "
-          f"chosen on {r['n_images']} out-of-fold images, their mean Dice "
-          f"{r['oof_dice_mean']:.4f})")
+          f"chosen on {r['n_images']} {how} mean Dice {r['oof_dice_mean']:.4f})")
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -449,9 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every fold of data.folds (reusing finished folds, resuming "
                         "killed ones), then average them into runs/<name>/ensemble.safetensors")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("ensemble", help="average the models of k-fold runs into one file")
+    p = sub.add_parser("ensemble", help="average the models of k-fold or seed runs into one file")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="run folders of one recipe with disjoint validation folds")
+                   help="run folders of one recipe: disjoint validation folds (k-fold) or "
+                        "the same held-out images (seeds sharing data.split_seed)")
     p.add_argument("--out", required=True, help="the ensemble's .safetensors file")
     p.add_argument("--tta", default="none", choices=["none", "hflip", "flips"],
                    help="flip TTA for the out-of-fold threshold and the model's default")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -117,8 +118,94 @@ def test_build_ensemble_out_of_fold(folds: list[dict], tmp_path: Path) -> None:
     x = seg.prepare(image)
     want = np.mean([predict_probability(load_model(r)[0], x) for r in runs], axis=0)
     np.testing.assert_allclose(seg(image), want, atol=1e-5)
-    with pytest.raises(ConfigError, match="both validate on"):
+    with pytest.raises(ConfigError, match="given twice"):
         build_ensemble([runs[0], runs[0]], tmp_path / "bad.safetensors", progress=False)
+
+
+def _fake_member(run: str, ids: list[str]) -> SimpleNamespace:
+    spec = SimpleNamespace(name="unet", in_channels=1, params={}, preprocess=[],
+                           modality="octa")
+    val = [SimpleNamespace(source="0:synthetic", id=i) for i in ids]
+    return SimpleNamespace(run=run, spec=spec, val=val)
+
+
+def test_members_validate_on_disjoint_or_identical_images() -> None:
+    from retinaseg.training.ensemble import _check_compatible
+
+    disjoint = [_fake_member("a", ["1", "2"]), _fake_member("b", ["3"])]
+    same = [_fake_member("a", ["1", "2"]), _fake_member("b", ["2", "1"])]
+    assert _check_compatible(disjoint) == "out_of_fold"  # type: ignore[arg-type]
+    assert _check_compatible(same) == "shared"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="both validate on '2'.*split_seed"):
+        _check_compatible([_fake_member("a", ["1", "2"]),  # type: ignore[list-item]
+                           _fake_member("b", ["2", "3"])])
+
+
+SEEDS = ["data.val_split=train", "data.val_fraction=0.5", "data.split_seed=0"]
+
+
+def test_split_seed_fixes_the_validation_carve(tmp_path: Path) -> None:
+    from retinaseg.training.config import load_config
+    from retinaseg.training.data import load_train_val
+
+    cfg = _config(tmp_path, epochs=1)
+
+    def held_out(seed: int, fixed: bool) -> list[str]:
+        c = load_config(cfg, [f"seed={seed}", *(SEEDS if fixed else SEEDS[:2])])
+        return sorted(it.id for it in load_train_val(c.data, c.seed)[1])
+
+    assert held_out(1, fixed=False) != held_out(2, fixed=False)  # the seed moves the carve
+    assert held_out(1, fixed=True) == held_out(2, fixed=True) == held_out(0, fixed=False)
+    assert len(held_out(1, fixed=True)) == 3
+
+
+def test_seed_ensemble_is_scored_on_the_images_no_member_saw(tmp_path: Path, capsys) -> None:
+    from retinaseg.cli import main
+    from retinaseg.evaluation.metrics import confusion_counts, threshold_metrics
+    from retinaseg.inference import predict_probability
+    from retinaseg.models.persistence import load_model, read_spec
+    from retinaseg.training.config import load_config
+    from retinaseg.training.data import load_train_val
+
+    cfg = _config(tmp_path, epochs=2)
+    runs = [train(cfg, overrides=[f"seed={s}", f"name=tiny_s{s}", *SEEDS])["run_dir"]
+            for s in (1, 2)]
+    out = tmp_path / "seeds.safetensors"
+    main(["ensemble", *runs, "--out", str(out)])
+    assert "validation images every member held out" in capsys.readouterr().out
+    spec = read_spec(out)
+    assert spec.info["validation_mode"] == "shared"
+    assert "all 2 members held out" in spec.info["threshold_source"]
+    c = load_config(cfg, ["seed=1", *SEEDS])
+    val = load_train_val(c.data, c.seed)[1]
+    nets = [load_model(Path(r) / "best.safetensors")[0] for r in runs]
+    dice = []
+    for it in val:  # the ensemble's probability is the mean of its members'
+        p = np.mean([predict_probability(n, it.image) for n in nets], axis=0)
+        dice.append(threshold_metrics(confusion_counts(p > spec.threshold, it.label,
+                                                       it.fov))["dice"])
+    assert spec.info["oof_dice_mean"] == pytest.approx(float(np.mean(dice)), abs=1e-5)
+    _model_file_back_as_run(runs[0], cfg, tmp_path)
+
+
+def _model_file_back_as_run(run: str, cfg: Path, tmp_path: Path) -> None:
+    """tools/model_as_run.py: a model file becomes a run folder holding out the same images."""
+    import sys
+
+    from retinaseg.training.runs import load_member, run_finished
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    from model_as_run import model_as_run
+
+    model = Path(run) / "best.safetensors"
+    out = model_as_run(str(model), cfg, tmp_path / "copied", ["seed=1", *SEEDS])
+    assert run_finished(out)
+    assert (out / "best.safetensors").read_bytes() == model.read_bytes()
+    assert [it.id for it in load_member(out).val] == [it.id for it in load_member(run).val]
+    with pytest.raises(ConfigError, match="holds out"):  # another carve than the model's
+        model_as_run(str(model), cfg, tmp_path / "other", ["seed=1", *SEEDS[:2]])
+    with pytest.raises(ConfigError, match="exists already"):
+        model_as_run(str(model), cfg, out, ["seed=1", *SEEDS])
 
 
 def test_ensemble_with_member_flips_keeps_them_in_file_and_threshold(

@@ -61,6 +61,10 @@ class DataConfig(SourceConfig):
         "(instead of a val split or val_fraction; with 5 folds, fold 0 is the "
         "val_fraction 0.2 carve)"))
     fold: int = Field(0, ge=0, description="the held-out fold, 0 ≤ fold < folds")
+    split_seed: int | None = Field(None, description=(
+        "seed of the validation carve (val_fraction or folds) and of the validation "
+        "acquisition copies; null = the run's seed. Fix it to train several seeds that hold "
+        "out the same images (a seed ensemble scored on images no member saw)"))
     preprocess: str | list[str | dict[str, Any]] = Field("none", description=(
         "preprocessing of every image, stored in the model so that inference repeats it: a "
         "preset name or a list of steps (a step name, or {name: STEP, ...parameters}); "

@@ -237,6 +237,7 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
                       cache: LoadCache | None) -> tuple[list[Item], list[Item], str]:
     name = src.dataset
     planes = cfg.volume_planes
+    carve = seed if cfg.split_seed is None else cfg.split_seed
     train = load_items(src, src.train_split, cfg.preprocess, f"loading {name} train", cache,
                        planes, cfg.fov_diameter)
     val_split = src.val_split or getattr(DATASETS.get(name), "val_split", None)
@@ -245,14 +246,14 @@ def _source_train_val(src: SourceConfig, cfg: DataConfig, seed: int,
                          cfg.fov_diameter)
         where = f"{name} split '{val_split}'"
     else:
-        train, val = carve_validation(train, cfg.val_fraction, seed, cfg.folds, cfg.fold,
+        train, val = carve_validation(train, cfg.val_fraction, carve, cfg.folds, cfg.fold,
                                       f" of dataset '{name}' split '{src.train_split}'")
         val_split = src.train_split
         how = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
-        where = (f"{name} images carved from '{src.train_split}' ({how}seed {seed}): "
+        where = (f"{name} images carved from '{src.train_split}' ({how}seed {carve}): "
                  + ", ".join(it.id for it in val))
     train += acquisition_copies(src, cfg, train, seed)
-    val += acquisition_copies(src, cfg, val, seed, val_split, validation=True)
+    val += acquisition_copies(src, cfg, val, carve, val_split, validation=True)
     return train, val, where
 
 

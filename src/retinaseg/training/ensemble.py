@@ -4,11 +4,15 @@ runs, and unpack an ensemble file back into run folders.
 Reference: the recipe of the bundled ``fundus-vessels`` (its model card names the config); the
 model itself is :class:`retinaseg.models.ensemble.Ensemble`.
 
-Each run chose its checkpoint on its own held-out fold. The ensemble's decision threshold is
-chosen on the **out-of-fold** probabilities: every validation image is predicted by the one
-member that never saw it, and the threshold maximises Dice over all of them (each dataset
-counting equally, as in training). Those images were seen by the other members, so the
-ensemble itself has no held-out score; its out-of-fold figure describes one member.
+Two kinds of members. **k-fold**: each run chose its checkpoint on its own held-out fold,
+and the ensemble's decision threshold is chosen on the **out-of-fold** probabilities: every
+validation image is predicted by the one member that never saw it, and the threshold maximises
+Dice over all of them (each dataset counting equally, as in training). Those images were seen by
+the other members, so the ensemble itself has no held-out score; its out-of-fold figure
+describes one member. **Seeds**: runs that differ only in ``seed`` and share
+``data.split_seed`` hold out the same images, which no member trained on; the ensemble is
+scored and its threshold chosen on its own predictions there, so a seed ensemble has a
+validation score comparable with a single run's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from statistics import median
 from typing import Any
 
 import numpy as np
+from torch import nn
 from tqdm import tqdm
 
 from retinaseg.errors import ConfigError
@@ -36,21 +41,44 @@ from retinaseg.utils.atomic import write_text_atomic
 SAME_KEYS = ("name", "in_channels", "params", "preprocess", "modality")
 
 
-def _check_compatible(members: list[Member]) -> None:
-    """Same architecture, input and preprocessing; disjoint validation images."""
-    first, seen = members[0], {}
+def _check_compatible(members: list[Member]) -> str:
+    """Same architecture, input and preprocessing; validation images either disjoint (k-fold
+    members: ``"out_of_fold"``) or the same for every member (seed members: ``"shared"``)."""
+    first = members[0]
     for m in members:
         for key in SAME_KEYS:
             if getattr(m.spec, key) != getattr(first.spec, key):
                 raise ConfigError(f"runs '{first.run}' and '{m.run}' differ in {key}; an "
                                   "ensemble needs members of one recipe")
+    sets = [{(it.source, it.id) for it in m.val} for m in members]
+    if all(s == sets[0] for s in sets[1:]):
+        return "shared"
+    seen: dict[tuple[str, str], Path] = {}
+    for m in members:
         for it in m.val:
             key = (it.source, it.id)
             if key in seen:
                 raise ConfigError(f"runs '{seen[key]}' and '{m.run}' both validate on "
-                                  f"'{it.id}'; the out-of-fold threshold needs disjoint "
-                                  "validation folds (data.folds, one run per data.fold)")
+                                  f"'{it.id}' but not on the same images; an ensemble needs "
+                                  "disjoint validation folds (data.folds, one run per "
+                                  "data.fold) or the same held-out images for every member "
+                                  "(data.split_seed fixed, seeds differing)")
             seen[key] = m.run
+    return "out_of_fold"
+
+
+def shared_validation(net: nn.Module, items: list[Item], modality: str, tta: str = "none",
+                      progress: bool = True) -> list[np.ndarray]:
+    """The ensemble's probabilities ``[H,W]`` on validation items that no member trained on.
+
+    Fundus images run on the box of their FOV mask, as at inference.
+    """
+    out = []
+    for it in tqdm(items, desc="ensemble validation predictions", disable=not progress,
+                   leave=False):
+        fov = it.fov if modality == "fundus" else None
+        out.append(predict_probability(net, it.image, tta=tta, channel=it.head, fov=fov))
+    return out
 
 
 def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
@@ -93,7 +121,7 @@ def _thread_span(members: list[Member]) -> int | str | None:
 
 
 def _info(members: list[Member], tta: str, oof_dice: list[float],
-          flips: list[str] | None = None) -> dict[str, Any]:
+          flips: list[str] | None = None, mode: str = "out_of_fold") -> dict[str, Any]:
     """Provenance: members (with the view each sees), where the threshold came from, total
     training time."""
     runs = []
@@ -109,11 +137,16 @@ def _info(members: list[Member], tta: str, oof_dice: list[float],
             if m.spec.info.get(key) is not None:
                 runs[-1][key] = m.spec.info[key]
     first = members[0].spec.info
+    if mode == "shared":
+        source = (f"chosen on the ensemble's predictions on the {len(oof_dice)} validation "
+                  f"images that all {len(members)} members held out "
+                  f"({members[0].val_source})")
+    else:
+        source = (f"chosen on out-of-fold validation predictions: each of the "
+                  f"{len(oof_dice)} held-out images by the member that never saw it "
+                  f"({len(members)} members)")
     info: dict[str, Any] = {
-        "members": runs, "tta": tta,
-        "threshold_source": (f"chosen on out-of-fold validation predictions: each of the "
-                             f"{len(oof_dice)} held-out images by the member that never saw "
-                             f"it ({len(members)} members)"),
+        "members": runs, "tta": tta, "validation_mode": mode, "threshold_source": source,
         "oof_dice_mean": float(np.mean(oof_dice)),
         "train_seconds": round(sum(float(m.spec.info.get("total_train_seconds")
                                          or m.spec.info.get("train_seconds") or 0)
@@ -134,8 +167,11 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
     """Average the best models of ``runs`` into one safetensors file at ``out``.
 
     Args:
-        runs: training run folders of one recipe with disjoint validation images (the folds
-            of ``data.folds``), at least two.
+        runs: training run folders of one recipe, at least two, with disjoint validation
+            images (the folds of ``data.folds``: the threshold is chosen on out-of-fold
+            probabilities) or all with the same held-out images (seeds of one
+            ``data.split_seed``: the threshold is chosen on the ensemble's own predictions
+            there, and ``oof_dice_mean`` is then the ensemble's validation Dice).
         out: the ensemble's ``.safetensors`` path (written atomically).
         tta: flip TTA used for the out-of-fold predictions and stored as the model's default
             (``none``, ``hflip`` or ``flips``).
@@ -148,31 +184,41 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
     """
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two run folders")
+    twice = [str(r) for i, r in enumerate(runs)
+             if Path(r).resolve() in {Path(q).resolve() for q in runs[:i]}]
+    if twice:
+        raise ConfigError(f"run '{twice[0]}' is given twice; an ensemble needs different runs")
     flips = list(member_flips) if member_flips else None
     if flips is not None and len(flips) != len(runs):
         raise ConfigError(f"member_flips names {len(flips)} views for {len(runs)} runs; give "
                           "one per run")
     members = load_members(runs)
-    _check_compatible(members)
+    mode = _check_compatible(members)
     params: dict[str, Any] = {"member": members[0].spec.name, "n_members": len(members),
                               "member_params": members[0].spec.params}
     if flips and any(f != "none" for f in flips):
         params["member_flips"] = flips
     net = Ensemble(members[0].spec.in_channels, **params)  # checks the flips
-    probs, items = out_of_fold(members, tta, progress, flips)
-    first = members[0].spec
-    thresholds = head_thresholds(probs, items, max(1, len(first.heads)))
-    oof = _per_image_dice(probs, items, thresholds)
     for slot, m in zip(net.members, members):
         slot.load_state_dict(m.net.state_dict())
+    net.eval()
+    first = members[0].spec
+    if mode == "shared":
+        items = members[0].val
+        probs = shared_validation(net, items, first.modality, tta, progress)
+    else:
+        probs, items = out_of_fold(members, tta, progress, flips)
+    thresholds = head_thresholds(probs, items, max(1, len(first.heads)))
+    scores = _per_image_dice(probs, items, thresholds)
     heads = [{**h, "threshold": t} for h, t in zip(first.heads, thresholds)]
     spec = ModelSpec(name="ensemble", in_channels=first.in_channels, params=params,
                      preprocess=first.preprocess, threshold=thresholds[0],
-                     modality=first.modality, info=_info(members, tta, oof, flips), heads=heads)
-    path = save_model(out, net.eval(), spec)
+                     modality=first.modality,
+                     info=_info(members, tta, scores, flips, mode), heads=heads)
+    path = save_model(out, net, spec)
     return {"path": str(path), "threshold": thresholds[0], "thresholds": thresholds,
-            "oof_dice_mean": float(np.mean(oof)), "n_images": len(items),
-            "members": [str(m.run) for m in members]}
+            "oof_dice_mean": float(np.mean(scores)), "validation_mode": mode,
+            "n_images": len(items), "members": [str(m.run) for m in members]}
 
 
 def _check_fold(run: Path, fold: int, cfg: RunConfig) -> None:
