@@ -52,6 +52,7 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "cross_dataset": (["benchmarks/accuracy/cross_dataset.py"], "accuracy"),
     "faz": (["benchmarks/accuracy/faz.py"], "accuracy"),
     "measure_agreement": (["benchmarks/accuracy/measure_agreement.py"], "accuracy"),
+    "ibp_gradient": (["benchmarks/accuracy/ibp_gradient.py"], "accuracy"),
     "drive_unet": (["benchmarks/accuracy/drive_unet.py"], "training"),
     "ddp": (["benchmarks/speed/ddp.py"], "training"),
     "octa_topology": (["benchmarks/accuracy/octa_topology.py"], "training"),

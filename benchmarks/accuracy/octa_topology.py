@@ -3,7 +3,9 @@
 1. U-Net + Dice loss;
 2. U-Net + S3-OCTA's IBP centerline loss (0.5 Dice + 0.5 clDice on peeling skeletons);
 3. S3-OCTA network (reduced CPU width) + Dice loss;
-4. U-Net + IBP loss at α 0.2 (defined, not run yet).
+4. U-Net + IBP loss at α 0.2 (defined, not run yet);
+5. U-Net + IBP loss at α 0.5 with product deletion (``losses.skeleton.ibp_skeleton``: the same
+   skeletons, without the reference's ``min`` ties that scale the skeleton's gradient by 2^−k).
 
 Each trains on the OCTA-500 ``train`` split (3M and 6M, ``OCTA(ILM_OPL)`` → ``GT_LargeVessel``),
 chooses its checkpoint and threshold on ``val``, and is scored on ``val`` (the only labelled
@@ -38,6 +40,9 @@ SETUPS = {
     "S3-OCTA (cpu preset) + Dice": ("configs/seed/s3octa_octa500.yaml", ["loss.name=dice"]),
     "U-Net + IBP clDice (α 0.2)": ("configs/examples/octa500_unet.yaml",
                                    ["loss.name=ibp_cldice", "loss.params.alpha=0.2"]),
+    "U-Net + IBP clDice (α 0.5, product deletion)": (
+        "configs/examples/octa500_unet.yaml",
+        ["loss.name=ibp_cldice", "loss.params.deletion=product"]),
 }
 KEYS = ["dice", "cldice", "betti0_error", "betti1_error", "betti0_error_patch",
         "betti1_error_patch", "hd95"]

@@ -349,3 +349,40 @@ def test_ibp_gradient_of_a_noisy_prediction_is_finite_and_reaches_the_peeled_reg
     assert torch.isfinite(grad).all()
     peeled = (label[0, 0] > 0) & (skel.detach()[0, 0] == 0)  # deleted by the peeling
     assert grad[peeled].abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 16, 20), (1, 1, 17, 21)], ids=["even", "odd"])
+def test_product_deletion_has_the_same_values_and_fast_equals_euler(
+        shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(sum(shape))
+    p, weights = torch.rand(shape, generator=gen), torch.rand(shape, generator=gen)
+    results = []
+    for peel in (lambda x: _peel_2d(x, 5, early_stop=False, deletion="product"),
+                 lambda x: _peel_euler(x, 5, strict_3d=True, early_stop=False,
+                                       deletion="product"),
+                 lambda x: _peel_2d(x, 5, early_stop=False)):
+        q = p.clone().requires_grad_(True)
+        out = peel(_binarise(q, 0.33, 1.0, True, torch.Generator().manual_seed(7)))
+        (out * weights).sum().backward()
+        results.append((out.detach(), q.grad))
+    (fast, fast_grad), (euler, euler_grad), (ref, _) = results
+    assert torch.equal(fast, euler) and torch.equal(fast, ref)
+    torch.testing.assert_close(fast_grad, euler_grad, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("early_stop, passes", [(True, 4), (False, 20)])
+def test_min_deletion_halves_a_kept_pixels_gradient_in_every_pass(
+        early_stop: bool, passes: int) -> None:
+    """An isolated pixel is an end point, so it is kept: ∂S/∂p = 1 with product deletion and
+    2^−passes with the reference's min (each pass's tie min(1, 1) keeps half)."""
+    for deletion, want in (("product", 1.0), ("min", 2.0 ** -passes)):
+        p = torch.zeros(1, 1, 9, 9)
+        p[0, 0, 4, 4] = 1.0
+        p.requires_grad_(True)
+        skel = ibp_skeleton(p, iters=5, stochastic=False, early_stop=early_stop,
+                            deletion=deletion)
+        assert skel[0, 0, 4, 4] == 1 and skel.sum() == 1
+        skel.sum().backward()
+        assert p.grad[0, 0, 4, 4].item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="deletion"):
+        ibp_skeleton(p, deletion="max")

@@ -126,21 +126,28 @@ class IBPClDiceLoss(nn.Module):
         early_stop: stop peeling after an iteration that deletes nothing (same skeletons;
             the prediction's gradient then lacks the idle iterations' terms, see
             :func:`~retinaseg.losses.skeleton.ibp_skeleton`); False runs all ``iters``.
+        deletion: ``"min"`` (the reference's; ties scale the skeleton's gradient by about
+            2^−(passes)) or ``"product"`` (same skeletons, the gradient passes whole); see
+            :func:`~retinaseg.losses.skeleton.ibp_skeleton`.
     """
 
     def __init__(self, iters: int = 5, alpha: float = 0.5, smooth: float = 1.0,
                  dice_eps: float = 1e-6, beta: float = 0.33, tau: float = 1.0,
                  stochastic: bool = True, strict_3d: bool = True,
-                 early_stop: bool = True) -> None:
+                 early_stop: bool = True, deletion: str = "min") -> None:
         super().__init__()
+        if deletion not in ("min", "product"):
+            raise ConfigError(f"ibp_cldice: deletion must be 'min' or 'product', not "
+                              f"{deletion!r}")
         self.iters, self.alpha, self.smooth, self.dice_eps = iters, alpha, smooth, dice_eps
         self.beta, self.tau, self.stochastic, self.strict_3d = beta, tau, stochastic, strict_3d
-        self.early_stop = early_stop
+        self.early_stop, self.deletion = early_stop, deletion
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p, g = torch.sigmoid(logits.float()), target.float()
         skel_p = ibp_skeleton(p, self.iters, self.beta, self.tau, self.stochastic,
-                              strict_3d=self.strict_3d, early_stop=self.early_stop)
+                              strict_3d=self.strict_3d, early_stop=self.early_stop,
+                              deletion=self.deletion)
         with torch.no_grad():  # no gradient: early stopping changes nothing here
             skel_g = ibp_skeleton(g, self.iters, stochastic=False, strict_3d=self.strict_3d)
         cl = cldice_loss(p, g, skel_p, skel_g, self.smooth)
