@@ -198,6 +198,14 @@ def _fold_facts(members: list[dict]) -> dict[str, object]:
             "fold_list": ", ".join(str(m["fold"]) for m in members)}
 
 
+def _member_seed(member: dict) -> object:
+    """A member's training seed, from its run folder's config when that is on this machine."""
+    from retinaseg.training.config import load_config
+
+    cfg = REPO / member["run"] / "config.yaml"
+    return load_config(cfg).seed if cfg.is_file() else "?"
+
+
 def _distilled(members: list[dict]) -> str:
     """A sentence on the teachers of distilled ensemble members ('' when none was)."""
     d = [m["distilled_from"] for m in members if m.get("distilled_from")]
@@ -238,7 +246,19 @@ def write_card(name: str, config: str, run: str, raw: dict, speeds: dict,
               f"Measured by `benchmarks/accuracy/default_models.py` and "
               f"`benchmarks/speed/inference.py`; candidates tried are compared in "
               f"`benchmarks/RESULTS.md` (archived \"Default-model candidates\").")
-    if spec.name == "ensemble":
+    if spec.name == "ensemble" and spec.info.get("validation_mode") == "shared":
+        val_ids = "; ".join(re.sub(r" \(.*?\)", "", part) for part in
+                            val.split("(", 1)[1].rsplit(")", 1)[0].split("; "))
+        seeds = [str(_member_seed(m)) for m in spec.info["members"]]
+        terms = DATA_TERMS["fundus-vessels drive+chase"].format(val=val_ids) + (
+            f"\nThe {len(seeds)} members are this recipe trained with seeds {', '.join(seeds)} "
+            "(initialisation, patches, augmentation), all\nholding out the same images "
+            "(`data.split_seed`); the threshold was chosen on the ensemble's own\npredictions "
+            "there, which no member trained on.")
+        how_to = (f"`retinaseg train {config} --set seed=S --set data.split_seed=0` for S in "
+                  f"{', '.join(seeds)}, then `retinaseg ensemble` over those run folders (the "
+                  "config's header has the commands)")
+    elif spec.name == "ensemble":
         facts = _fold_facts(spec.info["members"])
         terms = DATA_TERMS[f"{name} ensemble"].format(**facts) + _distilled(spec.info["members"])
         how_to = (f"`retinaseg train {config} --set data.fold=K --set name=NAME_fK` for K in "

@@ -141,15 +141,17 @@ def run(kind: str, model: str, config: str, members: list | None = None) -> dict
 
 
 def _ensemble_members(model: str) -> list | None:
-    """The loaded member runs of an ensemble ``model``; None for any other model.
+    """The loaded member runs of a k-fold ensemble ``model``; None for any other model
+    (a single model, or a seed ensemble whose members all held out the same images).
 
     Raises ``ConfigError`` when a member run folder is not on this machine.
     """
     from retinaseg.models.persistence import read_spec, resolve_model_path
     from retinaseg.training.runs import ensemble_members
 
-    if read_spec(resolve_model_path(model)).name != "ensemble":
-        return None
+    spec = read_spec(resolve_model_path(model))
+    if spec.name != "ensemble" or spec.info.get("validation_mode") == "shared":
+        return None  # a seed ensemble: no member saw the validation images; score it whole
     return ensemble_members(model, REPO)
 
 
@@ -196,13 +198,19 @@ def main() -> None:
     ap.add_argument("--fundus-config", default="configs/fundus_vessels.yaml")
     ap.add_argument("--octa", default="octa-vessels")
     ap.add_argument("--octa-config", default="configs/octa_vessels/stage6.yaml")
+    ap.add_argument("--kinds", default="fundus,octa",
+                    help="which models to measure again; the others keep their last result")
     a = ap.parse_args()
     torch.manual_seed(0)
     cache = RESULTS / "tta.json"
     before = json.loads(cache.read_text()) if cache.is_file() else {}
     results = {}
+    kinds = {k.strip() for k in a.kinds.split(",")}
     for kind, model, config in (("fundus", a.fundus, a.fundus_config),
                                 ("octa", a.octa, a.octa_config)):
+        if kind not in kinds and kind in before:
+            results[kind] = before[kind]
+            continue
         try:
             members = _ensemble_members(model)
         except ConfigError as err:  # an ensemble whose member runs are not on this machine
