@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # common
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
 
-from common import REPO, SHARED_DATA, md_table, publish
+from common import REPO, SHARED_DATA, md_table, publish, speed
 from cross_dataset import CHASE_CONFIG, Case, _ids, chase_case, score
 
 from retinaseg.training.config import load_config
@@ -65,6 +65,9 @@ def main() -> None:
     ap.add_argument("--section", default="fundus_choice",
                     help="the RESULTS section written (fundus_choice: the first replacement)")
     ap.add_argument("--title", default="Replacing fundus-vessels: the validation rule")
+    ap.add_argument("--target-s", type=float, default=None,
+                    help="also require the candidate to run a 584x565 photograph in at most "
+                         "this many seconds on this CPU (the seed-ensemble rule: 0.15)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         a.candidate = a.candidate or newest_run()
@@ -141,9 +144,21 @@ def choose(a: argparse.Namespace) -> None:
                "CHASE_DB1)")
     cand = (dice[("candidate", "drive_val")] + dice[("candidate", "chase")]) / 2
     verdict = "replace" if cand > today else "keep today's model"
+    timing = ""
+    if a.target_s is not None:  # rule (b): the speed target, on this CPU, default inference
+        secs = {m: speed(m, "584x565x3") for m in (a.candidate, a.today)}
+        fast = secs[a.candidate]["median_s"] <= a.target_s
+        verdict = verdict if fast else "keep today's model"
+        raw["speed"] = secs
+        timing = (" Speed (584×565 uniform noise, default inference, median of 21 runs in a "
+                  "fresh process, this CPU): " + "; ".join(
+                      f"`{m}` {v['median_s']:.3f} s ({v['precision']}, {v['threads']} threads)"
+                      for m, v in secs.items())
+                  + f"; target ≤ {a.target_s} s: {'met' if fast else 'not met'}.")
     raw["decision"] = {"candidate": cand, "today": today, "today_member_only": member,
                        "verdict": verdict}
     extra = "" if member is None else f" (fold-0 member on both: {member:.4f})"
+    extra += "." + timing
     body = ("The replacement rule of `configs/fundus_drive_chase.yaml` (written before training): "
             "mean of the per-dataset validation Dice (per-image means, inside the FOV, each "
             f"model's own threshold and default inference). Today's model is scored {how}. "
@@ -151,7 +166,7 @@ def choose(a: argparse.Namespace) -> None:
             "\n\n" + md_table(["model", "file", "data", "n", "dice", "auc", "cldice",
                                "threshold", "scale", "seen"], rows)
             + f"\n\nMean of the two validation Dice: candidate **{cand:.4f}**, today's model "
-            f"**{today:.4f}**{extra}. Verdict: **{verdict}**.")
+            f"**{today:.4f}**{extra} Verdict: **{verdict}**.")
     publish(a.section, a.title, body, raw)
     print(f"candidate {cand:.4f} vs today {today:.4f}: {verdict}")
 
