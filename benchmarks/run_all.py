@@ -66,6 +66,11 @@ SUITE: dict[str, tuple[list[str], str]] = {
     "sam2_gpu": (["benchmarks/speed/sam2.py", "--gpu"], "gpu"),
     "tta": (["tools/choose_tta.py"], "tools"),
     "fundus_choice": (["tools/choose_fundus.py"], "tools"),
+    "fundus_choice_seeds": (["tools/choose_fundus.py", "--candidate",
+                             "runs/fundus_seeds3.safetensors", "--today", "fundus-vessels",
+                             "--section", "fundus_choice_seeds", "--title",
+                             "Replacing fundus-vessels: seed ensemble against the single model",
+                             "--target-s", "0.15"], "tools"),
     "members": (["tools/choose_members.py"], "tools"),
     "restore": (["tools/choose_restore.py"], "tools"),
 }

@@ -19,6 +19,10 @@ Usage::
 
     PYTHONPATH=src .venv/bin/python tools/choose_fundus.py [--candidate RUN] \\
         [--today-member UNPACKED_FOLD0_RUN]
+    # the seed-ensemble rule: today's single model is scored whole, plus the speed target
+    PYTHONPATH=src .venv/bin/python tools/choose_fundus.py \\
+        --candidate runs/fundus_seeds3.safetensors --today fundus-vessels \\
+        --section fundus_choice_seeds --title "..." --target-s 0.15
 """
 
 from __future__ import annotations
