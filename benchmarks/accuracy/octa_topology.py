@@ -36,7 +36,8 @@ from retinaseg.training import train
 SETUPS = {
     "U-Net + Dice": ("configs/examples/octa500_unet.yaml", ["loss.name=dice"]),
     "U-Net + IBP clDice (α 0.5, as S3-OCTA)": ("configs/examples/octa500_unet.yaml",
-                                               ["loss.name=ibp_cldice"]),
+                                               ["loss.name=ibp_cldice",
+                                                "loss.params.deletion=min"]),
     "S3-OCTA (cpu preset) + Dice": ("configs/seed/s3octa_octa500.yaml", ["loss.name=dice"]),
     "U-Net + IBP clDice (α 0.2)": ("configs/examples/octa500_unet.yaml",
                                    ["loss.name=ibp_cldice", "loss.params.alpha=0.2"]),
@@ -48,13 +49,19 @@ KEYS = ["dice", "cldice", "betti0_error", "betti1_error", "betti0_error_patch",
         "betti1_error_patch", "hd95"]
 NOTES = """
 Notes, read before comparing rows:
-- Each setup had the same wall-clock budget on this 2-core CPU, so the rows differ in epochs: an
-  epoch of the IBP loss (5 peeling iterations × 4 subfields on prediction and label) costs about
-  7× an epoch of Dice, and the S3-OCTA network about 8× the U-Net.
-- U-Net + IBP clDice at S3-OCTA's weighting (0.5 Dice + 0.5 clDice) did not learn in 4 epochs
-  from random initialisation. A small check on synthetic data (60 steps) showed the same with
-  α = 0.5 but normal Dice-like progress with α = 0.2; setup 4 of this script (α = 0.2) is defined
-  but was not run in this session for lack of CPU time.
+- Rows 1, 2 and 4 were trained on 2026-12-06 (AMD EPYC, 2 threads, `--minutes 8 --only 0,1,4`);
+  the S3-OCTA row on 2026-11-22 (Intel Xeon, 2 threads, `--only 2`, before the IBP lookup tables).
+  Each setup had the same wall-clock budget, so the rows differ in epochs: an IBP epoch costs
+  about 1.7× a Dice epoch here, the S3-OCTA network about 8× the U-Net.
+- The reference's `min` deletion (row 2, S3-OCTA's rule) still collapses at α 0.5 from scratch:
+  validation Dice rose to 0.46 by epoch 6 and fell back. The cause is in the loss: on binary
+  values every kept pixel is a tie of `min`, which halves its gradient in every subfield pass,
+  and the precision part of the clDice gradient becomes a high-variance signal
+  (`benchmarks/accuracy/ibp_gradient.py`). `product` deletion (row 4; same skeletons, now the
+  default) learns from scratch at the same α: Dice 0.011 below Dice-only, whole-image Betti-0
+  error 26 % lower, patch Betti-0 15 % lower, Betti-1 17 % lower. One seed, 8 minutes each;
+  `octa-vessels-topo` needs ≥ 20 % lower Betti-0 at ≤ 0.005 Dice cost, not met yet.
+- α = 0.2 (setup 3) is defined but not run.
 - Betti errors on whole images are dominated by small fragments; the `_patch` columns average
   100 random 64² windows per image, as topology papers report them.
 """

@@ -488,7 +488,7 @@ def _peel_euler(x: torch.Tensor, iters: int, strict_3d: bool, early_stop: bool,
 def ibp_skeleton(p: torch.Tensor, iters: int = 5, beta: float = 0.33, tau: float = 1.0,
                  stochastic: bool = True, generator: torch.Generator | None = None,
                  strict_3d: bool = True, early_stop: bool = True,
-                 deletion: str = "min") -> torch.Tensor:
+                 deletion: str = "product") -> torch.Tensor:
     """S3-OCTA "IBP" differentiable skeleton by Euler-characteristic boundary peeling (§3).
 
     Args:
@@ -513,7 +513,10 @@ def ibp_skeleton(p: torch.Tensor, iters: int = 5, beta: float = 0.33, tau: float
             half of a kept pixel's gradient to the constant 1 in every pass, so after ``k``
             passes the skeleton's gradient to the prediction is scaled by about 2^−k (2^−20
             for 5 iterations of 4 subfields); ``"product"`` is ``x·(1 − simple·keep)``, the
-            same values on binary input, whose kept pixels pass their gradient whole.
+            same values on binary input, whose kept pixels pass their gradient whole (the
+            default: with ``min`` a U-Net trained with ``ibp_cldice`` at α 0.5 collapsed, with
+            ``product`` it learns; benchmarks/RESULTS.md, "OCTA-500: Dice vs topology-aware
+            training").
 
     Returns:
         Skeleton, same shape and dtype as ``p`` (computed in float32 with autocast off);

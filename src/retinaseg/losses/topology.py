@@ -126,15 +126,16 @@ class IBPClDiceLoss(nn.Module):
         early_stop: stop peeling after an iteration that deletes nothing (same skeletons;
             the prediction's gradient then lacks the idle iterations' terms, see
             :func:`~retinaseg.losses.skeleton.ibp_skeleton`); False runs all ``iters``.
-        deletion: ``"min"`` (the reference's; ties scale the skeleton's gradient by about
-            2^−(passes)) or ``"product"`` (same skeletons, the gradient passes whole); see
+        deletion: ``"product"`` (default: same skeletons as the reference, the gradient of a
+            kept pixel passes whole) or ``"min"`` (the reference's, whose ties scale it by
+            about 2^−passes; at α 0.5 from scratch it collapsed); see
             :func:`~retinaseg.losses.skeleton.ibp_skeleton`.
     """
 
     def __init__(self, iters: int = 5, alpha: float = 0.5, smooth: float = 1.0,
                  dice_eps: float = 1e-6, beta: float = 0.33, tau: float = 1.0,
                  stochastic: bool = True, strict_3d: bool = True,
-                 early_stop: bool = True, deletion: str = "min") -> None:
+                 early_stop: bool = True, deletion: str = "product") -> None:
         super().__init__()
         if deletion not in ("min", "product"):
             raise ConfigError(f"ibp_cldice: deletion must be 'min' or 'product', not "
