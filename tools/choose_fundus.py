@@ -118,9 +118,9 @@ def choose(a: argparse.Namespace) -> None:
         raise SystemExit("CHASE-val needs the CHASE_DB1 train subjects (01-10)")
     rows, raw, dice = [], {}, {}
 
-    def run(role: str, model: str, case: Case, allow_seen: bool = False) -> dict:
-        r = score(model, case)
-        if r["seen"] and not allow_seen:
+    def run(role: str, model: str, case: Case, r: dict | None = None) -> dict:
+        r = r or score(model, case)
+        if r["seen"]:
             raise SystemExit(f"{model} trained on {r['seen']} of the {case.key} images")
         dice[(role, case.key)] = r["mean"]["dice"]
         raw[f"{role} | {case.key}"] = {"model": str(model), **r}
@@ -130,8 +130,9 @@ def choose(a: argparse.Namespace) -> None:
     run("candidate", a.candidate, drive)
     run("candidate", a.candidate, chase)
     whole = f"today: {a.today}"
-    if score(a.today, drive)["seen"] == 0:  # e.g. a single model of this recipe
-        run(whole, a.today, drive)
+    today_drive = score(a.today, drive)
+    if today_drive["seen"] == 0:  # e.g. a single model of this recipe
+        run(whole, a.today, drive, today_drive)
         run(whole, a.today, chase)
         today = (dice[(whole, "drive_val")] + dice[(whole, "chase")]) / 2
         how, member = "whole on both datasets (it never trained on either)", None

@@ -73,12 +73,15 @@ def shared_validation(net: nn.Module, items: list[Item], modality: str, tta: str
 
     Fundus images run on the box of their FOV mask, as at inference.
     """
-    out = []
-    for it in tqdm(items, desc="ensemble validation predictions", disable=not progress,
-                   leave=False):
-        fov = it.fov if modality == "fundus" else None
-        out.append(predict_probability(net, it.image, tta=tta, channel=it.head, fov=fov))
-    return out
+    return [_probability(net, it, modality, tta)
+            for it in tqdm(items, desc="ensemble validation predictions",
+                           disable=not progress, leave=False)]
+
+
+def _probability(net: nn.Module, it: Item, modality: str, tta: str) -> np.ndarray:
+    """``net``'s probability ``[H,W]`` for item ``it`` (its head; fundus on the FOV box)."""
+    fov = it.fov if modality == "fundus" else None
+    return predict_probability(net, it.image, tta=tta, channel=it.head, fov=fov)
 
 
 def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
@@ -98,9 +101,7 @@ def out_of_fold(members: list[Member], tta: str = "none", progress: bool = True,
     jobs = [(m, f, it) for m, f in zip(members, flips) for it in m.val]
     for m, f, it in tqdm(jobs, desc="out-of-fold predictions", disable=not progress,
                          leave=False):
-        fov = it.fov if m.spec.modality == "fundus" else None
-        probs.append(predict_probability(Flipped(m.net, f), it.image, tta=tta, channel=it.head,
-                                         fov=fov))
+        probs.append(_probability(Flipped(m.net, f), it, m.spec.modality, tta))
         items.append(it)
     return probs, items
 
@@ -184,10 +185,10 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, tta: str = "none
     """
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two run folders")
-    twice = [str(r) for i, r in enumerate(runs)
-             if Path(r).resolve() in {Path(q).resolve() for q in runs[:i]}]
-    if twice:
-        raise ConfigError(f"run '{twice[0]}' is given twice; an ensemble needs different runs")
+    resolved = [Path(r).resolve() for r in runs]
+    twice = next((r for i, r in enumerate(runs) if resolved[i] in resolved[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"run '{twice}' is given twice; an ensemble needs different runs")
     flips = list(member_flips) if member_flips else None
     if flips is not None and len(flips) != len(runs):
         raise ConfigError(f"member_flips names {len(flips)} views for {len(runs)} runs; give "
