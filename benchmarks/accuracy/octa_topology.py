@@ -1,22 +1,27 @@
-"""Accuracy and topology of training setups on OCTA-500 (issue: S3-OCTA), under one CPU budget:
+"""What topology-aware training buys on OCTA (issue 27; reference §2.4 S3-OCTA, §3 IBP, §4 losses).
 
-1. U-Net + Dice loss;
-2. U-Net + S3-OCTA's IBP centerline loss (0.5 Dice + 0.5 clDice on peeling skeletons);
-3. S3-OCTA network (reduced CPU width) + Dice loss;
-4. U-Net + IBP loss at α 0.2 (defined, not run yet);
-5. U-Net + IBP loss at α 0.5 with product deletion (``losses.skeleton.ibp_skeleton``: the same
-   skeletons, without the reference's ``min`` ties that scale the skeleton's gradient by 2^−k).
+Setups, each one training run under the same CPU budget (10 min, 1 thread; two run side by
+side on the 2 cores), then scored on OCTA-500 val 6M, OCTA-500 val 3M and ROSSA val:
 
-Each trains on the OCTA-500 ``train`` split (3M and 6M, ``OCTA(ILM_OPL)`` → ``GT_LargeVessel``),
-chooses its checkpoint and threshold on ``val``, and is scored on ``val`` (the only labelled
-held-out split we have; the numbers are therefore validation figures, not test figures).
+* **from scratch** (``configs/topology/unet_scratch.yaml``, ``s3octa_scratch.yaml``): the
+  octa-vessels U-Net (two heads, OCTA-500 + ROSSA) with Dice, IBP clDice (α 0.5 and 0.2,
+  product deletion), skeleton recall, soft clDice; the S3-OCTA network with Dice and IBP clDice;
+* **warm start** (``configs/topology/octa_vessels_finetune.yaml``): the bundled ``octa-vessels``
+  continued with its own BCE + Dice (the control) or a topology loss;
+* the bundled ``octa-vessels`` as it is.
 
-Trainings (several minutes each): not part of ``make bench`` (``benchmarks/run_all.py
---training`` runs it).
+Every model is scored without test-time flips (the bundle's own hflip TTA is switched off), so
+the rows compare training alone. Checkpoints and thresholds are chosen on the val splits, which
+also score them: these are validation figures (the test splits are held out from the project).
 
 Usage::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/accuracy/octa_topology.py [--minutes 8]
+    PYTHONPATH=src .venv/bin/python benchmarks/accuracy/octa_topology.py --only 0,1   # train+score
+    PYTHONPATH=src .venv/bin/python benchmarks/accuracy/octa_topology.py --report     # the tables
+
+Each setup keeps its result in ``benchmarks/results/octa_topology/<slug>.json``, so two
+processes may train different setups at once and a finished setup is never rerun
+(``--force`` reruns it). Not part of ``make bench`` (``run_all.py --training`` runs it).
 """
 
 from __future__ import annotations
@@ -32,77 +37,98 @@ from common import REPO, RESULTS, SHARED_DATA, md_table, write_section
 
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.training import train
+from retinaseg.utils.atomic import write_text_atomic
 
-SETUPS = {
-    "U-Net + Dice": ("configs/examples/octa500_unet.yaml", ["loss.name=dice"]),
-    "U-Net + IBP clDice (α 0.5, as S3-OCTA)": ("configs/examples/octa500_unet.yaml",
-                                               ["loss.name=ibp_cldice",
-                                                "loss.params.deletion=min"]),
-    "S3-OCTA (cpu preset) + Dice": ("configs/seed/s3octa_octa500.yaml", ["loss.name=dice"]),
-    "U-Net + IBP clDice (α 0.2)": ("configs/examples/octa500_unet.yaml",
-                                   ["loss.name=ibp_cldice", "loss.params.alpha=0.2"]),
-    "U-Net + IBP clDice (α 0.5, product deletion)": (
-        "configs/examples/octa500_unet.yaml",
-        ["loss.name=ibp_cldice", "loss.params.deletion=product"]),
+UNET, S3, FT = ("configs/topology/unet_scratch.yaml", "configs/topology/s3octa_scratch.yaml",
+                "configs/topology/octa_vessels_finetune.yaml")
+IBP = ["loss.name=ibp_cldice"]
+SETUPS: dict[str, tuple[str, str | None, list[str]]] = {
+    # slug: (label, config or None for the bundled model, overrides)
+    "unet_dice": ("U-Net + Dice", UNET, []),
+    "unet_ibp": ("U-Net + IBP clDice α 0.5", UNET, IBP),
+    "unet_ibp02": ("U-Net + IBP clDice α 0.2", UNET, [*IBP, "loss.params.alpha=0.2"]),
+    "unet_sr": ("U-Net + skeleton recall", UNET, ["loss.name=skeleton_recall"]),
+    "unet_cldice": ("U-Net + soft clDice α 0.5", UNET, ["loss.name=dice_cldice"]),
+    "s3_dice": ("S3-OCTA + Dice", S3, []),
+    "s3_ibp": ("S3-OCTA + IBP clDice α 0.5", S3, IBP),
+    "bundled": ("octa-vessels (bundled)", None, []),
+    "ft_bcedice": ("octa-vessels → BCE + Dice (control)", FT, []),
+    "ft_ibp": ("octa-vessels → IBP clDice α 0.5", FT, IBP),
+    "ft_ibp02": ("octa-vessels → IBP clDice α 0.2", FT, [*IBP, "loss.params.alpha=0.2"]),
+    "ft_sr": ("octa-vessels → skeleton recall", FT, ["loss.name=skeleton_recall"]),
 }
-KEYS = ["dice", "cldice", "betti0_error", "betti1_error", "betti0_error_patch",
-        "betti1_error_patch", "hd95"]
-NOTES = """
-Notes, read before comparing rows:
-- Rows 1, 2 and 4 were trained on 2026-12-06 (AMD EPYC, 2 threads, `--minutes 8 --only 0,1,4`);
-  the S3-OCTA row on 2026-11-22 (Intel Xeon, 2 threads, `--only 2`, before the IBP lookup tables).
-  Each setup had the same wall-clock budget, so the rows differ in epochs: an IBP epoch costs
-  about 1.7× a Dice epoch here, the S3-OCTA network about 8× the U-Net.
-- The reference's `min` deletion (row 2, S3-OCTA's rule) still collapses at α 0.5 from scratch:
-  validation Dice rose to 0.46 by epoch 6 and fell back. The cause is in the loss: on binary
-  values every kept pixel is a tie of `min`, which halves its gradient in every subfield pass,
-  and the precision part of the clDice gradient becomes a high-variance signal
-  (`benchmarks/accuracy/ibp_gradient.py`). `product` deletion (row 4; same skeletons, now the
-  default) learns from scratch at the same α: Dice 0.011 below Dice-only, whole-image Betti-0
-  error 26 % lower, patch Betti-0 15 % lower, Betti-1 17 % lower. One seed, 8 minutes each;
-  `octa-vessels-topo` needs ≥ 20 % lower Betti-0 at ≤ 0.005 Dice cost, not met yet.
-- α = 0.2 (setup 3) is defined but not run.
-- Betti errors on whole images are dominated by small fragments; the `_patch` columns average
-  100 random 64² windows per image, as topology papers report them.
-"""
+SPLITS = {"OCTA-500 val 6M": ("octa500", "OCTA-500", {"fov": "6M"}),
+          "OCTA-500 val 3M": ("octa500", "OCTA-500", {"fov": "3M"}),
+          "ROSSA val": ("rossa", "ROSSA", {})}
+COLUMNS = {"dice": "Dice", "cldice": "clDice", "betti0_error": "β0 err",
+           "betti1_error": "β1 err", "betti0_error_patch": "β0 err 64²",
+           "betti1_error_patch": "β1 err 64²", "components_pred": "components",
+           "components_gt": "label comps", "centerline_missed_px": "missed centerline px"}
+OUT = RESULTS / "octa_topology"
 
 
-def run_setup(label: str, config: str, overrides: list[str], minutes: float) -> dict:
-    name = "_".join(o.split("=")[1] for o in overrides)
-    name = label.split()[0].lower().replace("-", "") + "_" + name.replace(".", "")
-    ov = [*overrides, f"train.time_limit_min={minutes}", "train.epochs=200",
-          f"name=bench_{name}", f"data.root={SHARED_DATA / 'OCTA-500'}"]
-    s = train(REPO / config, overrides=ov)
-    ev = evaluate(s["run_dir"], "octa500", str(SHARED_DATA / "OCTA-500"), "val",
-                  RESULTS / f"octa_topology_{name}", options={"fov": "both"}, save_maps=False)
-    return {"label": label, "run": s["run_dir"], "train_min": s["train_seconds"] / 60,
-            "epochs": s["epochs_run"], "threshold": ev["threshold"],
-            "mean": ev["per_image_mean"], "pooled": ev["pooled"]}
+def run_setup(slug: str, minutes: float) -> dict:
+    """Train one setup (unless it is the bundled model) and score it on every split."""
+    label, config, overrides = SETUPS[slug]
+    rec: dict = {"label": label}
+    model: str = "octa-vessels"
+    if config is not None:
+        ov = [*overrides, f"train.time_limit_min={minutes}", f"name=topo_{slug}"]
+        s = train(REPO / config, overrides=ov)
+        model = s["run_dir"]
+        rec.update(run=s["run_dir"], train_min=s["train_seconds"] / 60, epochs=s["epochs_run"])
+    rec["splits"] = {}
+    for split, (dataset, folder, options) in SPLITS.items():
+        ev = evaluate(model, dataset, str(SHARED_DATA / folder), "val",
+                      RESULTS / f"octa_topology_{slug}_{dataset}_{options.get('fov', '')}",
+                      options=options, save_maps=False, tta="none")
+        rec["splits"][split] = {"threshold": ev["threshold"], "mean": ev["per_image_mean"],
+                                "pooled_dice": ev["pooled"]["dice"]}
+    return rec
+
+
+def tables(done: dict[str, dict]) -> str:
+    """One table per split; rows in SETUPS order."""
+    parts = []
+    for split in SPLITS:
+        rows = []
+        for slug in SETUPS:
+            rec = done.get(slug)
+            if rec is None or split not in rec["splits"]:
+                continue
+            m = rec["splits"][split]["mean"]
+            budget = (f"{rec['train_min']:.1f} ({rec['epochs']} ep)" if "train_min" in rec
+                      else "228 (bundle)")
+            rows.append([rec["label"], *[m.get(k, float("nan")) for k in COLUMNS], budget])
+        parts.append(f"**{split}** (per-image means)\n\n"
+                     + md_table(["setup", *COLUMNS.values(), "train min (epochs)"], rows))
+    return "\n\n".join(parts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=8.0, help="CPU training budget per setup")
-    ap.add_argument("--only", default=None, help="comma-separated setup indices, e.g. 0,2")
-    ap.add_argument("--report", action="store_true", help="rebuild the table from the JSON")
+    ap.add_argument("--minutes", type=float, default=10.0, help="CPU training budget per setup")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated setup slugs or indices (see SETUPS), e.g. 0,1")
+    ap.add_argument("--force", action="store_true", help="rerun setups already recorded")
+    ap.add_argument("--report", action="store_true", help="only rebuild the tables")
     a = ap.parse_args()
-    labels = list(SETUPS)
-    chosen = [labels[int(i)] for i in a.only.split(",")] if a.only else labels
-    chosen = [] if a.report else chosen
-    path = RESULTS / "octa_topology.json"
-    done = json.loads(path.read_text()) if path.is_file() else {}
-    for label in chosen:
-        cfg, ov = SETUPS[label]
-        done[label] = run_setup(label, cfg, ov, a.minutes)
-        path.write_text(json.dumps(done, indent=2, default=float))
-    rows = [[r["label"], *[r["mean"].get(k, float("nan")) for k in KEYS], r["pooled"]["dice"],
-             f"{r['train_min']:.1f} ({r['epochs']} ep)"] for r in done.values()]
-    body = ("OCTA-500 **val** (3M + 6M, 30 images), large vessels from OCTA(ILM_OPL); whole "
-            "image; per-image means except the pooled Dice column. Checkpoint and threshold "
-            "chosen on val (no other labelled held-out split is available here).\n\n"
-            + md_table(["setup", *[f"{k} (mean)" for k in KEYS], "dice (pooled)",
-                        "train min (epochs)"], rows) + "\n" + NOTES)
-    write_section("octa_topology", "OCTA-500: Dice vs topology-aware training (S3-OCTA)", body)
+    slugs = list(SETUPS)
+    chosen = ([] if a.report else
+              [slugs[int(s)] if s.isdigit() else s for s in a.only.split(",")] if a.only
+              else slugs)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for slug in chosen:
+        path = OUT / f"{slug}.json"
+        if path.is_file() and not a.force:
+            print(f"{slug}: recorded already ({path.name}); --force reruns it")
+            continue
+        write_text_atomic(path, json.dumps(run_setup(slug, a.minutes), indent=2, default=float))
+    done = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))}
+    body = (Path(__file__).with_suffix(".notes.md").read_text()
+            if Path(__file__).with_suffix(".notes.md").is_file() else "")
+    body = tables(done) + ("\n\n" + body if body else "")
+    write_section("octa_topology", "OCTA-500 and ROSSA: what topology-aware training buys", body)
     print(body)
 
 

@@ -113,8 +113,10 @@ def _old_patches(p, g, patch=64, n=100, seed=0):
     return {"betti0_error": totals[0] / n, "betti1_error": totals[1] / n}
 
 
-def _old_centerline_length(mask):
+def _old_centerline_length(mask, outside=None):
+    """Length of centerline(mask), only its pixels outside ``outside`` when given."""
     skel = centerline(mask)
+    skel = skel & ~outside if outside is not None else skel
     total = 0.0
     for offset in product((-1, 0, 1), repeat=skel.ndim):
         if offset <= (0,) * skel.ndim:
@@ -157,7 +159,8 @@ def _old_row(prob, gt, thr, fov, width_px=3.0, thick_gt=None, thin_gt=None):
             "betti1_error_patch": patches["betti1_error"],
             "components_pred": float(bp[0]), "components_gt": float(bg[0]),
             "centerline_length_pred": _old_centerline_length(pm),
-            "centerline_length_gt": _old_centerline_length(gm)}
+            "centerline_length_gt": _old_centerline_length(gm),
+            "centerline_missed_px": _old_centerline_length(gm, outside=pm)}
     return out, parts, split, topo
 
 

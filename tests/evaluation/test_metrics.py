@@ -474,3 +474,20 @@ def test_choose_threshold_groups_count_equally():
     assert choose_threshold(probs, gts, grid=[0.3, 0.6]) == pytest.approx(0.6)
     assert choose_threshold(probs, gts, grid=[0.3, 0.6], groups=["a", "b"]) == pytest.approx(0.3)
     assert choose_threshold(probs, gts, grid=[0.3, 0.6], groups=["a", "a"]) == pytest.approx(0.6)
+
+
+def test_centerline_missed_length_known_answers():
+    from retinaseg.evaluation.metrics import centerline_missed_length
+
+    g = np.zeros((20, 20), bool)
+    g[9:12, 3:13] = True  # a 3-px thick bar; its centerline runs along row 10, 6.0 px long
+    assert centerline_length(g) == pytest.approx(6.0)
+    assert centerline_missed_length(g, g) == 0.0  # nothing missed
+    assert centerline_missed_length(np.zeros_like(g), g) == pytest.approx(6.0)  # all missed
+    cut = g.copy()
+    cut[:, 7:10] = False  # a 3-px gap: two unit steps of the centerline lie inside it
+    assert centerline_missed_length(cut, g) == pytest.approx(2.0)
+    assert centerline_missed_length(g, g, spacing=0.5) == 0.0
+    assert centerline_missed_length(cut, g, spacing=0.5) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        centerline_missed_length(g[:5], g)

@@ -12,9 +12,10 @@ Layouts of the sampled feature (one ``F.grid_sample`` call builds either):
 * ``"kmajor"`` (used by :meth:`DSConv.forward`): ``[B, C, K·H, W]`` with row ``k·H + i``, i.e. a
   ``[B, C, K, H, W]`` tensor. Viewed as ``[B, C·K, H, W]`` (channel ``c·K + k``), the same
   aggregation is a 1×1 conv whose weight is the ``(K, 1)``/``(1, K)`` weight reshaped to
-  ``[Cout, C·K, 1, 1]``. The result is identical (see :meth:`DSConv.forward_reference`) and, on
-  CPU (1 thread, 32 channels, 304², K 9) forward was 3–4× and forward + backward 1.4–3× faster
-  than with the strided conv. Parameters keep the seed's shapes, so seed weights map one-to-one.
+  ``[Cout, C·K, 1, 1]``, computed as one matrix product (see :meth:`DSConv.forward`). The
+  result is identical (see :meth:`DSConv.forward_reference`) and, on CPU (1 thread, 32
+  channels, 304², K 9) forward was 3–4× and forward + backward 1.4–3× faster than with the
+  strided conv. Parameters keep the seed's shapes, so seed weights map one-to-one.
 
 Coordinates are clamped to the image before sampling, so taps that leave the image read the edge
 pixel (replicate padding). With all offsets zero a DSConv is therefore exactly a ``1×K`` (morph 0)
@@ -165,12 +166,16 @@ class DSConv(nn.Module):
     def forward(self, x: torch.Tensor, return_prenorm: bool = False) -> torch.Tensor:
         """``[B,Cin,H,W] → [B,Cout,H,W]``; ``return_prenorm`` skips the final GroupNorm + ReLU.
 
-        Aggregates the k-major samples with the 1×1 equivalent of the ``(K,1)``/``(1,K)`` conv.
+        Aggregates the k-major samples with the 1×1 equivalent of the ``(K,1)``/``(1,K)`` conv,
+        written as one matrix product ``[Cout, Cin·K] @ [Cin·K, H·W]`` per image: on one CPU
+        thread with a batch below 16, PyTorch runs a 1×1 convolution on its slow im2col path,
+        whose backward took 1.9× the product's (``benchmarks/speed/dsconv.py``).
         """
         b, cin, h, w = x.shape
         k, conv = self.kernel_size, self.dsc_conv
-        weight = conv.weight.reshape(conv.out_channels, cin * k, 1, 1)
-        y = F.conv2d(self.sample(x).view(b, cin * k, h, w), weight, conv.bias)
+        weight = conv.weight.reshape(conv.out_channels, cin * k)
+        y = torch.matmul(weight, self.sample(x).view(b, cin * k, h * w))  # [B, Cout, H·W]
+        y = (y + conv.bias.view(1, -1, 1)).view(b, conv.out_channels, h, w)
         return y if return_prenorm else self.relu(self.norm(y))
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
