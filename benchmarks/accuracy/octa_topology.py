@@ -65,6 +65,14 @@ COLUMNS = {"dice": "Dice", "cldice": "clDice", "betti0_error": "β0 err",
            "betti1_error_patch": "β1 err 64²", "components_pred": "components",
            "components_gt": "label comps", "centerline_missed_px": "missed centerline px"}
 OUT = RESULTS / "octa_topology"
+BASELINE = {"unet_ibp": "unet_dice", "unet_ibp02": "unet_dice", "unet_sr": "unet_dice",
+            "unet_cldice": "unet_dice", "s3_ibp": "s3_dice", "ft_ibp": "ft_bcedice",
+            "ft_ibp02": "ft_bcedice", "ft_sr": "ft_bcedice"}
+RULE = """Bundling rule (issue 27, written before the first topology row was scored): a setup is
+bundled as `octa-vessels-topo` when, against its Dice-only counterpart (same network, start and
+budget: the `BASELINE` pairs of the script), the whole-image Betti-0 error averaged over the
+three splits is at least 20 % lower, the Dice averaged over the three splits at most 0.005
+lower, and no split loses more than 0.010 Dice; among several, the lowest Betti-0 error."""
 
 
 def run_setup(slug: str, minutes: float) -> dict:
@@ -105,6 +113,32 @@ def tables(done: dict[str, dict]) -> str:
     return "\n\n".join(parts)
 
 
+def _split_means(rec: dict, key: str) -> list[float]:
+    return [rec["splits"][split]["mean"][key] for split in SPLITS]
+
+
+def verdicts(done: dict[str, dict]) -> tuple[str, str | None]:
+    """The rule's table (each topology setup against its Dice-only counterpart) and the winner."""
+    rows, best = [], None
+    for slug, base in BASELINE.items():
+        if slug not in done or base not in done:
+            continue
+        d_t, d_b = _split_means(done[slug], "dice"), _split_means(done[base], "dice")
+        b_t = _split_means(done[slug], "betti0_error")
+        b_b = _split_means(done[base], "betti0_error")
+        d_mean = sum(d_t) / len(d_t) - sum(d_b) / len(d_b)
+        d_worst = min(t - b for t, b in zip(d_t, d_b, strict=True))
+        b0 = sum(b_t) / sum(b_b) - 1
+        met = b0 <= -0.20 and d_mean >= -0.005 and d_worst >= -0.010
+        if met and (best is None or sum(b_t) < sum(_split_means(done[best], "betti0_error"))):
+            best = slug
+        rows.append([done[slug]["label"], done[base]["label"], f"{d_mean:+.4f}",
+                     f"{d_worst:+.4f}", f"{100 * b0:+.0f} %", "yes" if met else "no"])
+    table = md_table(["setup", "against", "Δ Dice (mean of splits)", "Δ Dice (worst split)",
+                      "Δ β0 err (mean of splits)", "rule met"], rows)
+    return table, best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="CPU training budget per setup")
@@ -127,7 +161,10 @@ def main() -> None:
     done = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))}
     body = (Path(__file__).with_suffix(".notes.md").read_text()
             if Path(__file__).with_suffix(".notes.md").is_file() else "")
-    body = tables(done) + ("\n\n" + body if body else "")
+    verdict, best = verdicts(done)
+    body = (tables(done) + "\n\n" + RULE + "\n\n" + verdict + "\n\n"
+            + (f"Rule met by: {done[best]['label']}." if best else "Rule met by: none (yet).")
+            + ("\n\n" + body if body else ""))
     write_section("octa_topology", "OCTA-500 and ROSSA: what topology-aware training buys", body)
     print(body)
 
