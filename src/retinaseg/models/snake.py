@@ -12,7 +12,7 @@ Layouts of the sampled feature (one ``F.grid_sample`` call builds either):
 * ``"kmajor"`` (used by :meth:`DSConv.forward`): ``[B, C, K·H, W]`` with row ``k·H + i``, i.e. a
   ``[B, C, K, H, W]`` tensor. Viewed as ``[B, C·K, H, W]`` (channel ``c·K + k``), the same
   aggregation is a 1×1 conv whose weight is the ``(K, 1)``/``(1, K)`` weight reshaped to
-  ``[Cout, C·K, 1, 1]``, computed as one matrix product (see :meth:`DSConv.forward`). The
+  ``[Cout, C·K, 1, 1]``, computed as a batched matrix product (:meth:`DSConv.forward`). The
   result is identical (see :meth:`DSConv.forward_reference`) and, on CPU (1 thread, 32
   channels, 304², K 9) forward was 3–4× and forward + backward 1.4–3× faster than with the
   strided conv. Parameters keep the seed's shapes, so seed weights map one-to-one.
@@ -167,15 +167,17 @@ class DSConv(nn.Module):
         """``[B,Cin,H,W] → [B,Cout,H,W]``; ``return_prenorm`` skips the final GroupNorm + ReLU.
 
         Aggregates the k-major samples with the 1×1 equivalent of the ``(K,1)``/``(1,K)`` conv,
-        written as one matrix product ``[Cout, Cin·K] @ [Cin·K, H·W]`` per image: on one CPU
-        thread with a batch below 16, PyTorch runs a 1×1 convolution on its slow im2col path,
-        whose backward took 1.9× the product's (``benchmarks/speed/dsconv.py``).
+        written as a batched matrix product ``[Cout, Cin·K] @ [Cin·K, H·W]`` per image (the
+        weight expanded, not broadcast by ``matmul``, whose weight gradient was 2× slower at
+        batch 8): on one CPU thread with a batch below 16, PyTorch runs a 1×1 convolution on
+        its slow path, up to 1.8× slower forward + backward (``benchmarks/speed/dsconv.py``).
         """
         b, cin, h, w = x.shape
         k, conv = self.kernel_size, self.dsc_conv
-        weight = conv.weight.reshape(conv.out_channels, cin * k)
-        y = torch.matmul(weight, self.sample(x).view(b, cin * k, h * w))  # [B, Cout, H·W]
-        y = (y + conv.bias.view(1, -1, 1)).view(b, conv.out_channels, h, w)
+        weight = conv.weight.reshape(1, conv.out_channels, cin * k).expand(b, -1, -1)
+        y = torch.baddbmm(conv.bias.view(1, -1, 1), weight,
+                          self.sample(x).view(b, cin * k, h * w))  # [B, Cout, H·W]
+        y = y.view(b, conv.out_channels, h, w)
         return y if return_prenorm else self.relu(self.norm(y))
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
