@@ -75,6 +75,37 @@ three splits is at least 20 % lower, the Dice averaged over the three splits at 
 lower, and no split loses more than 0.010 Dice; among several, the lowest Betti-0 error."""
 
 
+NOTES = """Notes, read before comparing rows:
+- Trained 2026-12-06 on the AMD EPYC host (2 cores, no native bf16), each setup 10 minutes on
+  one thread with another setup running beside it; the time limit is checked after each epoch,
+  so a run may overrun by one epoch and its validation. Epochs differ because a step's cost
+  differs: IBP clDice about 1.5× a Dice step, soft clDice (10 soft-skeleton iterations) about
+  1.8×, skeleton recall about 1×, the S3-OCTA `cpu` network about 35× the U-Net (one thread,
+  8 × 128² patches: 5-6 s a step; its validation on the 130 val images takes about 7 minutes,
+  so within the budget it trains a single epoch of 53 steps).
+- Noise: the Dice-only U-Net was trained twice with the same seed; the first run shared the
+  two cores with a third process and reached 8 epochs instead of 11 (Dice 0.8638 / 0.8893 /
+  0.8895, Betti-0 error 74.0 / 22.7 / 40.6 on 6M / 3M / ROSSA, against the row's
+  0.8672 / 0.8903 / 0.8952 and 66.6 / 18.1 / 38.5). Differences of a few thousandths of Dice
+  and 10-20 % of Betti-0 error are within what the budget alone moves.
+- From scratch, IBP clDice at S3-OCTA's α 0.5 (product deletion, the default since
+  2026-12-06) lowers the Betti-0 error most, by 19 % over the three splits (25 %, 11 %, 18 %),
+  at 0.010 Dice; α 0.2 keeps Dice (−0.004) and buys no topology; skeleton recall and soft
+  clDice cost Dice and buy little. The reference's `min` deletion collapsed at α 0.5 from
+  scratch in the previous table (OCTA-500 only, 8 min, 2 threads: Dice 0.535 against 0.877;
+  git 022c15b, `benchmarks/accuracy/ibp_gradient.py` for the cause) and is not rerun.
+- Warm start: continuing the bundled `octa-vessels` with IBP clDice for 10 minutes lowers
+  Betti-0 by 5-8 % at no Dice cost; with checkpoints chosen by validation Dice the first
+  epoch wins (later epochs trade Dice for topology), so the topology gain stays small.
+- No setup meets the bundling rule: `octa-vessels-topo` is not bundled. The best trade is IBP
+  clDice α 0.5 from scratch (−19 % Betti-0 for −0.010 Dice), short of −20 % at ≤ 0.005.
+- Whole-image Betti-0 errors are dominated by small fragments (`components` against
+  `label comps`); the 64² columns average 100 random windows per image, as topology papers
+  report them. `missed centerline px` is the length of the label's centerline outside the
+  prediction (the broken stretches).
+"""
+
+
 def run_setup(slug: str, minutes: float) -> dict:
     """Train one setup (unless it is the bundled model) and score it on every split."""
     label, config, overrides = SETUPS[slug]
@@ -159,12 +190,10 @@ def main() -> None:
             continue
         write_text_atomic(path, json.dumps(run_setup(slug, a.minutes), indent=2, default=float))
     done = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))}
-    body = (Path(__file__).with_suffix(".notes.md").read_text()
-            if Path(__file__).with_suffix(".notes.md").is_file() else "")
     verdict, best = verdicts(done)
     body = (tables(done) + "\n\n" + RULE + "\n\n" + verdict + "\n\n"
             + (f"Rule met by: {done[best]['label']}." if best else "Rule met by: none (yet).")
-            + ("\n\n" + body if body else ""))
+            + "\n\n" + NOTES)
     write_section("octa_topology", "OCTA-500 and ROSSA: what topology-aware training buys", body)
     print(body)
 

@@ -9,10 +9,11 @@ network is freshly initialised, so its prediction is noisy: the stochastic binar
 IBP skeleton (reference §3) peels all 5 iterations, the worst case for early stopping.
 
 Rows: Dice only (``dice``), ``ibp_cldice`` as implemented now, and, with ``--baseline-rev``,
-``ibp_cldice`` with ``losses/skeleton.py`` read from that git revision (the 7× figure of
-"OCTA-500: Dice vs topology-aware training"). Settings run in interleaved rounds so that a slow
-minute on the shared machine hits each of them; each figure is the median over all rounds. Then
-the loss alone (forward and backward on fixed logits) per skeleton implementation.
+``ibp_cldice`` with ``losses/skeleton.py`` read from that git revision (the 7× figure of the
+earlier "OCTA-500: Dice vs topology-aware training", git 022c15b). Settings run in interleaved
+rounds so that a slow minute on the shared machine hits each of them; each figure is the median
+over all rounds. Then the loss alone (forward and backward on fixed logits) per skeleton
+implementation.
 
 Writes the ``ibp_speed`` section (``benchmarks/results/ibp_speed.{md,json}``).
 
