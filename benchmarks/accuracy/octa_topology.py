@@ -88,17 +88,22 @@ NOTES = """Notes, read before comparing rows:
 - Noise: the Dice-only U-Net was trained twice with the same seed; the first run shared the
   two cores with a third process and reached 8 epochs instead of 11 (Dice 0.8638 / 0.8893 /
   0.8895, Betti-0 error 74.0 / 22.7 / 40.6 on 6M / 3M / ROSSA, against the row's
-  0.8672 / 0.8903 / 0.8952 and 66.6 / 18.1 / 38.5). Differences of a few thousandths of Dice
-  and 10-20 % of Betti-0 error are within what the budget alone moves.
+  0.8672 / 0.8903 / 0.8952 and 66.6 / 18.1 / 38.5: +11 / +25 / +6 %). Differences of a few
+  thousandths of Dice and of 10-25 % Betti-0 error on one split are within what the budget
+  alone moves; the rule therefore averages the three splits.
 - From scratch, IBP clDice at S3-OCTA's α 0.5 (product deletion, the default since
-  2026-12-06) lowers the Betti-0 error most, by 19 % over the three splits (25 %, 11 %, 18 %),
-  at 0.010 Dice; α 0.2 keeps Dice (−0.004) and buys no topology; skeleton recall and soft
-  clDice cost Dice and buy little. The reference's `min` deletion collapsed at α 0.5 from
-  scratch in the previous table (OCTA-500 only, 8 min, 2 threads: Dice 0.535 against 0.877;
-  git 022c15b, `benchmarks/accuracy/ibp_gradient.py` for the cause) and is not rerun.
-- Warm start: continuing the bundled `octa-vessels` with IBP clDice for 10 minutes lowers
-  Betti-0 by 5-8 % at no Dice cost; with checkpoints chosen by validation Dice the first
-  epoch wins (later epochs trade Dice for topology), so the topology gain stays small.
+  2026-12-06) lowers the Betti-0 error most among the U-Net setups: 19 % over the three
+  splits (−15 / −11 / −29 % on 6M / 3M / ROSSA) for 0.010 Dice; missed centerline −15 / +2 /
+  −9 %. α 0.2 costs 0.004 Dice and leaves Betti-0 unchanged. Skeleton recall cuts the missed
+  centerline most consistently (−17 / −17 / −14 %) but not the fragments, for 0.015 Dice; soft
+  clDice costs 0.048 Dice and misses more centerline. The reference's `min` deletion collapsed
+  at α 0.5 from scratch in the previous table (OCTA-500 only, 8 min, 2 threads: Dice 0.535
+  against 0.877; git 022c15b; `benchmarks/accuracy/ibp_gradient.py` for the cause) and is not
+  rerun.
+- Warm start: continuing the bundled `octa-vessels` with IBP clDice for 10 minutes changes
+  Betti-0 by −8 / −4 / −9 % and missed centerline by −6 / −6 / −3 % at no Dice cost: the same
+  sign on every split, but within the noise above. With checkpoints chosen by validation Dice
+  the first epoch wins (later epochs trade Dice for topology), so the gain stays small.
 - S3-OCTA under the same budget (one epoch of 53 steps) loses to the U-Net by 0.06-0.11 Dice
   (0.803 / 0.782 / 0.821); IBP clDice on it lowers Betti-0 by 27 % for 0.016 Dice, the same
   direction as on the U-Net. On this CPU the comparison measures the network's cost per step,
@@ -108,7 +113,7 @@ NOTES = """Notes, read before comparing rows:
 - Whole-image Betti-0 errors are dominated by small fragments (`components` against
   `label comps`); the 64² columns average 100 random windows per image, as topology papers
   report them. `missed centerline px` is the length of the label's centerline outside the
-  prediction (the broken stretches).
+  prediction (the broken stretches; a step half in, half out counts half).
 """
 
 
@@ -122,6 +127,11 @@ def run_setup(slug: str, minutes: float) -> dict:
         s = train(REPO / config, overrides=ov)
         model = s["run_dir"]
         rec.update(run=s["run_dir"], train_min=s["train_seconds"] / 60, epochs=s["epochs_run"])
+    return score(rec, model, slug)
+
+
+def score(rec: dict, model: str, slug: str) -> dict:
+    """``rec`` with the scores of ``model`` on every split (replacing any it had)."""
     rec["splits"] = {}
     for split, (dataset, folder, options) in SPLITS.items():
         ev = evaluate(model, dataset, str(SHARED_DATA / folder), "val",
@@ -183,6 +193,8 @@ def main() -> None:
                     help="comma-separated setup slugs or indices (see SETUPS), e.g. 0,1")
     ap.add_argument("--force", action="store_true", help="rerun setups already recorded")
     ap.add_argument("--report", action="store_true", help="only rebuild the tables")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the recorded runs of the chosen setups again, without training")
     a = ap.parse_args()
     slugs = list(SETUPS)
     chosen = ([] if a.report else
@@ -191,6 +203,14 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for slug in chosen:
         path = OUT / f"{slug}.json"
+        if a.rescore:
+            if not path.is_file():
+                print(f"{slug}: no recorded run to score again ({path.name}); skipped")
+                continue
+            rec = json.loads(path.read_text())
+            rec = score(rec, rec.get("run", "octa-vessels"), slug)
+            write_text_atomic(path, json.dumps(rec, indent=2, default=float))
+            continue
         if path.is_file() and not a.force:
             print(f"{slug}: recorded already ({path.name}); --force reruns it")
             continue

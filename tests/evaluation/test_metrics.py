@@ -485,9 +485,12 @@ def test_centerline_missed_length_known_answers():
     assert centerline_missed_length(g, g) == 0.0  # nothing missed
     assert centerline_missed_length(np.zeros_like(g), g) == pytest.approx(6.0)  # all missed
     cut = g.copy()
-    cut[:, 7:10] = False  # a 3-px gap: two unit steps of the centerline lie inside it
-    assert centerline_missed_length(cut, g) == pytest.approx(2.0)
+    cut[:, 7:10] = False  # a 3-px gap: two steps inside it, two half steps at its ends
+    assert centerline_missed_length(cut, g) == pytest.approx(3.0)
     assert centerline_missed_length(g, g, spacing=0.5) == 0.0
-    assert centerline_missed_length(cut, g, spacing=0.5) == pytest.approx(1.0)
+    assert centerline_missed_length(cut, g, spacing=0.5) == pytest.approx(1.5)
+    one = g.copy()
+    one[:, 8] = False  # a 1-px break counts 1 (two half steps)
+    assert centerline_missed_length(one, g) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="shape"):
         centerline_missed_length(g[:5], g)

@@ -620,16 +620,16 @@ def centerline_missed_length(pred: ArrayLike, gt: ArrayLike,
                              spacing: float | Sequence[float] = 1.0) -> float:
     """Length of the label's centerline that the prediction misses (broken centerline).
 
-    The centerline of ``gt`` (as in :func:`centerline_length`) keeps only its pixels outside
-    ``pred``; those runs are measured like :func:`centerline_length` (a step counts when both
-    of its pixels are missed). A 10-px straight vessel cut by a 3-px gap gives 2.0 (two steps
-    inside the gap); a prediction covering the label gives 0.0. Units of ``spacing`` (px by
+    Each step of the label's centerline (as in :func:`centerline_length`) counts by the share
+    of its two pixels lying outside ``pred``: whole when both are missed, half when one is. So
+    a gap of n centerline pixels in a straight vessel gives n (a 1-px break gives 1.0, a 3-px
+    one 3.0) and a prediction covering the label gives 0.0. Units of ``spacing`` (px by
     default). ``pred`` and ``gt`` have the same 2D or 3D shape.
     """
     p, g = _as_bool(pred), _as_bool(gt)
     if p.shape != g.shape:
         raise ValueError(f"pred {p.shape} and gt {g.shape} differ in shape")
-    return _skeleton_length(_full_centerline(g) & ~p, spacing)
+    return _skeleton_length(_full_centerline(g), spacing, missed=~p)
 
 
 def _full_centerline(m: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -639,15 +639,22 @@ def _full_centerline(m: NDArray[np.bool_]) -> NDArray[np.bool_]:
     one of the whole array; it is placed back into an array of ``m``'s shape.
     """
     out = np.zeros(m.shape, dtype=bool)
+    if m.ndim not in (2, 3):
+        return centerline(m)  # raises its own shape error
     if m.any():
         box = tuple(slice(b.start - b.start % 2, b.stop) for b in _bbox(m))
         out[box] = centerline(m[box])
     return out
 
 
-def _skeleton_length(skel: NDArray[np.bool_], spacing: float | Sequence[float]) -> float:
-    """Sum of the steps between 8- (26-) neighbouring pixels of ``skel``, each pair once."""
+def _skeleton_length(skel: NDArray[np.bool_], spacing: float | Sequence[float],
+                     missed: NDArray[np.bool_] | None = None) -> float:
+    """Sum of the steps between 8- (26-) neighbouring pixels of ``skel``, each pair once.
+
+    With ``missed`` (same shape) a step counts by the share of its two pixels in ``missed``.
+    """
     skel = np.asarray(skel, dtype=bool)
+    share = None if missed is None else np.asarray(missed, dtype=np.float64) / 2
     sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (skel.ndim,))
     total = 0.0
     for offset in product((-1, 0, 1), repeat=skel.ndim):
@@ -656,7 +663,9 @@ def _skeleton_length(skel: NDArray[np.bool_], spacing: float | Sequence[float]) 
         axes = list(zip(offset, skel.shape, strict=True))
         a = tuple(slice(max(0, -o), s - max(0, o)) for o, s in axes)
         b = tuple(slice(max(0, o), s - max(0, -o)) for o, s in axes)
-        pairs = np.count_nonzero(skel[a] & skel[b])
+        both = skel[a] & skel[b]
+        pairs = (np.count_nonzero(both) if share is None
+                 else float((share[a][both] + share[b][both]).sum()))
         total += pairs * float(np.sqrt(np.sum((np.asarray(offset) * sp) ** 2)))
     return total
 
@@ -1425,4 +1434,4 @@ def _topology(p: NDArray[np.bool_], g: NDArray[np.bool_], components: tuple[int,
             "components_gt": float(components[1]),
             "centerline_length_pred": centerline_length(p),
             "centerline_length_gt": _skeleton_length(skel_g, 1.0),
-            "centerline_missed_px": _skeleton_length(skel_g & ~p, 1.0)}
+            "centerline_missed_px": _skeleton_length(skel_g, 1.0, missed=~p)}

@@ -170,8 +170,9 @@ class DSConv(nn.Module):
         written as a batched matrix product ``[Cout, Cin·K] @ [Cin·K, H·W]`` per image (the
         weight expanded, not broadcast by ``matmul``, whose weight gradient was 2× slower at
         batch 8): on one CPU thread with a batch below 16, PyTorch runs a 1×1 convolution on
-        its slow path. The layer's forward + backward is 14–19 % faster on one 304² or 400²
-        map, an S3-OCTA training step 4 % (``benchmarks/speed/dsconv.py``).
+        its slow path. The gain is in the backward pass: the layer's forward + backward is
+        14–20 % faster on one 304² or 400² map (forward alone unchanged), an S3-OCTA training
+        step 4 % (``benchmarks/speed/dsconv.py``).
         """
         b, cin, h, w = x.shape
         k, conv = self.kernel_size, self.dsc_conv
