@@ -105,9 +105,10 @@ NOTES = """Notes, read before comparing rows:
   sign on every split, but within the noise above. With checkpoints chosen by validation Dice
   the first epoch wins (later epochs trade Dice for topology), so the gain stays small.
 - S3-OCTA under the same budget (one epoch of 53 steps) loses to the U-Net by 0.06-0.11 Dice
-  (0.803 / 0.782 / 0.821); IBP clDice on it lowers Betti-0 by 27 % for 0.016 Dice, the same
-  direction as on the U-Net. On this CPU the comparison measures the network's cost per step,
-  not what it reaches when trained to convergence (the seed trains on a GPU).
+  (0.803 / 0.782 / 0.821); IBP clDice on it lowers Betti-0 by 27 % for 0.016 Dice (fewer
+  fragments, as on the U-Net) but misses 5-21 % more centerline. On this CPU the comparison
+  measures the network's cost per step, not what it reaches when trained to convergence (the
+  seed trains on a GPU).
 - No setup meets the bundling rule: `octa-vessels-topo` is not bundled. The best trade is IBP
   clDice α 0.5 from scratch (−19 % Betti-0 for −0.010 Dice), short of −20 % at ≤ 0.005.
 - Whole-image Betti-0 errors are dominated by small fragments (`components` against
