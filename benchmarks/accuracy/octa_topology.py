@@ -67,6 +67,7 @@ COLUMNS = {"dice": "Dice", "cldice": "clDice", "betti0_error": "β0 err",
            "betti1_error_patch": "β1 err 64²", "components_pred": "components",
            "components_gt": "label comps", "centerline_missed_px": "missed centerline px"}
 OUT = RESULTS / "octa_topology"
+BUNDLED = "octa-vessels"
 BASELINE = {"unet_ibp": "unet_dice", "unet_ibp02": "unet_dice", "unet_sr": "unet_dice",
             "unet_cldice": "unet_dice", "s3_ibp": "s3_dice", "ft_ibp": "ft_bcedice",
             "ft_ibp02": "ft_bcedice", "ft_sr": "ft_bcedice"}
@@ -122,7 +123,7 @@ def run_setup(slug: str, minutes: float) -> dict:
     """Train one setup (unless it is the bundled model) and score it on every split."""
     label, config, overrides = SETUPS[slug]
     rec: dict = {"label": label}
-    model: str = "octa-vessels"
+    model: str = BUNDLED
     if config is not None:
         ov = [*overrides, f"train.time_limit_min={minutes}", f"name=topo_{slug}"]
         s = train(REPO / config, overrides=ov)
@@ -187,6 +188,25 @@ def verdicts(done: dict[str, dict]) -> tuple[str, str | None]:
     return table, best
 
 
+def record(slug: str, a: argparse.Namespace) -> None:
+    """Train and score ``slug`` (or, with ``--rescore``, score its recorded run again) into
+    its own JSON file; a recorded setup is kept unless ``--force``."""
+    path = OUT / f"{slug}.json"
+    recorded = path.is_file()
+    if a.rescore and not recorded:
+        print(f"{slug}: no recorded run to score again ({path.name}); skipped")
+        return
+    if recorded and not (a.rescore or a.force):
+        print(f"{slug}: recorded already ({path.name}); --force reruns it")
+        return
+    if a.rescore:
+        rec = json.loads(path.read_text())
+        rec = score(rec, rec.get("run", BUNDLED), slug)
+    else:
+        rec = run_setup(slug, a.minutes)
+    write_text_atomic(path, json.dumps(rec, indent=2, default=float))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="CPU training budget per setup")
@@ -203,19 +223,7 @@ def main() -> None:
               else slugs)
     OUT.mkdir(parents=True, exist_ok=True)
     for slug in chosen:
-        path = OUT / f"{slug}.json"
-        if a.rescore:
-            if not path.is_file():
-                print(f"{slug}: no recorded run to score again ({path.name}); skipped")
-                continue
-            rec = json.loads(path.read_text())
-            rec = score(rec, rec.get("run", "octa-vessels"), slug)
-            write_text_atomic(path, json.dumps(rec, indent=2, default=float))
-            continue
-        if path.is_file() and not a.force:
-            print(f"{slug}: recorded already ({path.name}); --force reruns it")
-            continue
-        write_text_atomic(path, json.dumps(run_setup(slug, a.minutes), indent=2, default=float))
+        record(slug, a)
     combined = RESULTS / "octa_topology.json"  # tracked; the per-setup files are not
     done = json.loads(combined.read_text()) if combined.is_file() else {}
     done = {k: v for k, v in done.items() if k in SETUPS}

@@ -638,9 +638,9 @@ def _full_centerline(m: NDArray[np.bool_]) -> NDArray[np.bool_]:
     The box starts at even indices (see :func:`centerline_length`), so the centerline is the
     one of the whole array; it is placed back into an array of ``m``'s shape.
     """
-    out = np.zeros(m.shape, dtype=bool)
     if m.ndim not in (2, 3):
         return centerline(m)  # raises its own shape error
+    out = np.zeros(m.shape, dtype=bool)
     if m.any():
         box = tuple(slice(b.start - b.start % 2, b.stop) for b in _bbox(m))
         out[box] = centerline(m[box])

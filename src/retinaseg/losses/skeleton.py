@@ -515,8 +515,8 @@ def ibp_skeleton(p: torch.Tensor, iters: int = 5, beta: float = 0.33, tau: float
             for 5 iterations of 4 subfields); ``"product"`` is ``x·(1 − simple·keep)``, the
             same values on binary input, whose kept pixels pass their gradient whole (the
             default: with ``min`` a U-Net trained with ``ibp_cldice`` at α 0.5 collapsed, with
-            ``product`` it learns; benchmarks/RESULTS.md, "OCTA-500: Dice vs topology-aware
-            training").
+            ``product`` it learns; benchmarks/RESULTS.md at git 022c15b, "OCTA-500: Dice vs
+            topology-aware training").
 
     Returns:
         Skeleton, same shape and dtype as ``p`` (computed in float32 with autocast off);
